@@ -1,0 +1,1 @@
+//! One module per subcommand: argument structs (clap) and the glue that runs them.
