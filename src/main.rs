@@ -1,1 +1,70 @@
-fn main() {}
+//! The `grpo` command line: argument parsing and dispatch only; the work lives in the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use grpo::cli;
+
+/// RL fine-tuning of causal language models on problems with checkable answers
+/// (GRPO and λ-GRPO, math first).
+#[derive(Debug, Parser)]
+#[command(name = "grpo", version, propagate_version = true)]
+#[command(after_help = "Start with: grpo train --config configs/lambda.toml")]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG takes precedence when set.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Worker threads for rayon and candle's CPU kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect configuration files (`grpo config show`).
+    Config(cli::config::ConfigArgs),
+    /// Build the built-in task's data, train the tiny tokenizer, list benchmarks.
+    Data(cli::data::DataArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    if let Err(err) = init(&args) {
+        eprintln!("grpo: {err:#}");
+        return ExitCode::from(2);
+    }
+    let result = match &args.command {
+        Command::Config(a) => cli::config::run(a),
+        Command::Data(a) => cli::data::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("grpo: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init(args: &Cli) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        anyhow::ensure!(n > 0, "--threads: expected at least 1");
+        // candle's CPU kernels read the same variable as rayon.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("--threads: {e}"))?;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .map_err(|e| anyhow::anyhow!("--log-level {}: {e}", args.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    Ok(())
+}

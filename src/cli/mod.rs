@@ -1,1 +1,3 @@
-//! One module per subcommand: argument structs (clap) and the glue that runs them.
+//! One module per subcommand: its clap arguments and the glue that runs it.
+pub mod config;
+pub mod data;

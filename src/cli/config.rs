@@ -1,0 +1,46 @@
+//! `grpo config`: inspect a run's configuration.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+
+/// Inspect configuration files.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the fully resolved config (defaults and --set overrides included) as TOML.
+    #[command(
+        long_about = "Print the fully resolved config (defaults and --set overrides \
+included) as TOML, after validation.\n\nExamples:\n  grpo config show --config configs/lambda.toml\n  \
+grpo config show --config configs/lambda.toml --set train.max_steps=4"
+    )]
+    Show {
+        /// The TOML config file.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Override a key: `section.key=value` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+}
+
+pub fn run(args: &ConfigArgs) -> Result<()> {
+    match &args.command {
+        ConfigCommand::Show { config, overrides } => {
+            let cfg = match config {
+                Some(path) => Config::load(path, overrides)?,
+                None => Config::from_overrides(overrides)?,
+            };
+            print!("{}", cfg.to_toml()?);
+            Ok(())
+        }
+    }
+}

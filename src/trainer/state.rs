@@ -1,0 +1,111 @@
+//! Checkpoints: `output.dir/checkpoint-N/` holds the model in Hugging Face layout (so
+//! `transformers` and `grpo generate` load it unchanged) plus what a resumed run needs:
+//! `optimizer.safetensors` (AdamW moments) and `trainer_state.json` (step, counters, config).
+//!
+//! A checkpoint is written into a staging folder beside its final name and renamed into place,
+//! so an interrupted save never leaves a half-written `checkpoint-N`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{copy_tokenizer_files, Policy};
+use crate::trainer::optim::AdamW;
+
+/// What `trainer_state.json` holds besides the weights and moments.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Optimizer steps completed (the checkpoint is taken after step `step`).
+    pub step: usize,
+    /// Consecutive non-finite steps so far (the NaN guard's counter).
+    pub nonfinite_streak: usize,
+    /// Validation accuracy before training, carried into the final summary.
+    pub initial_val_accuracy: Option<f64>,
+    /// Wall time spent before this checkpoint, so summaries of resumed runs add up.
+    pub elapsed_s: f64,
+    /// The resolved config of the run, as TOML.
+    pub config: String,
+}
+
+pub fn checkpoint_dir(out: &Path, step: usize) -> PathBuf {
+    out.join(format!("checkpoint-{step}"))
+}
+
+/// Writes `checkpoint-N` atomically: model, tokenizer files, optimizer, state.
+pub fn save_checkpoint(
+    out: &Path,
+    policy: &Policy,
+    tokenizer_dir: &Path,
+    opt: &AdamW,
+    state: &TrainerState,
+) -> Result<PathBuf> {
+    let final_dir = checkpoint_dir(out, state.step);
+    let staging = out.join(format!(".checkpoint-{}.partial", state.step));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("removing stale {}", staging.display()))?;
+    }
+    policy.save(&staging)?;
+    copy_tokenizer_files(tokenizer_dir, &staging)?;
+    opt.save(&staging.join("optimizer.safetensors"))?;
+    let json = serde_json::to_string_pretty(state)?;
+    std::fs::write(staging.join("trainer_state.json"), json)
+        .with_context(|| format!("writing {}", staging.join("trainer_state.json").display()))?;
+    if final_dir.exists() {
+        // Rename can't replace a non-empty directory: move the old one aside first.
+        let old = out.join(format!(".checkpoint-{}.old", state.step));
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(&final_dir, &old)?;
+        std::fs::rename(&staging, &final_dir)?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&staging, &final_dir).with_context(|| {
+            format!("renaming {} to {}", staging.display(), final_dir.display())
+        })?;
+    }
+    Ok(final_dir)
+}
+
+/// The newest complete `checkpoint-N` in `out`, if any.
+pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
+    if !out.exists() {
+        return Ok(None);
+    }
+    let mut best: Option<(usize, PathBuf)> = None;
+    for entry in std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(n) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if !path.join("trainer_state.json").exists() {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(b, _)| n > *b) {
+            best = Some((n, path));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+pub fn load_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{} is not a grpo checkpoint (no trainer_state.json)",
+            dir.display()
+        )
+    })?;
+    let state: TrainerState =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if !dir.join("optimizer.safetensors").exists() {
+        bail!("{}: optimizer.safetensors is missing", dir.display());
+    }
+    Ok(state)
+}
