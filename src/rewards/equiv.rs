@@ -234,7 +234,7 @@ fn split_top<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
             b'\\' if s[i..].starts_with(r"\end") => depth -= 1,
             _ => {}
         }
-        if depth == 0 && s[i..].starts_with(sep) {
+        if depth == 0 && s.is_char_boundary(i) && s[i..].starts_with(sep) {
             let after_ok = !sep.starts_with('\\')
                 || !s[i + sep.len()..].starts_with(|c: char| c.is_ascii_alphabetic());
             if after_ok {
@@ -297,7 +297,7 @@ fn split_relation(s: &str) -> Option<(&str, RelOp, &str, bool)> {
             b')' | b']' | b'}' => depth -= 1,
             _ => {}
         }
-        if depth != 0 {
+        if depth != 0 || !s.is_char_boundary(i) {
             continue;
         }
         let rest = &s[i..];
@@ -372,7 +372,14 @@ fn items(parts: &[&str], fuel: &Fuel, depth: usize) -> Vec<Answer> {
         .map(|p| p.trim())
         .filter(|p| !p.is_empty())
         .take(MAX_ITEMS + 1)
-        .map(|p| parse_answer(p, fuel, depth + 1))
+        .flat_map(|p| {
+            let a = parse_answer(p, fuel, depth + 1);
+            // `1 \pm \sqrt5` inside a list contributes both of its values.
+            match a {
+                Answer::Set(v) if !p.starts_with(r"\{") => v,
+                other => vec![other],
+            }
+        })
         .collect()
 }
 

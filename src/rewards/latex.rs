@@ -325,6 +325,9 @@ pub fn normalize(input: &str) -> String {
             s = s.replace(from, to);
         }
     }
+    // Protect row breaks `\\` from the one-symbol spacing commands below.
+    let s_protected = s.replace(r"\\", "\u{1}");
+    s = s_protected;
     // Thousands separators written `10,\!080`.
     while let Some(i) = s.find(r",\!") {
         let rest = s[i + 3..].trim_start().to_string();
@@ -388,6 +391,7 @@ pub fn normalize(input: &str) -> String {
     ] {
         s = replace_cmd(&s, cmd, to);
     }
+    s = s.replace('\u{1}', r" \\ ");
     s = unwrap_text(&s);
     s = strip_units(&s);
     let mut s = s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -461,8 +465,15 @@ fn unwrap_text(s: &str) -> String {
                     continue;
                 }
             }
-            out.push_str(&s[i..name_end.max(i + 2).min(s.len())]);
-            i = name_end.max(i + 2).min(s.len());
+            // A command name, or a backslash and the one (possibly multi-byte) symbol after it.
+            let next_len = s[i + 1..].chars().next().map_or(0, char::len_utf8);
+            let end = if name_end > i + 1 {
+                name_end
+            } else {
+                i + 1 + next_len
+            };
+            out.push_str(&s[i..end]);
+            i = end;
             continue;
         }
         let ch = s[i..].chars().next().unwrap_or(' ');
@@ -484,8 +495,10 @@ fn strip_units(s: &str) -> String {
             .or_else(|| trimmed.strip_suffix("^{3}"))
             .unwrap_or(trimmed);
         let word_start = core
-            .rfind(|c: char| !c.is_ascii_alphabetic())
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !c.is_ascii_alphabetic())
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let word = &core[word_start..];
         let before = &core[..word_start];
         if word.is_empty() || before.ends_with('\\') || !is_unit_word(word) {
@@ -657,8 +670,9 @@ impl<'a> Parser<'a> {
         while end < self.s.len() && self.s[end].is_ascii_alphabetic() {
             end += 1;
         }
-        if end == start && start < self.s.len() {
-            end = start + 1; // a one-symbol command such as `\{`
+        if end == start {
+            // A one-symbol command such as `\{` (the symbol may be multi-byte).
+            end = start + self.src[start..].chars().next().map_or(0, char::len_utf8);
         }
         Some(&self.src[start..end])
     }
@@ -726,11 +740,13 @@ impl<'a> Parser<'a> {
 
     fn term(&mut self) -> PResult {
         // A leading sign binds to the whole product: `-2x` = -(2x).
-        if self.eat(b'-') {
-            return Ok(Expr::Neg(b(self.term()?)));
-        }
-        if self.eat(b'+') {
-            return self.term();
+        if self.peek() == Some(b'-') || self.peek() == Some(b'+') {
+            let neg = self.s[self.pos] == b'-';
+            self.pos += 1;
+            self.enter()?;
+            let r = self.term();
+            self.depth -= 1;
+            return if neg { r.map(|e| Expr::Neg(b(e))) } else { r };
         }
         let mut acc = self.unary()?;
         loop {
