@@ -27,6 +27,8 @@ enum Command {
     Config(cli::config::ConfigArgs),
     /// Build the built-in task's data, train the tiny tokenizer, list benchmarks.
     Data(cli::data::DataArgs),
+    /// Sample completions from a model (batched, KV-cached).
+    Generate(cli::generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     let result = match &args.command {
         Command::Config(a) => cli::config::run(a),
         Command::Data(a) => cli::data::run(a),
+        Command::Generate(a) => cli::generate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

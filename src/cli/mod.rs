@@ -1,3 +1,4 @@
 //! One module per subcommand: its clap arguments and the glue that runs it.
 pub mod config;
 pub mod data;
+pub mod generate;

@@ -1,0 +1,347 @@
+//! `grpo generate`: sample completions from a checkpoint.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::DType;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::model::{resolve_model_dir, ChatMessage, Policy, Tokenizer};
+use crate::sampler::{generate, Completion, SamplingParams, TokenEvent};
+
+/// Sample completions from a model (batched, KV-cached).
+#[derive(Debug, Clone, Args)]
+#[command(long_about = "Sample completions from a model (batched, KV-cached).
+
+Prompts come from --prompt (repeatable) or --input (JSONL with a `prompt` or `question` field per
+line). Each prompt is wrapped in the checkpoint's chat template (with --system as the system
+turn) unless --no-chat-template. Unset sampling options take the checkpoint's
+generation_config.json values (temperature, top_p, top_k, min_p; do_sample = false means greedy),
+else temperature 1.0 with no truncation. A single prompt with -n 1 streams its text to stdout;
+--json prints one JSON object per completion (prompt_index, sample_index, text, token_ids,
+logprobs, finish_reason). Log-probs are those of log_softmax(logits / T) over the full
+vocabulary, as the trainer computes them.
+
+Examples:
+  grpo generate --model ../shared/fixtures/tiny-qwen2 --prompt 'What is 2+3?' --max-new-tokens 32
+  grpo generate --model Qwen/Qwen2.5-0.5B-Instruct --input prompts.jsonl -n 8 --temperature 0.7 --json
+  grpo generate --model runs/lambda/checkpoint-20 --prompt 'Q: 12*7?' --temperature 0 --stop '\\n\\n'
+  grpo generate --model ../shared/fixtures/tiny-qwen2 --bench")]
+pub struct GenerateArgs {
+    /// Local Hugging Face directory or hub id (found in the local hub cache).
+    #[arg(long, short = 'm', value_name = "DIR|HUB_ID")]
+    pub model: String,
+    /// Hub revision (hub ids only).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// A prompt (repeatable).
+    #[arg(long, short = 'p', value_name = "TEXT", conflicts_with = "input")]
+    pub prompt: Vec<String>,
+    /// JSONL file of prompts: a `prompt` or `question` string field per line.
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Completions per prompt.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub num_samples: usize,
+    /// Sampling temperature; 0 = greedy [default: generation_config.json, else 1.0].
+    #[arg(long, short = 't')]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass, 1 = off [default: generation_config.json, else 1.0].
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Keep the k most likely tokens, 0 = off [default: generation_config.json, else 0].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Drop tokens less likely than min_p × the top token's probability, 0 = off.
+    #[arg(long)]
+    pub min_p: Option<f64>,
+    /// Most new tokens per completion.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Seed of the per-completion RNGs (same seed, same completions).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// End a completion before this string (repeatable; excluded from the text).
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Keep generating past EOS tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Tokenize prompts as they are, without the chat template.
+    #[arg(long)]
+    pub no_chat_template: bool,
+    /// System message for the chat template.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Compute dtype: f32, bf16 or f16 (bf16/f16 need a GPU build).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Most rows (prompts × samples) per forward pass; 0 = all at once.
+    #[arg(long, default_value_t = 0)]
+    pub max_batch_rows: usize,
+    /// One JSON object per completion on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Throughput benchmark: 8 synthetic prompts × 8 samples × 128 new tokens, EOS ignored.
+    #[arg(long, conflicts_with_all = ["prompt", "input"])]
+    pub bench: bool,
+}
+
+pub fn run(args: &GenerateArgs) -> Result<()> {
+    let dtype = parse_dtype(&args.dtype)?;
+    let device = crate::trainer::run::parse_device(&args.device)?;
+    let dir = resolve_model_dir(&args.model, args.revision.as_deref())?;
+    let tokenizer = Tokenizer::load(&dir)?;
+    let policy = Policy::load(&dir, dtype, &device)
+        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let mut params = sampling_params(args, &dir, &tokenizer)?;
+
+    if args.bench {
+        return bench(&policy, &tokenizer, &mut params);
+    }
+    let texts = prompt_texts(args)?;
+    let prompts = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| prepare_prompt(args, &tokenizer, t).with_context(|| format!("prompt {i}")))
+        .collect::<Result<Vec<_>>>()?;
+
+    let start = Instant::now();
+    let stream = prompts.len() == 1 && args.num_samples == 1 && !args.json;
+    let completions = if stream {
+        let stdout = std::io::stdout();
+        let mut cb = |e: &TokenEvent<'_>| {
+            let mut out = stdout.lock();
+            let _ = out.write_all(e.text.as_bytes());
+            let _ = out.flush();
+        };
+        let c = generate(&policy, &tokenizer, &prompts, 1, &params, Some(&mut cb))?;
+        println!();
+        c
+    } else {
+        let c = with_progress(prompts.len() * args.num_samples, |cb| {
+            generate(
+                &policy,
+                &tokenizer,
+                &prompts,
+                args.num_samples,
+                &params,
+                Some(cb),
+            )
+        })?;
+        print_completions(&c, args.json)?;
+        c
+    };
+    summary(&completions, start.elapsed());
+    Ok(())
+}
+
+fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        other => bail!("--dtype: expected f32, bf16 or f16, got `{other}`"),
+    }
+}
+
+/// Command-line values, else the checkpoint's generation_config.json, else HF's defaults.
+fn sampling_params(args: &GenerateArgs, dir: &Path, tok: &Tokenizer) -> Result<SamplingParams> {
+    let path = dir.join("generation_config.json");
+    let gen: Value = if path.is_file() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+    } else {
+        Value::Null
+    };
+    let num = |key: &str| gen.get(key).and_then(Value::as_f64);
+    let greedy_by_default = gen.get("do_sample").and_then(Value::as_bool) == Some(false);
+    let temperature = args.temperature.unwrap_or(if greedy_by_default {
+        0.0
+    } else {
+        num("temperature").unwrap_or(1.0)
+    });
+    let params = SamplingParams {
+        temperature,
+        top_p: args.top_p.or(num("top_p")).unwrap_or(1.0),
+        top_k: args
+            .top_k
+            .or(gen.get("top_k").and_then(Value::as_u64).map(|k| k as usize))
+            .unwrap_or(0),
+        min_p: args.min_p.or(num("min_p")).unwrap_or(0.0),
+        max_new_tokens: args.max_new_tokens,
+        stop: args.stop.clone(),
+        eos_token_ids: tok.eos_token_ids(),
+        ignore_eos: args.ignore_eos,
+        seed: args.seed,
+        max_batch_rows: args.max_batch_rows,
+    };
+    params
+        .logits_processor()
+        .with_context(|| format!("sampling settings (command line, then {})", path.display()))?;
+    Ok(params)
+}
+
+fn prompt_texts(args: &GenerateArgs) -> Result<Vec<String>> {
+    if let Some(path) = &args.input {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut out = Vec::new();
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
+            let text = ["prompt", "question"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(Value::as_str))
+                .with_context(|| {
+                    format!(
+                        "{}:{}: expected a string field `prompt` or `question`",
+                        path.display(),
+                        i + 1
+                    )
+                })?;
+            out.push(text.to_string());
+        }
+        if out.is_empty() {
+            bail!("{}: no prompts", path.display());
+        }
+        return Ok(out);
+    }
+    if args.prompt.is_empty() {
+        bail!("give prompts with --prompt TEXT or --input FILE (or run --bench)");
+    }
+    Ok(args.prompt.clone())
+}
+
+fn prepare_prompt(args: &GenerateArgs, tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    if args.no_chat_template || !tok.has_chat_template() {
+        if args.system.is_some() {
+            bail!("--system needs a chat template (the model has none, or --no-chat-template)");
+        }
+        return tok.encode(text, true);
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(ChatMessage::new("system", system.clone()));
+    }
+    messages.push(ChatMessage::new("user", text));
+    let rendered = tok.apply_chat_template(&messages, true)?;
+    // The template already spells out the special tokens (as transformers does).
+    tok.encode(&rendered, false)
+}
+
+/// Runs `f` with a token callback that drives a progress bar on stderr (completed rows, with
+/// new tokens and tokens/s in the message).
+fn with_progress<T>(
+    rows: usize,
+    f: impl FnOnce(&mut dyn FnMut(&TokenEvent<'_>)) -> Result<T>,
+) -> Result<T> {
+    let bar = ProgressBar::new(rows as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} completions  {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    let start = Instant::now();
+    let mut tokens = 0usize;
+    let mut last_update = Instant::now();
+    let mut cb = |e: &TokenEvent<'_>| {
+        tokens += 1;
+        if e.finish_reason.is_some() {
+            bar.inc(1);
+        }
+        if last_update.elapsed() > Duration::from_millis(200) {
+            last_update = Instant::now();
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "{tokens} tokens, {:.1} tok/s",
+                tokens as f64 / secs
+            ));
+        }
+    };
+    let out = f(&mut cb);
+    bar.finish_and_clear();
+    out
+}
+
+fn print_completions(completions: &[Completion], as_json: bool) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for c in completions {
+        if as_json {
+            let line = json!({
+                "prompt_index": c.prompt_index,
+                "sample_index": c.sample_index,
+                "text": c.text,
+                "token_ids": c.token_ids,
+                "logprobs": c.logprobs,
+                "finish_reason": c.finish_reason,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(
+                out,
+                "=== prompt {} sample {} ({}, {} tokens) ===\n{}",
+                c.prompt_index,
+                c.sample_index,
+                c.finish_reason,
+                c.token_ids.len(),
+                c.text
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn summary(completions: &[Completion], elapsed: Duration) {
+    let tokens: usize = completions.iter().map(|c| c.token_ids.len()).sum();
+    let secs = elapsed.as_secs_f64();
+    eprintln!(
+        "generated {tokens} new tokens in {} completions in {secs:.2} s ({:.1} tok/s)",
+        completions.len(),
+        tokens as f64 / secs.max(1e-9)
+    );
+}
+
+/// Prompts for `--bench` and `benches/generate.rs`: eight questions of different lengths.
+pub fn bench_prompts(tok: &Tokenizer) -> Result<Vec<Vec<u32>>> {
+    let base = "Natalia sold clips to 48 of her friends in April, and then she sold half as many \
+                clips in May. How many clips did Natalia sell altogether in April and May?";
+    let words: Vec<&str> = base.split(' ').collect();
+    (0..8)
+        .map(|i| {
+            let n = (8 + 3 * i).min(words.len());
+            tok.encode(&format!("Question {i}: {}", words[..n].join(" ")), false)
+        })
+        .collect()
+}
+
+fn bench(policy: &Policy, tok: &Tokenizer, params: &mut SamplingParams) -> Result<()> {
+    params.max_new_tokens = 128;
+    params.ignore_eos = true;
+    params.stop.clear();
+    let prompts = bench_prompts(tok)?;
+    let start = Instant::now();
+    let completions = generate(policy, tok, &prompts, 8, params, None)?;
+    let secs = start.elapsed().as_secs_f64();
+    let tokens: usize = completions.iter().map(|c| c.token_ids.len()).sum();
+    println!(
+        "bench: {} prompts × 8 samples × {} new tokens: {tokens} tokens in {secs:.3} s = {:.1} tok/s",
+        prompts.len(),
+        params.max_new_tokens,
+        tokens as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! One row of logits → one sampled token and its log-probability.
+//!
+//! Truncation follows Hugging Face's warper order: temperature, then `top_k`, then `top_p` on the
+//! renormalised top-k distribution, then `min_p` (relative to the most likely token, which is
+//! invariant under renormalisation). Ties are broken by the lower token id, so the kept set is a
+//! deterministic prefix of the tokens sorted by logit.
+//!
+//! The log-probability returned with a token is taken under the temperature-scaled **full**
+//! distribution `log_softmax(logits / T)`, not the truncated one: that is what the trainer
+//! recomputes from a forward pass, so rollout and training log-probs agree. At `T = 0` (greedy)
+//! it is `log_softmax(logits)` at `T = 1`.
+
+use std::cell::RefCell;
+
+use anyhow::{bail, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A chosen token and its log-probability under `log_softmax(logits / T)` (see module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampled {
+    pub token: u32,
+    pub logprob: f32,
+}
+
+/// Temperature and truncation settings for one generation call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogitsProcessor {
+    /// 0 means greedy (argmax).
+    pub temperature: f64,
+    /// 0 means off.
+    pub top_k: usize,
+    /// 1.0 means off.
+    pub top_p: f64,
+    /// 0.0 means off.
+    pub min_p: f64,
+}
+
+/// The RNG of one output row, seeded from `(seed, prompt_index, sample_index)` only, so a row's
+/// tokens do not depend on which other rows share its batch or on the thread count.
+pub fn row_rng(seed: u64, prompt_index: usize, sample_index: usize) -> ChaCha8Rng {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(&(prompt_index as u64).to_le_bytes());
+    bytes[16..24].copy_from_slice(&(sample_index as u64).to_le_bytes());
+    bytes[24..].copy_from_slice(b"grpo-smp");
+    ChaCha8Rng::from_seed(bytes)
+}
+
+/// `log_softmax(logits / temperature)[token]`, with `temperature <= 0` read as 1.
+pub fn log_softmax_at(logits: &[f32], temperature: f64, token: u32) -> f32 {
+    let inv_t = inv_temperature(temperature);
+    let (max, _) = argmax(logits);
+    let sum = sum_exp(logits, max, inv_t);
+    ((f64::from(logits[token as usize]) - f64::from(max)) * inv_t - sum.ln()) as f32
+}
+
+thread_local! {
+    /// Per-thread scratch (token ids, unnormalised weights) reused across calls to avoid a
+    /// vocabulary-sized allocation per sampled token.
+    static SCRATCH: RefCell<(Vec<u32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+impl LogitsProcessor {
+    /// Checks ranges; errors name the offending setting.
+    pub fn new(temperature: f64, top_k: usize, top_p: f64, min_p: f64) -> Result<Self> {
+        if !(temperature.is_finite() && temperature >= 0.0) {
+            bail!("temperature: expected a finite number >= 0, got {temperature}");
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            bail!("top_p: expected a number in (0, 1], got {top_p}");
+        }
+        if !(0.0..=1.0).contains(&min_p) {
+            bail!("min_p: expected a number in [0, 1], got {min_p}");
+        }
+        Ok(Self {
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+        })
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+
+    fn truncates(&self, vocab: usize) -> bool {
+        (self.top_k > 0 && self.top_k < vocab) || self.top_p < 1.0 || self.min_p > 0.0
+    }
+
+    /// Draws one token. Greedy rows consume no randomness; sampled rows consume exactly one
+    /// `f64` per call, so a row's stream stays aligned however the batch is laid out.
+    pub fn sample(&self, logits: &[f32], rng: &mut ChaCha8Rng) -> Result<Sampled> {
+        if logits.is_empty() {
+            bail!("cannot sample from an empty row of logits");
+        }
+        let (max, arg) = argmax(logits);
+        if self.is_greedy() {
+            let sum = sum_exp(logits, max, 1.0);
+            check_sum(sum)?;
+            let logprob = (f64::from(logits[arg]) - f64::from(max) - sum.ln()) as f32;
+            return Ok(Sampled {
+                token: arg as u32,
+                logprob,
+            });
+        }
+        let inv_t = 1.0 / self.temperature;
+        let u: f64 = rng.random();
+        SCRATCH.with(|scratch| {
+            let (ids, weights) = &mut *scratch.borrow_mut();
+            let total = fill_weights(logits, max, inv_t, weights);
+            check_sum(total)?;
+            let token = if self.truncates(logits.len()) {
+                let kept = self.kept_prefix(logits, weights, total, ids);
+                let kept_mass: f64 = ids[..kept]
+                    .iter()
+                    .map(|&i| f64::from(weights[i as usize]))
+                    .sum();
+                pick(ids[..kept].iter().copied(), weights, u * kept_mass)
+            } else {
+                pick(0..logits.len() as u32, weights, u * total)
+            };
+            let logprob =
+                ((f64::from(logits[token as usize]) - f64::from(max)) * inv_t - total.ln()) as f32;
+            Ok(Sampled { token, logprob })
+        })
+    }
+
+    /// The exact distribution [`sample`](Self::sample) draws from: `(token, probability)` sorted
+    /// by probability (ties: lower id first). Greedy gives the argmax with probability 1.
+    pub fn distribution(&self, logits: &[f32]) -> Result<Vec<(u32, f64)>> {
+        if logits.is_empty() {
+            bail!("cannot sample from an empty row of logits");
+        }
+        let (max, arg) = argmax(logits);
+        if self.is_greedy() {
+            return Ok(vec![(arg as u32, 1.0)]);
+        }
+        let inv_t = 1.0 / self.temperature;
+        let mut weights = Vec::new();
+        let mut ids = Vec::new();
+        let total = fill_weights(logits, max, inv_t, &mut weights);
+        check_sum(total)?;
+        let kept = if self.truncates(logits.len()) {
+            self.kept_prefix(logits, &weights, total, &mut ids)
+        } else {
+            ids.extend(0..logits.len() as u32);
+            ids.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
+            ids.len()
+        };
+        let mass: f64 = ids[..kept]
+            .iter()
+            .map(|&i| f64::from(weights[i as usize]))
+            .sum();
+        Ok(ids[..kept]
+            .iter()
+            .map(|&i| (i, f64::from(weights[i as usize]) / mass))
+            .collect())
+    }
+
+    /// Leaves in `ids[..n]` the kept tokens sorted by logit (descending) and returns `n`.
+    ///
+    /// Only the head of the ranking is sorted: start with the top 64 (or `top_k`) and double
+    /// while `top_p` still needs more mass, so a 150k vocabulary costs a few linear passes.
+    fn kept_prefix(
+        &self,
+        logits: &[f32],
+        weights: &[f32],
+        total: f64,
+        ids: &mut Vec<u32>,
+    ) -> usize {
+        let vocab = logits.len();
+        let k_limit = if self.top_k == 0 {
+            vocab
+        } else {
+            self.top_k.min(vocab)
+        };
+        // min_p: p_i >= min_p * p_max  <=>  weight_i >= min_p (weights are relative to the max).
+        let min_weight = self.min_p as f32;
+        let mut head = if self.top_k > 0 {
+            k_limit
+        } else {
+            64.min(vocab)
+        };
+        loop {
+            ids.clear();
+            ids.extend(0..vocab as u32);
+            if head < vocab {
+                ids.select_nth_unstable_by(head - 1, |&a, &b| by_logit_desc(logits, a, b));
+                ids.truncate(head);
+            }
+            ids.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
+            // Mass the top-p threshold is measured against: the top-k set, or everything.
+            let reference_mass = if k_limit < vocab {
+                ids[..k_limit]
+                    .iter()
+                    .map(|&i| f64::from(weights[i as usize]))
+                    .sum()
+            } else {
+                total
+            };
+            let target = self.top_p * reference_mass;
+            let mut cum = 0.0f64;
+            let mut kept = 0;
+            // Whether a rule ended the prefix inside the head (otherwise it may need to grow).
+            let mut cut = false;
+            for &i in ids.iter().take(k_limit) {
+                let w = weights[i as usize];
+                // Keep a token while the mass before it is below top_p and it passes min_p
+                // (HF: drop where the ascending cumsum <= 1 - top_p); always keep one.
+                if kept > 0 && (w < min_weight || (self.top_p < 1.0 && cum >= target)) {
+                    cut = true;
+                    break;
+                }
+                cum += f64::from(w);
+                kept += 1;
+            }
+            if self.top_p < 1.0 && cum >= target {
+                cut = true;
+            }
+            if cut || head >= k_limit {
+                return kept;
+            }
+            head = (head * 4).min(vocab);
+        }
+    }
+}
+
+fn inv_temperature(temperature: f64) -> f64 {
+    if temperature > 0.0 {
+        1.0 / temperature
+    } else {
+        1.0
+    }
+}
+
+/// First index of the maximum (matches `torch.argmax` on ties); NaNs never win.
+fn argmax(logits: &[f32]) -> (f32, usize) {
+    let mut best = f32::NEG_INFINITY;
+    let mut arg = 0;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > best {
+            best = x;
+            arg = i;
+        }
+    }
+    (best, arg)
+}
+
+fn sum_exp(logits: &[f32], max: f32, inv_t: f64) -> f64 {
+    let inv_t = inv_t as f32;
+    logits
+        .iter()
+        .map(|&x| f64::from(((x - max) * inv_t).exp()))
+        .sum()
+}
+
+/// `weights[i] = exp((logit_i - max) / T)`; returns their sum (f64 for accuracy).
+fn fill_weights(logits: &[f32], max: f32, inv_t: f64, weights: &mut Vec<f32>) -> f64 {
+    let inv_t = inv_t as f32;
+    weights.clear();
+    weights.extend(logits.iter().map(|&x| ((x - max) * inv_t).exp()));
+    weights.iter().map(|&w| f64::from(w)).sum()
+}
+
+fn check_sum(sum: f64) -> Result<()> {
+    if !(sum.is_finite() && sum >= 1.0) {
+        bail!("logits are not finite (softmax normaliser {sum}); the model produced NaN or inf");
+    }
+    Ok(())
+}
+
+fn by_logit_desc(logits: &[f32], a: u32, b: u32) -> std::cmp::Ordering {
+    logits[b as usize]
+        .total_cmp(&logits[a as usize])
+        .then(a.cmp(&b))
+}
+
+/// Inverse-CDF draw: the first token whose cumulative weight exceeds `threshold`.
+fn pick(ids: impl Iterator<Item = u32>, weights: &[f32], threshold: f64) -> u32 {
+    let mut cum = 0.0f64;
+    let mut last = 0;
+    for i in ids {
+        let w = weights[i as usize];
+        if w <= 0.0 {
+            continue;
+        }
+        cum += f64::from(w);
+        last = i;
+        if cum > threshold {
+            return i;
+        }
+    }
+    // Rounding left `threshold` at the very top: fall back to the last token with weight.
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(t: f64, k: usize, p: f64, m: f64) -> LogitsProcessor {
+        LogitsProcessor::new(t, k, p, m).unwrap()
+    }
+
+    #[test]
+    fn greedy_takes_first_argmax_and_reports_t1_logprob() {
+        let logits = [1.0f32, 3.0, 3.0, -2.0];
+        let mut rng = row_rng(0, 0, 0);
+        let s = proc(0.0, 0, 1.0, 0.0).sample(&logits, &mut rng).unwrap();
+        assert_eq!(s.token, 1);
+        let z: f64 = logits.iter().map(|&x| f64::from(x).exp()).sum();
+        assert!((f64::from(s.logprob) - (3.0 - z.ln())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn logprob_is_under_full_tempered_distribution_not_truncated() {
+        let logits = [2.0f32, 1.0, 0.5, -1.0, 0.0];
+        let p = proc(0.7, 2, 1.0, 0.0);
+        let mut rng = row_rng(3, 1, 2);
+        for _ in 0..20 {
+            let s = p.sample(&logits, &mut rng).unwrap();
+            assert!(s.token == 0 || s.token == 1);
+            let z: f64 = logits.iter().map(|&x| (f64::from(x) / 0.7).exp()).sum();
+            let expect = f64::from(logits[s.token as usize]) / 0.7 - z.ln();
+            assert!((f64::from(s.logprob) - expect).abs() < 1e-5);
+            assert!((s.logprob - log_softmax_at(&logits, 0.7, s.token)).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn truncation_sets() {
+        // probs at T=1 ∝ exp(logits): 0.4, 0.3, 0.2, 0.1 (exactly, by construction)
+        let logits: Vec<f32> = [0.4f64, 0.3, 0.2, 0.1]
+            .iter()
+            .map(|p| p.ln() as f32)
+            .collect();
+        let ids = |d: Vec<(u32, f64)>| d.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(
+            ids(proc(1.0, 0, 1.0, 0.0).distribution(&logits).unwrap()),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(
+            ids(proc(1.0, 2, 1.0, 0.0).distribution(&logits).unwrap()),
+            [0, 1]
+        );
+        // top_p 0.65: 0.4 < 0.65, 0.7 >= 0.65 -> two tokens
+        assert_eq!(
+            ids(proc(1.0, 0, 0.65, 0.0).distribution(&logits).unwrap()),
+            [0, 1]
+        );
+        // top_p 0.75 -> three tokens
+        assert_eq!(
+            ids(proc(1.0, 0, 0.75, 0.0).distribution(&logits).unwrap()),
+            [0, 1, 2]
+        );
+        // top_k 3 renormalises to 4/9, 3/9, 2/9; top_p 0.7 -> 7/9 >= 0.7 after two
+        assert_eq!(
+            ids(proc(1.0, 3, 0.7, 0.0).distribution(&logits).unwrap()),
+            [0, 1]
+        );
+        // min_p 0.5: keep p >= 0.2
+        let d = proc(1.0, 0, 1.0, 0.5).distribution(&logits).unwrap();
+        assert_eq!(ids(d.clone()), [0, 1, 2]);
+        assert!((d[0].1 - 0.4 / 0.9).abs() < 1e-6);
+        // tiny top_p keeps exactly one token
+        assert_eq!(
+            ids(proc(1.0, 0, 0.01, 0.0).distribution(&logits).unwrap()),
+            [0]
+        );
+    }
+
+    #[test]
+    fn top_p_grows_past_initial_head_on_flat_vocab() {
+        let logits: Vec<f32> = (0..1000).map(|i| -(i as f32) * 1e-4).collect();
+        let d = proc(1.0, 0, 0.5, 0.0).distribution(&logits).unwrap();
+        // The smallest prefix holding half the mass (the head tokens are slightly heavier).
+        let w: Vec<f64> = logits.iter().map(|&x| f64::from(x).exp()).collect();
+        let total: f64 = w.iter().sum();
+        let mut cum = 0.0;
+        let n = w
+            .iter()
+            .position(|&x| {
+                cum += x;
+                cum >= 0.5 * total
+            })
+            .unwrap()
+            + 1;
+        assert!(n > 256, "the case must need several head expansions");
+        assert_eq!(d.len(), n);
+        let ids: Vec<u32> = d.iter().map(|&(i, _)| i).collect();
+        assert_eq!(ids, (0..d.len() as u32).collect::<Vec<_>>());
+        // min_p alone must also look past the first head of 64 tokens.
+        assert_eq!(
+            proc(1.0, 0, 1.0, 0.5).distribution(&logits).unwrap().len(),
+            1000
+        );
+        assert_eq!(
+            proc(1.0, 100, 1.0, 0.5)
+                .distribution(&logits)
+                .unwrap()
+                .len(),
+            100
+        );
+    }
+
+    #[test]
+    fn rejects_bad_settings_and_nan() {
+        assert!(LogitsProcessor::new(-1.0, 0, 1.0, 0.0).is_err());
+        assert!(LogitsProcessor::new(1.0, 0, 0.0, 0.0).is_err());
+        assert!(LogitsProcessor::new(1.0, 0, 1.0, 1.5).is_err());
+        let mut rng = row_rng(0, 0, 0);
+        assert!(proc(1.0, 0, 1.0, 0.0)
+            .sample(&[f32::NAN, 1.0], &mut rng)
+            .is_err());
+    }
+
+    #[test]
+    fn row_rng_depends_on_all_three_keys() {
+        let draw = |s, p, i| row_rng(s, p, i).random::<u64>();
+        assert_ne!(draw(1, 0, 0), draw(1, 0, 1));
+        assert_ne!(draw(1, 0, 1), draw(1, 1, 0));
+        assert_ne!(draw(1, 0, 0), draw(2, 0, 0));
+        assert_eq!(draw(5, 6, 7), draw(5, 6, 7));
+    }
+}
