@@ -1,1 +1,5 @@
 //! (filled in by its issue)
+
+pub mod advantages;
+pub mod loss;
+pub mod process_sets;
