@@ -29,6 +29,9 @@ enum Command {
     Data(cli::data::DataArgs),
     /// Sample completions from a model (batched, KV-cached).
     Generate(cli::generate::GenerateArgs),
+    /// Check answers for mathematical equivalence (the verifier behind the accuracy reward).
+    #[command(long_about = cli::verify::LONG_ABOUT)]
+    Verify(cli::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Config(a) => cli::config::run(a),
         Command::Data(a) => cli::data::run(a),
         Command::Generate(a) => cli::generate::run(a),
+        Command::Verify(a) => cli::verify::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
