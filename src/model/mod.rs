@@ -1,1 +1,16 @@
-//! (filled in by its issue)
+//! The policy model: Qwen2 / Llama decoders with a differentiable training path and a
+//! KV-cached inference path, Hugging Face checkpoint load/save, and the tokenizer with its
+//! chat template.
+
+pub mod checkpoint;
+pub mod config;
+pub mod kv_cache;
+pub mod policy;
+pub mod qwen2;
+pub mod tokenizer;
+
+pub use checkpoint::{copy_tokenizer_files, resolve_model_dir};
+pub use config::ModelConfig;
+pub use kv_cache::KvCache;
+pub use policy::Policy;
+pub use tokenizer::{ChatMessage, Tokenizer};

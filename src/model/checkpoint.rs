@@ -1,0 +1,222 @@
+//! Hugging Face checkpoint directories: locating them, reading and writing safetensors.
+
+use super::config::{ModelConfig, SUPPORTED_MODEL_TYPES};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Files next to the weights that define tokenization and generation defaults.
+pub const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+];
+
+/// A local directory if `name_or_path` is one, else the snapshot directory of that repo id in
+/// the Hugging Face cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+pub fn resolve_model_dir(name_or_path: &str, revision: Option<&str>) -> Result<PathBuf> {
+    let p = Path::new(name_or_path);
+    if p.is_dir() {
+        return Ok(p.to_path_buf());
+    }
+    let cache = match std::env::var_os("HF_HUB_CACHE") {
+        Some(dir) if !dir.is_empty() => hf_hub::Cache::new(PathBuf::from(dir)),
+        _ => hf_hub::Cache::from_env(),
+    };
+    let repo = hf_hub::Repo::with_revision(
+        name_or_path.to_string(),
+        hf_hub::RepoType::Model,
+        revision.unwrap_or("main").to_string(),
+    );
+    if let Some(config) = cache.repo(repo).get("config.json") {
+        if let Some(dir) = config.parent() {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    bail!(
+        "model `{name_or_path}` is not a local directory and is not in the Hugging Face cache \
+         (looked in {})",
+        cache.path().display()
+    )
+}
+
+/// Copies the tokenizer / generation files present in `from` into `to` (created if needed).
+/// Returns the names copied.
+pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<Vec<String>> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut copied = vec![];
+    for name in TOKENIZER_FILES {
+        let src = from.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, to.join(name)).with_context(|| {
+                format!("copying {} to {}", src.display(), to.join(name).display())
+            })?;
+            copied.push(name.to_string());
+        }
+    }
+    Ok(copied)
+}
+
+/// Reads and validates `<dir>/config.json`.
+pub fn load_config(dir: &Path) -> Result<ModelConfig> {
+    if !dir.is_dir() {
+        bail!("model directory {} does not exist", dir.display());
+    }
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        bail!(
+            "{} has no config.json (expected a Hugging Face checkpoint of type {})",
+            dir.display(),
+            SUPPORTED_MODEL_TYPES.join(" or ")
+        );
+    }
+    ModelConfig::from_file(&path)
+}
+
+/// The safetensors files of a checkpoint: `model.safetensors`, else the shards listed by
+/// `model.safetensors.index.json`.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if !index.is_file() {
+        bail!(
+            "{} has neither model.safetensors nor model.safetensors.index.json",
+            dir.display()
+        );
+    }
+    let text =
+        std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| anyhow!("{}: missing object `weight_map`", index.display()))?;
+    let files: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    if files.is_empty() {
+        bail!("{}: `weight_map` lists no files", index.display());
+    }
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// Maps a safetensors dtype to candle's.
+fn st_dtype(d: safetensors::Dtype, name: &str, file: &Path) -> Result<DType> {
+    DType::try_from(d).map_err(|_| {
+        anyhow!(
+            "{}: tensor `{name}` has unsupported dtype {d:?}",
+            file.display()
+        )
+    })
+}
+
+/// candle dtype for a transformers dtype name (`torch_dtype` / `dtype`).
+pub fn dtype_from_name(name: &str) -> Option<DType> {
+    match name {
+        "float32" | "fp32" => Some(DType::F32),
+        "bfloat16" | "bf16" => Some(DType::BF16),
+        "float16" | "fp16" | "half" => Some(DType::F16),
+        "float64" => Some(DType::F64),
+        _ => None,
+    }
+}
+
+/// transformers dtype name for a candle dtype.
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "float32",
+        DType::BF16 => "bfloat16",
+        DType::F16 => "float16",
+        DType::F64 => "float64",
+        _ => "float32",
+    }
+}
+
+/// Loaded parameters converted to the compute dtype, plus each tensor's on-disk dtype.
+pub(crate) struct LoadedWeights {
+    pub tensors: HashMap<String, Tensor>,
+    pub disk_dtypes: HashMap<String, DType>,
+}
+
+/// Reads the parameters named in `specs` from the checkpoint's safetensors files, checking
+/// presence and shapes. Extra tensors (e.g. a redundant tied `lm_head.weight`) are ignored.
+pub(crate) fn read_weights(
+    dir: &Path,
+    specs: &[(String, Vec<usize>)],
+    dtype: DType,
+    device: &Device,
+) -> Result<LoadedWeights> {
+    let files = weight_files(dir)?;
+    let mut tensors = HashMap::new();
+    let mut disk_dtypes = HashMap::new();
+    let wanted: HashMap<&str, &Vec<usize>> = specs.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    for file in &files {
+        if !file.is_file() {
+            bail!("safetensors file {} does not exist", file.display());
+        }
+        // SAFETY: the map is read-only and dropped before returning; as with every mmap-based
+        // loader, the file must not be modified concurrently.
+        let st =
+            unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }.map_err(|e| {
+                anyhow!(
+                    "safetensors file {} is corrupt or truncated: {e}",
+                    file.display()
+                )
+            })?;
+        for (name, view) in st.tensors() {
+            let Some(shape) = wanted.get(name.as_str()) else {
+                continue;
+            };
+            if view.shape() != shape.as_slice() {
+                bail!(
+                    "{}: tensor `{name}` has shape {:?}, the config implies {:?}",
+                    file.display(),
+                    view.shape(),
+                    shape
+                );
+            }
+            let disk = st_dtype(view.dtype(), &name, file)?;
+            let t = Tensor::from_raw_buffer(view.data(), disk, view.shape(), &Device::Cpu)
+                .with_context(|| format!("{}: decoding tensor `{name}`", file.display()))?
+                .to_dtype(dtype)?
+                .to_device(device)?;
+            disk_dtypes.insert(name.clone(), disk);
+            tensors.insert(name, t);
+        }
+    }
+    for (name, _) in specs {
+        if !tensors.contains_key(name) {
+            bail!(
+                "checkpoint {} is missing tensor `{name}` (looked in {})",
+                dir.display(),
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(LoadedWeights {
+        tensors,
+        disk_dtypes,
+    })
+}
+
+/// Writes named tensors to one safetensors file with transformers' `format: pt` metadata.
+pub(crate) fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let data = tensors.iter().map(|(n, t)| (n.as_str(), t));
+    safetensors::serialize_to_file(data, Some(meta), path)
+        .with_context(|| format!("writing {}", path.display()))
+}

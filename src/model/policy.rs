@@ -1,0 +1,299 @@
+//! The trainable policy: a decoder whose parameters are `Var`s in a `VarMap`.
+
+use super::checkpoint::{self, dtype_from_name, dtype_name};
+use super::config::ModelConfig;
+use super::kv_cache::KvCache;
+use super::qwen2::{parameter_specs, Transformer};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A causal LM whose every parameter is a trainable `Var` registered in `varmap` under its
+/// Hugging Face name.
+pub struct Policy {
+    pub config: ModelConfig,
+    pub varmap: VarMap,
+    pub device: Device,
+    pub dtype: DType,
+    model: Transformer,
+    /// On-disk dtype of each tensor, so `save` writes what was loaded.
+    disk_dtypes: HashMap<String, DType>,
+}
+
+fn check_dtype_device(dtype: DType, device: &Device) -> Result<()> {
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+        bail!("unsupported compute dtype {dtype:?} (use f32, f16 or bf16)");
+    }
+    if dtype == DType::BF16 && device.is_cpu() {
+        bail!("bf16 matmuls are not implemented by candle on CPU: load the model as f32");
+    }
+    Ok(())
+}
+
+impl Policy {
+    fn from_tensors(
+        config: ModelConfig,
+        tensors: HashMap<String, Tensor>,
+        disk_dtypes: HashMap<String, DType>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Policy> {
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+            for (name, t) in tensors {
+                data.insert(name, Var::from_tensor(&t)?);
+            }
+        }
+        let model = {
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+            let get = |name: &str| -> Result<Tensor> {
+                data.get(name)
+                    .map(|v| v.as_tensor().clone())
+                    .with_context(|| format!("parameter `{name}` missing"))
+            };
+            Transformer::new(&config, &get)?
+        };
+        Ok(Policy {
+            config,
+            varmap,
+            device: device.clone(),
+            dtype,
+            model,
+            disk_dtypes,
+        })
+    }
+
+    /// Load from a local HF directory (config.json + model.safetensors or
+    /// model.safetensors.index.json shards).
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Policy> {
+        check_dtype_device(dtype, device)?;
+        let config = checkpoint::load_config(dir)?;
+        let specs = parameter_specs(&config);
+        let w = checkpoint::read_weights(dir, &specs, dtype, device)?;
+        Self::from_tensors(config, w.tensors, w.disk_dtypes, dtype, device)
+    }
+
+    /// Random init (normal std=config.initializer_range, norms = 1, biases 0), deterministic
+    /// in `seed`.
+    pub fn new_random(
+        config: ModelConfig,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Policy> {
+        check_dtype_device(dtype, device)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let std = config.initializer_range as f32;
+        let disk = config
+            .torch_dtype
+            .as_deref()
+            .and_then(dtype_from_name)
+            .unwrap_or(dtype);
+        let mut tensors = HashMap::new();
+        let mut disk_dtypes = HashMap::new();
+        for (name, shape) in parameter_specs(&config) {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> =
+                if name.ends_with("layernorm.weight") || name == "model.norm.weight" {
+                    vec![1.0; n]
+                } else if name.ends_with(".bias") {
+                    vec![0.0; n]
+                } else {
+                    (0..n).map(|_| std * standard_normal(&mut rng)).collect()
+                };
+            let t = Tensor::from_vec(data, shape, device)?.to_dtype(dtype)?;
+            disk_dtypes.insert(name.clone(), disk);
+            tensors.insert(name, t);
+        }
+        Self::from_tensors(config, tensors, disk_dtypes, dtype, device)
+    }
+
+    /// Writes config.json + model.safetensors in HF layout atomically (temp dir in the same
+    /// parent + rename), tensors with their original names and on-disk dtype. Copies nothing
+    /// else: the caller copies tokenizer files via `copy_tokenizer_files`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".grpo-save-")
+            .tempdir_in(&parent)
+            .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+
+        let mut config = self.config.clone();
+        let default_disk = config
+            .torch_dtype
+            .as_deref()
+            .and_then(dtype_from_name)
+            .unwrap_or(self.dtype);
+        if config.torch_dtype.is_none() {
+            config.torch_dtype = Some(dtype_name(default_disk).to_string());
+        }
+        let json = serde_json::to_string_pretty(&config.to_json())?;
+        std::fs::write(tmp.path().join("config.json"), json + "\n")
+            .with_context(|| format!("writing config.json in {}", tmp.path().display()))?;
+
+        let mut tensors = vec![];
+        for (name, var) in self.named_vars() {
+            let disk = self.disk_dtypes.get(&name).copied().unwrap_or(default_disk);
+            let t = var.as_tensor().to_dtype(disk)?.to_device(&Device::Cpu)?;
+            tensors.push((name, t));
+        }
+        checkpoint::write_safetensors(&tmp.path().join("model.safetensors"), &tensors)?;
+
+        if !dir.exists() {
+            let tmp_path = tmp.keep();
+            std::fs::rename(&tmp_path, dir)
+                .with_context(|| format!("renaming {} to {}", tmp_path.display(), dir.display()))?;
+        } else {
+            // Each file is replaced atomically; other files in `dir` are left alone.
+            for name in ["model.safetensors", "config.json"] {
+                std::fs::rename(tmp.path().join(name), dir.join(name))
+                    .with_context(|| format!("replacing {}", dir.join(name).display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Differentiable logits [B,T,V] (f32) for input_ids [B,T] (u32); attention_mask [B,T]
+    /// (u32 or f32, 1 = token, 0 = left padding) or None = all ones.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.model.forward_train(input_ids, attention_mask)?;
+        self.model.lm_head(&h)
+    }
+
+    /// Inference with cache: appends input_ids [B,T] (+ its mask [B,T], None = all ones) to
+    /// the cache and returns logits [B,T,V] f32 for the new positions.
+    pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let h = self
+            .model
+            .forward_cached(input_ids, attention_mask, cache)?;
+        self.model.lm_head(&h)
+    }
+
+    /// Like `forward_cached` but returns only the last position's logits `[B, V]` (f32),
+    /// skipping the output projection of the rest of a prefill.
+    pub fn forward_cached_last(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let h = self
+            .model
+            .forward_cached(input_ids, attention_mask, cache)?;
+        let t = h.dim(1)?;
+        let last = h.narrow(1, t - 1, 1)?;
+        Ok(self.model.lm_head(&last)?.squeeze(1)?)
+    }
+
+    /// Log-prob of each next token: logits/temperature at position t scored at
+    /// input_ids[t+1]; returns [B, T-1] f32, differentiable.
+    pub fn token_logprobs(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        temperature: f64,
+    ) -> Result<Tensor> {
+        let (_, t) = input_ids
+            .dims2()
+            .context("input_ids must have shape [batch, seq_len]")?;
+        if t < 2 {
+            bail!("token_logprobs needs at least 2 tokens per row, got {t}");
+        }
+        if temperature <= 0.0 || !temperature.is_finite() {
+            bail!("temperature must be positive and finite, got {temperature}");
+        }
+        let h = self.model.forward_train(input_ids, attention_mask)?;
+        // The last position predicts nothing we score: skip its output projection.
+        let logits = self.model.lm_head(&h.narrow(1, 0, t - 1)?)?;
+        let logits = if temperature != 1.0 {
+            (logits / temperature)?
+        } else {
+            logits
+        };
+        let targets = input_ids
+            .narrow(1, 1, t - 1)?
+            .to_dtype(DType::U32)?
+            .contiguous()?
+            .unsqueeze(2)?;
+        let picked = logits.gather(&targets, 2)?.squeeze(2)?;
+        let max = logits.max_keepdim(D::Minus1)?.detach();
+        let lse = logits
+            .broadcast_sub(&max)?
+            .exp()?
+            .sum_keepdim(D::Minus1)?
+            .log()?
+            .add(&max)?
+            .squeeze(2)?;
+        Ok((picked - lse)?)
+    }
+
+    /// Total number of scalar parameters (a tied head counted once).
+    pub fn num_parameters(&self) -> usize {
+        self.named_vars()
+            .iter()
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum()
+    }
+
+    /// All parameters sorted by name (deterministic order for optimizers and tests).
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = match self.varmap.data().lock() {
+            Ok(d) => d.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(p) => p
+                .into_inner()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// An independent copy with its own parameter storage (e.g. a frozen reference model).
+    pub fn deep_clone(&self) -> Result<Policy> {
+        let tensors = self
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| -> Result<(String, Tensor)> { Ok((n, v.as_tensor().copy()?)) })
+            .collect::<Result<HashMap<_, _>>>()?;
+        Self::from_tensors(
+            self.config.clone(),
+            tensors,
+            self.disk_dtypes.clone(),
+            self.dtype,
+            &self.device,
+        )
+    }
+
+    /// A KV cache sized for this model.
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache> {
+        KvCache::new(&self.config, batch, capacity, self.dtype, &self.device)
+    }
+}
+
+/// Box–Muller: avoids a `rand_distr` dependency for one distribution.
+fn standard_normal(rng: &mut impl Rng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}

@@ -1,0 +1,585 @@
+//! Qwen2 / Llama decoder (one implementation: the families differ only in which projections
+//! carry a bias and in config defaults).
+//!
+//! Two forward paths share the weights:
+//! - training (`Transformer::forward_train`): every op is a basic candle op with a backward
+//!   rule. candle's fused `softmax_last_dim`, `rms_norm` and `rope` have no backward and would
+//!   silently drop gradients, so they are composed by hand here.
+//! - inference (`Transformer::forward_cached`): fused ops plus a preallocated KV cache.
+//!
+//! Attention handles grouped-query attention without materialising repeated keys: the
+//! `n_rep` query heads that share a key/value head are stacked along the sequence axis, so one
+//! batched matmul per key/value head serves them all.
+
+use super::config::ModelConfig;
+use super::kv_cache::KvCache;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+
+/// Additive mask value for disallowed keys. Finite so that a fully masked (padding) query row
+/// gives a uniform distribution instead of NaNs that would leak through `0 * NaN`.
+const MASK_VALUE: f32 = -1e30;
+
+/// `y = x W^T (+ b)` for `x` of shape `[B, T, in]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, i) = x.dims3()?;
+        let out = self.weight.dim(0)?;
+        let y = x.reshape((b * t, i))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        Ok(y.reshape((b, t, out))?)
+    }
+}
+
+/// Differentiable RMSNorm computed in f32 (as transformers does), result cast back.
+fn rms_norm_train(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let inv = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?
+        .sqrt()?
+        .recip()?;
+    Ok(xf
+        .broadcast_mul(&inv)?
+        .to_dtype(dtype)?
+        .broadcast_mul(weight)?)
+}
+
+/// Fused RMSNorm for inference (no backward).
+fn rms_norm_fast(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            weight,
+            eps as f32,
+        )?)
+    } else {
+        rms_norm_train(x, weight, eps)
+    }
+}
+
+/// Differentiable softmax over the last axis: the max is detached because softmax is
+/// shift-invariant, so it carries no gradient.
+pub(crate) fn softmax_train(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let s = e.sum_keepdim(D::Minus1)?;
+    Ok(e.broadcast_div(&s)?)
+}
+
+fn rotate_half(x: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    Ok(Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?)
+}
+
+/// Rotary position embedding tables.
+#[derive(Debug, Clone)]
+pub(crate) struct RotaryEmbedding {
+    inv_freq: Vec<f32>,
+}
+
+impl RotaryEmbedding {
+    fn new(cfg: &ModelConfig) -> Self {
+        RotaryEmbedding {
+            inv_freq: cfg.rope_inv_freq(),
+        }
+    }
+
+    /// `(cos, sin)` of shape `[B, T, head_dim/2]` for `positions` (row-major `[B, T]`).
+    /// The angle is rounded to f32 before cos/sin, as transformers does.
+    fn half_tables(
+        &self,
+        positions: &[u32],
+        b: usize,
+        t: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let h = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions.len() * h);
+        let mut sin = Vec::with_capacity(positions.len() * h);
+        for &p in positions {
+            for &f in &self.inv_freq {
+                let a = (p as f32 * f) as f64;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        let cos = Tensor::from_vec(cos, (b, t, h), dev)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (b, t, h), dev)?.to_dtype(dtype)?;
+        Ok((cos, sin))
+    }
+
+    /// Full-width `(cos, sin)` of shape `[B, 1, T, head_dim]` for the differentiable path.
+    fn full_tables(
+        &self,
+        positions: &[u32],
+        b: usize,
+        t: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let (c, s) = self.half_tables(positions, b, t, dtype, dev)?;
+        let c = Tensor::cat(&[&c, &c], D::Minus1)?.unsqueeze(1)?;
+        let s = Tensor::cat(&[&s, &s], D::Minus1)?.unsqueeze(1)?;
+        Ok((c, s))
+    }
+}
+
+/// SwiGLU feed-forward block.
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate_proj.forward(x)?.silu()?;
+        let u = self.up_proj.forward(x)?;
+        self.down_proj.forward(&(g * u)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    n_heads: usize,
+    n_kv: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    /// Projects to `q [B, H, T, D]` (already scaled by 1/sqrt(D)) and `k, v [B, KV, T, D]`,
+    /// before rotary embedding.
+    fn qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((b, t, self.n_heads, self.head_dim))?
+            .transpose(1, 2)?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((b, t, self.n_kv, self.head_dim))?
+            .transpose(1, 2)?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((b, t, self.n_kv, self.head_dim))?
+            .transpose(1, 2)?;
+        Ok((q, k, v))
+    }
+
+    /// Scaled-dot-product attention of `q [B,H,T,D]` against `k, v [B,KV,L,D]` with additive
+    /// `bias [B,1,T,L]` (f32); returns `[B, T, H*D]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let (b, _, t, d) = q.dims4()?;
+        let l = k.dim(2)?;
+        let n_rep = self.n_heads / self.n_kv;
+        let scale = 1.0 / (d as f64).sqrt();
+        // Heads h = kv * n_rep + r share key head kv (transformers' repeat_kv order).
+        let q = (q.contiguous()? * scale)?.reshape((b, self.n_kv, n_rep * t, d))?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, self.n_heads, t, l))?;
+        let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
+        let probs = if differentiable {
+            softmax_train(&scores)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let probs = probs
+            .to_dtype(v.dtype())?
+            .reshape((b, self.n_kv, n_rep * t, l))?;
+        let out = probs.matmul(v)?.reshape((b, self.n_heads, t, d))?;
+        Ok(out
+            .transpose(1, 2)?
+            .reshape((b, t, self.n_heads * self.head_dim))?)
+    }
+
+    fn forward_train(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.qkv(x)?;
+        let q = (q.broadcast_mul(cos)? + rotate_half(&q)?.broadcast_mul(sin)?)?;
+        let k = (k.broadcast_mul(cos)? + rotate_half(&k)?.broadcast_mul(sin)?)?;
+        let v = v.contiguous()?;
+        let y = self.attend(&q, &k, &v, bias, true)?;
+        self.o_proj.forward(&y)
+    }
+
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+        cache: &mut (Tensor, Tensor),
+        offset: usize,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.qkv(x)?;
+        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?;
+        let t = k.dim(2)?;
+        let (kc, vc) = cache;
+        let k = k.to_dtype(kc.dtype())?;
+        let v = v.to_dtype(vc.dtype())?.contiguous()?;
+        kc.slice_set(&k, 2, offset)?;
+        vc.slice_set(&v, 2, offset)?;
+        let l = offset + t;
+        let k_all = kc.narrow(2, 0, l)?.to_dtype(q.dtype())?;
+        let v_all = vc.narrow(2, 0, l)?.to_dtype(q.dtype())?;
+        let y = self.attend(&q, &k_all, &v_all, bias, false)?;
+        self.o_proj.forward(&y)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: Tensor,
+    post_attention_layernorm: Tensor,
+    eps: f64,
+}
+
+impl DecoderLayer {
+    fn forward_train(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+    ) -> Result<Tensor> {
+        let h = rms_norm_train(x, &self.input_layernorm, self.eps)?;
+        let x = (x + self.self_attn.forward_train(&h, cos, sin, bias)?)?;
+        let h = rms_norm_train(&x, &self.post_attention_layernorm, self.eps)?;
+        Ok((&x + self.mlp.forward(&h)?)?)
+    }
+
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+        cache: &mut (Tensor, Tensor),
+        offset: usize,
+    ) -> Result<Tensor> {
+        let h = rms_norm_fast(x, &self.input_layernorm, self.eps)?;
+        let a = self
+            .self_attn
+            .forward_cached(&h, cos, sin, bias, cache, offset)?;
+        let x = (x + a)?;
+        let h = rms_norm_fast(&x, &self.post_attention_layernorm, self.eps)?;
+        Ok((&x + self.mlp.forward(&h)?)?)
+    }
+}
+
+/// The decoder stack with its embedding, final norm and output head.
+#[derive(Debug, Clone)]
+pub(crate) struct Transformer {
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    /// `[V, H]`; the embedding matrix itself when tied.
+    lm_head: Tensor,
+    rotary: RotaryEmbedding,
+    eps: f64,
+    vocab_size: usize,
+}
+
+/// The HF name and shape of every parameter, in file order; `lm_head.weight` is absent when
+/// embeddings are tied.
+pub(crate) fn parameter_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let qd = cfg.num_attention_heads * cfg.head_dim;
+    let kvd = cfg.num_key_value_heads * cfg.head_dim;
+    let mut specs = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        let mut add = |n: &str, s: Vec<usize>| specs.push((format!("{p}.{n}"), s));
+        add("input_layernorm.weight", vec![h]);
+        add("post_attention_layernorm.weight", vec![h]);
+        add("self_attn.q_proj.weight", vec![qd, h]);
+        add("self_attn.k_proj.weight", vec![kvd, h]);
+        add("self_attn.v_proj.weight", vec![kvd, h]);
+        add("self_attn.o_proj.weight", vec![h, qd]);
+        if cfg.attention_bias {
+            add("self_attn.q_proj.bias", vec![qd]);
+            add("self_attn.k_proj.bias", vec![kvd]);
+            add("self_attn.v_proj.bias", vec![kvd]);
+        }
+        if cfg.family == super::config::ModelFamily::Llama && cfg.attention_bias {
+            add("self_attn.o_proj.bias", vec![h]);
+        }
+        add("mlp.gate_proj.weight", vec![i, h]);
+        add("mlp.up_proj.weight", vec![i, h]);
+        add("mlp.down_proj.weight", vec![h, i]);
+        if cfg.mlp_bias {
+            add("mlp.gate_proj.bias", vec![i]);
+            add("mlp.up_proj.bias", vec![i]);
+            add("mlp.down_proj.bias", vec![h]);
+        }
+    }
+    specs.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        specs.push(("lm_head.weight".to_string(), vec![v, h]));
+    }
+    specs
+}
+
+/// Per-row positions `cumsum(mask) - 1` clamped at 0, continuing from `start` (the number of
+/// real tokens already seen by each row). Returns the positions and the updated counters.
+pub(crate) fn positions_from_mask(
+    mask: &[u8],
+    b: usize,
+    t: usize,
+    start: &[u32],
+) -> (Vec<u32>, Vec<u32>) {
+    let mut pos = Vec::with_capacity(b * t);
+    let mut next = start.to_vec();
+    for r in 0..b {
+        let mut c = start[r];
+        for j in 0..t {
+            if mask[r * t + j] != 0 {
+                pos.push(c);
+                c += 1;
+            } else {
+                pos.push(c.saturating_sub(1));
+            }
+        }
+        next[r] = c;
+    }
+    (pos, next)
+}
+
+/// Reads an attention mask `[B, T]` (any numeric dtype, nonzero = token) into host bytes.
+pub(crate) fn mask_to_host(mask: Option<&Tensor>, b: usize, t: usize) -> Result<Vec<u8>> {
+    match mask {
+        None => Ok(vec![1; b * t]),
+        Some(m) => {
+            let dims = m.dims();
+            if dims != [b, t] {
+                bail!("attention_mask has shape {dims:?}, expected [{b}, {t}] like input_ids");
+            }
+            let v = m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            Ok(v.into_iter().map(|x| (x != 0.0) as u8).collect())
+        }
+    }
+}
+
+impl Transformer {
+    /// Builds the model from named parameter tensors (the `Var`s of a `VarMap`).
+    pub(crate) fn new(cfg: &ModelConfig, get: &dyn Fn(&str) -> Result<Tensor>) -> Result<Self> {
+        let lin = |p: &str, bias: bool| -> Result<Linear> {
+            Ok(Linear {
+                weight: get(&format!("{p}.weight"))?,
+                bias: if bias {
+                    Some(get(&format!("{p}.bias"))?)
+                } else {
+                    None
+                },
+            })
+        };
+        let o_bias = cfg.family == super::config::ModelFamily::Llama && cfg.attention_bias;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            layers.push(DecoderLayer {
+                self_attn: Attention {
+                    q_proj: lin(&format!("{p}.self_attn.q_proj"), cfg.attention_bias)?,
+                    k_proj: lin(&format!("{p}.self_attn.k_proj"), cfg.attention_bias)?,
+                    v_proj: lin(&format!("{p}.self_attn.v_proj"), cfg.attention_bias)?,
+                    o_proj: lin(&format!("{p}.self_attn.o_proj"), o_bias)?,
+                    n_heads: cfg.num_attention_heads,
+                    n_kv: cfg.num_key_value_heads,
+                    head_dim: cfg.head_dim,
+                },
+                mlp: Mlp {
+                    gate_proj: lin(&format!("{p}.mlp.gate_proj"), cfg.mlp_bias)?,
+                    up_proj: lin(&format!("{p}.mlp.up_proj"), cfg.mlp_bias)?,
+                    down_proj: lin(&format!("{p}.mlp.down_proj"), cfg.mlp_bias)?,
+                },
+                input_layernorm: get(&format!("{p}.input_layernorm.weight"))?,
+                post_attention_layernorm: get(&format!("{p}.post_attention_layernorm.weight"))?,
+                eps: cfg.rms_norm_eps,
+            });
+        }
+        let embed_tokens = get("model.embed_tokens.weight")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            get("lm_head.weight")?
+        };
+        Ok(Transformer {
+            embed_tokens,
+            layers,
+            norm: get("model.norm.weight")?,
+            lm_head,
+            rotary: RotaryEmbedding::new(cfg),
+            eps: cfg.rms_norm_eps,
+            vocab_size: cfg.vocab_size,
+        })
+    }
+
+    fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = input_ids
+            .dims2()
+            .context("input_ids must have shape [batch, seq_len]")?;
+        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
+        let h = self.embed_tokens.dim(1)?;
+        Ok(self
+            .embed_tokens
+            .index_select(&ids, 0)?
+            .reshape((b, t, h))?)
+    }
+
+    /// Checks token ids are in range: out-of-range ids would otherwise be a silent garbage
+    /// gather on some backends.
+    fn check_ids(&self, input_ids: &Tensor) -> Result<()> {
+        let ids = input_ids
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1::<u32>()?;
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
+            bail!(
+                "token id {bad} is out of range for vocab_size {}",
+                self.vocab_size
+            );
+        }
+        Ok(())
+    }
+
+    /// Differentiable hidden states `[B, T, H]` after the final norm.
+    pub(crate) fn forward_train(
+        &self,
+        input_ids: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids
+            .dims2()
+            .context("input_ids must have shape [batch, seq_len]")?;
+        self.check_ids(input_ids)?;
+        let dev = input_ids.device();
+        let dtype = self.embed_tokens.dtype();
+        let m = mask_to_host(mask, b, t)?;
+        let (pos, _) = positions_from_mask(&m, b, t, &vec![0; b]);
+        let (cos, sin) = self.rotary.full_tables(&pos, b, t, dtype, dev)?;
+        let mut bias = vec![MASK_VALUE; b * t * t];
+        for r in 0..b {
+            for i in 0..t {
+                for j in 0..=i {
+                    if m[r * t + j] != 0 {
+                        bias[(r * t + i) * t + j] = 0.0;
+                    }
+                }
+            }
+        }
+        let bias = Tensor::from_vec(bias, (b, 1, t, t), dev)?;
+        let mut x = self.embed(input_ids)?;
+        for layer in &self.layers {
+            x = layer.forward_train(&x, &cos, &sin, &bias)?;
+        }
+        rms_norm_train(&x, &self.norm, self.eps)
+    }
+
+    /// Logits `[B, T, V]` in f32 for hidden states `[B, T, H]`.
+    pub(crate) fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = hidden.dims3()?;
+        let logits = hidden
+            .reshape((b * t, h))?
+            .matmul(&self.lm_head.t()?)?
+            .reshape((b, t, self.vocab_size))?;
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    /// Appends `input_ids [B, T]` to `cache`; returns final hidden states `[B, T, H]`.
+    pub(crate) fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids
+            .dims2()
+            .context("input_ids must have shape [batch, seq_len]")?;
+        if b != cache.batch_size() {
+            bail!(
+                "input batch size {b} does not match the KV cache batch size {}",
+                cache.batch_size()
+            );
+        }
+        if cache.layers.len() != self.layers.len() {
+            bail!(
+                "KV cache has {} layers but the model has {}",
+                cache.layers.len(),
+                self.layers.len()
+            );
+        }
+        let offset = cache.len;
+        let cap = cache.capacity();
+        if offset + t > cap {
+            bail!(
+                "KV cache overflow: {offset} cached + {t} new positions exceed its capacity {cap}"
+            );
+        }
+        self.check_ids(input_ids)?;
+        let dev = input_ids.device();
+        let dtype = self.embed_tokens.dtype();
+        let m = mask_to_host(mask, b, t)?;
+        let (pos, next) = positions_from_mask(&m, b, t, &cache.next_pos);
+        let (cos, sin) = self.rotary.half_tables(&pos, b, t, dtype, dev)?;
+        for r in 0..b {
+            for j in 0..t {
+                cache.key_valid[r * cap + offset + j] = m[r * t + j];
+            }
+        }
+        let l = offset + t;
+        let mut bias = vec![MASK_VALUE; b * t * l];
+        for r in 0..b {
+            let valid = &cache.key_valid[r * cap..r * cap + l];
+            for i in 0..t {
+                let row = &mut bias[(r * t + i) * l..(r * t + i + 1) * l];
+                for j in 0..=offset + i {
+                    if valid[j] != 0 {
+                        row[j] = 0.0;
+                    }
+                }
+            }
+        }
+        let bias = Tensor::from_vec(bias, (b, 1, t, l), dev)?;
+        let mut x = self.embed(input_ids)?;
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward_cached(&x, &cos, &sin, &bias, kv, offset)?;
+        }
+        cache.len = l;
+        cache.next_pos = next;
+        rms_norm_fast(&x, &self.norm, self.eps)
+    }
+}
