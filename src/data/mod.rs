@@ -1,1 +1,12 @@
-//! (filled in by its issue)
+//! Datasets: the built-in `arith` task, the shipped benchmark files, JSONL loaders, prompts and
+//! the tiny model's tokenizer.
+
+pub mod benchmarks;
+pub mod dataset;
+pub mod prompt;
+pub mod task;
+pub mod tokenizer;
+
+pub use benchmarks::{benchmark, benchmark_set, data_root, BenchmarkSpec, GoldSource};
+pub use dataset::{load_benchmark, load_jsonl, Example};
+pub use prompt::{Message, PromptTemplate};
