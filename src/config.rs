@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::trainer::advantages::ScaleRewards;
 use crate::trainer::loss::{LossType, ProcessWeighting};
+use crate::trainer::sft::SftSection;
 
 /// The whole run, one struct per TOML section.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -32,6 +33,7 @@ pub struct Config {
     pub train: TrainSection,
     pub eval: EvalSection,
     pub output: OutputSection,
+    pub sft: SftSection,
 }
 
 /// `[model]`: which checkpoint to train and in what precision.

@@ -27,6 +27,8 @@ enum Command {
     Config(cli::config::ConfigArgs),
     /// Build the built-in task's data, train the tiny tokenizer, list benchmarks.
     Data(cli::data::DataArgs),
+    /// Supervised warm start on worked solutions (builds the shipped tiny policy).
+    Sft(cli::sft::SftArgs),
     /// Sample completions from a model (batched, KV-cached).
     Generate(cli::generate::GenerateArgs),
     /// Check answers for mathematical equivalence (the verifier behind the accuracy reward).
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     let result = match &args.command {
         Command::Config(a) => cli::config::run(a),
         Command::Data(a) => cli::data::run(a),
+        Command::Sft(a) => cli::sft::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Verify(a) => cli::verify::run(a),
     };

@@ -2,4 +2,5 @@
 pub mod config;
 pub mod data;
 pub mod generate;
+pub mod sft;
 pub mod verify;

@@ -3,3 +3,4 @@
 pub mod advantages;
 pub mod loss;
 pub mod process_sets;
+pub mod sft;

@@ -1,0 +1,589 @@
+//! Supervised fine-tuning on worked solutions: the warm start that gives RL a policy whose
+//! rewards are not all zero.
+//!
+//! No machine here can download a pretrained model, so the shipped `models/tiny-math` policy is
+//! a small Qwen2 decoder trained from random weights by this loop (nanoGPT's shape):
+//!
+//! ```text
+//! policy = random Qwen2 from [sft] (init = "random") or model.path (init = "pretrained")
+//! rows   = (prompt = PromptFormat(question), completion = solution + <|im_end|>)
+//! for step in 0..max_steps:
+//!     batch = next batch_size rows of a per-epoch shuffle, sorted by length into micro-batches
+//!     loss  = mean cross-entropy over completion tokens (prompt and padding masked out)
+//!     backward → clip → AdamW(lr(step))
+//!     log; greedy validation every eval_every; checkpoint every save_every
+//! save the final policy (HF layout + tokenizer files) into output.dir
+//! ```
+//!
+//! Prompts are built by the same [`PromptFormat`] the RL trainer and `eval` use, so the policy
+//! sees at RL time exactly the prompts it was warm-started on.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::data::dataset::Example;
+use crate::model::{copy_tokenizer_files, resolve_model_dir, ModelConfig, Policy, Tokenizer};
+use crate::rewards::{self, EquivOptions, ExtractPolicy};
+use crate::sampler::{self, SamplingParams};
+use crate::trainer::optim::{clip_grad_norm, learning_rate, AdamW};
+use crate::trainer::rollout::{mix_seed, pack, PackedBatch, PromptFormat};
+use crate::trainer::run::{load_examples, parse_device};
+
+/// Where the SFT policy's weights start.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SftInit {
+    /// A fresh decoder with the `[sft]` architecture and the vocabulary of `model.path`'s
+    /// tokenizer.
+    Random,
+    /// The checkpoint in `model.path`.
+    Pretrained,
+}
+
+/// `[sft]`: the supervised warm start (`grpo sft`). The architecture keys are used only with
+/// `init = "random"`; names follow the HF `config.json` keys they end up in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftSection {
+    /// `random` or `pretrained`.
+    pub init: SftInit,
+    /// Passes over the training set; used when `max_steps` is 0.
+    pub epochs: usize,
+    /// Optimizer steps; 0 = `epochs` passes.
+    pub max_steps: usize,
+    /// Sequences per optimizer step.
+    pub batch_size: usize,
+    /// Sequences per forward pass (gradients accumulate over a step); 0 = the whole batch.
+    pub micro_batch_size: usize,
+    pub logging_steps: usize,
+    /// Greedy validation accuracy every N steps; 0 = only at the end.
+    pub eval_every: usize,
+    /// Validation problems used by evaluations; 0 = all.
+    pub eval_limit: usize,
+    /// Samples per problem for the final sampled accuracy (at `eval_temperature`); 0 = skip.
+    pub eval_samples: usize,
+    pub eval_temperature: f64,
+    /// Checkpoint into `output.dir/checkpoint-N` every N steps; 0 = only the final model.
+    pub save_every: usize,
+    /// Seeds the random init and the data order.
+    pub seed: u64,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub max_position_embeddings: usize,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    /// Standard deviation of the normal init.
+    pub initializer_range: f64,
+}
+
+impl Default for SftSection {
+    fn default() -> Self {
+        Self {
+            init: SftInit::Random,
+            epochs: 1,
+            max_steps: 0,
+            batch_size: 32,
+            micro_batch_size: 0,
+            logging_steps: 10,
+            eval_every: 0,
+            eval_limit: 0,
+            eval_samples: 4,
+            eval_temperature: 1.0,
+            save_every: 0,
+            seed: 0,
+            hidden_size: 128,
+            intermediate_size: 384,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            max_position_embeddings: 512,
+            rope_theta: 10000.0,
+            tie_word_embeddings: true,
+            initializer_range: 0.02,
+        }
+    }
+}
+
+impl SftSection {
+    /// Checks the keys against each other, naming the key to change.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("sft.batch_size: expected at least 1 sequence per step");
+        }
+        if self.max_steps == 0 && self.epochs == 0 {
+            bail!("sft.max_steps / sft.epochs: one of them must be positive");
+        }
+        if self.logging_steps == 0 {
+            bail!("sft.logging_steps: expected at least 1");
+        }
+        if !(self.eval_temperature >= 0.0 && self.eval_temperature.is_finite()) {
+            bail!(
+                "sft.eval_temperature: expected a finite value >= 0, got {}",
+                self.eval_temperature
+            );
+        }
+        if self.init == SftInit::Random {
+            if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.intermediate_size == 0 {
+                bail!("sft.hidden_size / num_hidden_layers / intermediate_size: expected positive sizes");
+            }
+            if self.num_attention_heads == 0
+                || self.num_key_value_heads == 0
+                || self.num_attention_heads % self.num_key_value_heads != 0
+            {
+                bail!(
+                    "sft.num_attention_heads ({}) must be a positive multiple of sft.num_key_value_heads ({})",
+                    self.num_attention_heads,
+                    self.num_key_value_heads
+                );
+            }
+            let head_dim = self.hidden_size / self.num_attention_heads;
+            if self.hidden_size % self.num_attention_heads != 0 || head_dim % 2 != 0 {
+                bail!(
+                    "sft.hidden_size ({}) must split into num_attention_heads ({}) heads of even size",
+                    self.hidden_size,
+                    self.num_attention_heads
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `output.dir/summary.json` holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SftSummary {
+    pub steps: usize,
+    pub wall_time_s: f64,
+    pub num_parameters: usize,
+    pub train_examples: usize,
+    /// Mean completion-token cross-entropy of the last logged window.
+    pub final_loss: f64,
+    /// Greedy accuracy on the (limited) validation set; None without `data.validation`.
+    pub val_accuracy_greedy: Option<f64>,
+    /// Accuracy of `eval_samples` samples per problem at `eval_temperature`.
+    pub val_accuracy_sampled: Option<f64>,
+    pub eval_temperature: f64,
+    pub output_dir: PathBuf,
+}
+
+/// One training row: the prompt the RL trainer will also use, and the target completion.
+#[derive(Debug, Clone)]
+pub struct SftRow {
+    pub prompt: Vec<u32>,
+    /// The worked solution's tokens followed by one EOS token.
+    pub completion: Vec<u32>,
+}
+
+/// A padded micro-batch and the mask of the positions that count in the loss.
+pub struct SftBatch {
+    pub packed: PackedBatch,
+    /// [R, Lc] f32: 1 at real completion tokens, 0 at padding. Prompt tokens are not in the
+    /// completion window at all, so they never count.
+    pub loss_mask: Tensor,
+    /// Number of ones in `loss_mask`.
+    pub tokens: usize,
+}
+
+/// The HF `config.json` of a fresh Qwen2 decoder sized by `[sft]`, with the tokenizer's
+/// vocabulary and special tokens.
+pub fn random_model_config(sft: &SftSection, tokenizer: &Tokenizer) -> Result<ModelConfig> {
+    let eos = tokenizer.eos_token_ids();
+    let raw = json!({
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "vocab_size": tokenizer.vocab_size(),
+        "hidden_size": sft.hidden_size,
+        "intermediate_size": sft.intermediate_size,
+        "num_hidden_layers": sft.num_hidden_layers,
+        "num_attention_heads": sft.num_attention_heads,
+        "num_key_value_heads": sft.num_key_value_heads,
+        "max_position_embeddings": sft.max_position_embeddings,
+        "rope_theta": sft.rope_theta,
+        "rms_norm_eps": 1e-6,
+        "hidden_act": "silu",
+        "tie_word_embeddings": sft.tie_word_embeddings,
+        "initializer_range": sft.initializer_range,
+        "attention_dropout": 0.0,
+        "use_sliding_window": false,
+        "sliding_window": sft.max_position_embeddings,
+        "max_window_layers": sft.num_hidden_layers,
+        "use_cache": true,
+        "bos_token_id": Value::Null,
+        "eos_token_id": if eos.len() == 1 { json!(eos[0]) } else { json!(eos) },
+        "pad_token_id": tokenizer.pad_token_id(),
+        "torch_dtype": "float32",
+    });
+    ModelConfig::from_json(raw, "[sft] architecture")
+}
+
+/// Tokenizes the examples into SFT rows; examples without a `solution` are skipped.
+pub fn build_rows(
+    examples: &[Example],
+    tokenizer: &Tokenizer,
+    format: &PromptFormat,
+) -> Result<Vec<SftRow>> {
+    let eos = *tokenizer
+        .eos_token_ids()
+        .first()
+        .context("the tokenizer defines no EOS token: SFT must teach the policy to stop")?;
+    let mut rows = Vec::with_capacity(examples.len());
+    for ex in examples {
+        let Some(solution) = &ex.solution else {
+            continue;
+        };
+        let prompt = format
+            .encode(tokenizer, &ex.question)
+            .with_context(|| format!("encoding the prompt of example {}", ex.id))?;
+        let mut completion = tokenizer
+            .encode(solution, false)
+            .with_context(|| format!("encoding the solution of example {}", ex.id))?;
+        completion.push(eos);
+        rows.push(SftRow { prompt, completion });
+    }
+    Ok(rows)
+}
+
+/// Pads rows as the RL trainer does (prompts left, completions right) and masks the loss to
+/// the completion tokens.
+pub fn make_batch(rows: &[&SftRow], pad_id: u32, device: &Device) -> Result<SftBatch> {
+    let prompts: Vec<&[u32]> = rows.iter().map(|r| r.prompt.as_slice()).collect();
+    let completions: Vec<&[u32]> = rows.iter().map(|r| r.completion.as_slice()).collect();
+    let packed = pack(&prompts, &completions, pad_id, device)?;
+    let lc = packed.completion_len;
+    let mut mask = vec![0f32; rows.len() * lc];
+    for (r, c) in completions.iter().enumerate() {
+        mask[r * lc..r * lc + c.len()].fill(1.0);
+    }
+    let tokens = completions.iter().map(|c| c.len()).sum();
+    let loss_mask = Tensor::from_vec(mask, (rows.len(), lc), device)?;
+    Ok(SftBatch {
+        packed,
+        loss_mask,
+        tokens,
+    })
+}
+
+/// Summed negative log-likelihood of the batch's completion tokens (a differentiable scalar).
+pub fn completion_nll(policy: &Policy, batch: &SftBatch) -> Result<Tensor> {
+    let b = &batch.packed;
+    let logits = policy.forward(&b.input_ids, Some(&b.attention_mask))?;
+    // Position t predicts token t + 1: the completion is predicted from prompt_len - 1 on.
+    let logits = logits.narrow(1, b.prompt_len - 1, b.completion_len)?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?
+        .gather(&b.targets.unsqueeze(2)?.contiguous()?, 2)?
+        .squeeze(2)?;
+    Ok((logp * &batch.loss_mask)?.sum_all()?.neg()?)
+}
+
+/// Accuracy of `n` completions per example sampled with `params` (its EOS ids must be set),
+/// graded by the default math verifier.
+pub fn accuracy(
+    policy: &Policy,
+    tokenizer: &Tokenizer,
+    format: &PromptFormat,
+    examples: &[Example],
+    n: usize,
+    params: &SamplingParams,
+) -> Result<f64> {
+    if examples.is_empty() || n == 0 {
+        return Ok(0.0);
+    }
+    let mut correct = 0usize;
+    for chunk in examples.chunks(64) {
+        let prompts: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|e| format.encode(tokenizer, &e.question))
+            .collect::<Result<_>>()?;
+        let completions = sampler::generate(policy, tokenizer, &prompts, n, params, None)?;
+        for c in &completions {
+            let gold = &chunk[c.prompt_index].answer;
+            let verdict = rewards::verify_completion(
+                &c.text,
+                gold,
+                &ExtractPolicy::default(),
+                &EquivOptions::default(),
+            );
+            correct += usize::from(verdict.correct);
+        }
+    }
+    Ok(correct as f64 / (examples.len() * n) as f64)
+}
+
+/// The prompt format the RL trainer builds from `[data]`.
+pub fn prompt_format(cfg: &Config) -> PromptFormat {
+    PromptFormat {
+        system: (!cfg.data.system_prompt.is_empty()).then(|| cfg.data.system_prompt.clone()),
+        user_template: cfg.data.prompt_template.clone(),
+        use_chat_template: cfg.data.use_chat_template,
+        max_prompt_length: cfg.data.max_prompt_length,
+    }
+}
+
+/// Saves the policy with its tokenizer files in HF layout.
+fn save_model(policy: &Policy, tokenizer_dir: &Path, dir: &Path) -> Result<()> {
+    policy.save(dir)?;
+    let same = match (tokenizer_dir.canonicalize(), dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same {
+        copy_tokenizer_files(tokenizer_dir, dir)?;
+    }
+    Ok(())
+}
+
+/// Order of the rows for `epoch`: a fresh shuffle per epoch, pure in (seed, epoch).
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix_seed(seed, epoch as u64)));
+    order
+}
+
+/// Runs `[sft]` on `cfg`; writes `metrics.jsonl`, checkpoints, the final model and
+/// `summary.json` into `output.dir`.
+pub fn sft(cfg: &Config) -> Result<SftSummary> {
+    Ok(train_sft(cfg)?.0)
+}
+
+/// [`sft`], also handing back the trained policy (tests compare it with what was saved).
+pub fn train_sft(cfg: &Config) -> Result<(SftSummary, Policy)> {
+    let t0 = Instant::now();
+    let s = &cfg.sft;
+    s.validate()?;
+    let out = cfg.output.dir.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+
+    let device = parse_device(&cfg.model.device)?;
+    let dtype = cfg.model.dtype.to_candle();
+    let model_dir = resolve_model_dir(&cfg.model.path, cfg.model.revision.as_deref())?;
+    let tokenizer = Tokenizer::load(&model_dir)?;
+    let policy = match s.init {
+        SftInit::Random => {
+            Policy::new_random(random_model_config(s, &tokenizer)?, s.seed, dtype, &device)?
+        }
+        SftInit::Pretrained => Policy::load(&model_dir, dtype, &device)?,
+    };
+    let format = prompt_format(cfg);
+    let train_set = load_examples(&cfg.data.train, cfg)?;
+    let rows = build_rows(&train_set, &tokenizer, &format)?;
+    if rows.is_empty() {
+        bail!(
+            "data.train = `{}`: no example has a `solution` field to fine-tune on",
+            cfg.data.train
+        );
+    }
+    let longest = rows
+        .iter()
+        .map(|r| r.prompt.len() + r.completion.len())
+        .max()
+        .unwrap_or(0);
+    if longest > policy.config.max_position_embeddings {
+        bail!(
+            "the longest training sequence has {longest} tokens, more than the model's max_position_embeddings ({}); raise sft.max_position_embeddings",
+            policy.config.max_position_embeddings
+        );
+    }
+    let mut val_set = if cfg.data.validation.is_empty() {
+        Vec::new()
+    } else {
+        load_examples(&cfg.data.validation, cfg)?
+    };
+    if s.eval_limit > 0 {
+        val_set.truncate(s.eval_limit);
+    }
+    let pad = tokenizer.pad_token_id();
+    let steps_per_epoch = rows.len().div_ceil(s.batch_size);
+    let max_steps = if s.max_steps > 0 {
+        s.max_steps
+    } else {
+        s.epochs * steps_per_epoch
+    };
+    tracing::info!(
+        params = policy.num_parameters(),
+        rows = rows.len(),
+        skipped = train_set.len() - rows.len(),
+        max_steps,
+        "sft: starting"
+    );
+
+    let mut opt = AdamW::new(policy.named_vars(), &cfg.optim)?;
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = std::fs::File::create(&metrics_path)
+        .with_context(|| format!("creating {}", metrics_path.display()))?;
+    let mut log = |v: Value| -> Result<()> {
+        writeln!(metrics, "{v}").with_context(|| format!("writing {}", metrics_path.display()))
+    };
+    let greedy_params = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: cfg.eval.max_completion_length,
+        eos_token_ids: tokenizer.eos_token_ids(),
+        seed: s.seed,
+        ..SamplingParams::default()
+    };
+    let bar = progress_bar(max_steps);
+
+    let mut order = Vec::new();
+    let mut cursor = 0usize;
+    let mut epoch = 0usize;
+    let (mut window_nll, mut window_tokens) = (0.0f64, 0usize);
+    let mut window_start = Instant::now();
+    let mut final_loss = f64::NAN;
+    let mut last_greedy = None;
+    for step in 0..max_steps {
+        // The step's rows: the next slice of this epoch's shuffle (a short last batch is kept).
+        if cursor >= order.len() {
+            if step > 0 {
+                epoch += 1;
+            }
+            order = epoch_order(rows.len(), s.seed, epoch);
+            cursor = 0;
+        }
+        let end = (cursor + s.batch_size).min(order.len());
+        let mut idx = order[cursor..end].to_vec();
+        cursor = end;
+        // Similar lengths share a micro-batch, so little compute goes to padding.
+        idx.sort_by_key(|&i| (rows[i].prompt.len(), rows[i].completion.len()));
+        let mb = if s.micro_batch_size == 0 {
+            idx.len()
+        } else {
+            s.micro_batch_size
+        };
+        let step_tokens: usize = idx.iter().map(|&i| rows[i].completion.len()).sum();
+
+        let lr = learning_rate(&cfg.optim, step, max_steps);
+        let mut grads: Vec<Option<Tensor>> = vec![None; opt.vars().len()];
+        let mut step_nll = 0.0f64;
+        for chunk in idx.chunks(mb) {
+            let batch_rows: Vec<&SftRow> = chunk.iter().map(|&i| &rows[i]).collect();
+            let batch = make_batch(&batch_rows, pad, &device)?;
+            let nll = completion_nll(&policy, &batch)?;
+            step_nll += nll.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            // Mean over the step's tokens, however they are split into micro-batches.
+            let loss = (nll / step_tokens as f64)?;
+            let store = loss.backward()?;
+            for (slot, var) in grads.iter_mut().zip(opt.vars()) {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    *slot = Some(match slot.take() {
+                        Some(prev) => (prev + g)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+        }
+        let mut grads: Vec<Tensor> = grads
+            .into_iter()
+            .zip(opt.vars())
+            .map(|(g, var)| match g {
+                Some(g) => Ok(g),
+                None => var.as_tensor().zeros_like(),
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let grad_norm = clip_grad_norm(&mut grads, cfg.optim.max_grad_norm)?;
+        if !step_nll.is_finite() || !grad_norm.is_finite() {
+            bail!(
+                "step {step}: non-finite loss ({step_nll}) or gradient norm ({grad_norm}); lower optim.learning_rate"
+            );
+        }
+        opt.step(&grads, lr)?;
+
+        window_nll += step_nll;
+        window_tokens += step_tokens;
+        let done = step + 1;
+        bar.inc(1);
+        if done % s.logging_steps == 0 || done == max_steps {
+            let loss = window_nll / window_tokens.max(1) as f64;
+            let tok_s = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+            final_loss = loss;
+            bar.set_message(format!("loss {loss:.4} | {tok_s:.0} tok/s | lr {lr:.2e}"));
+            log(json!({
+                "step": done,
+                "epoch": epoch as f64 + cursor as f64 / order.len() as f64,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens_per_s": tok_s,
+                "elapsed_s": t0.elapsed().as_secs_f64(),
+            }))?;
+            window_nll = 0.0;
+            window_tokens = 0;
+            window_start = Instant::now();
+        }
+        if s.eval_every > 0 && done % s.eval_every == 0 && done < max_steps && !val_set.is_empty() {
+            let acc = accuracy(&policy, &tokenizer, &format, &val_set, 1, &greedy_params)?;
+            bar.println(format!("step {done}: greedy validation accuracy {acc:.4}"));
+            log(json!({"step": done, "val_accuracy_greedy": acc}))?;
+            last_greedy = Some(acc);
+            // Evaluation time is not training throughput.
+            window_start = Instant::now();
+        }
+        if s.save_every > 0 && done % s.save_every == 0 && done < max_steps {
+            save_model(&policy, &model_dir, &out.join(format!("checkpoint-{done}")))?;
+        }
+    }
+    bar.finish_and_clear();
+    save_model(&policy, &model_dir, &out)?;
+
+    let (mut greedy, mut sampled) = (last_greedy, None);
+    if !val_set.is_empty() {
+        let acc = accuracy(&policy, &tokenizer, &format, &val_set, 1, &greedy_params)?;
+        greedy = Some(acc);
+        let mut line = json!({"step": max_steps, "val_accuracy_greedy": acc});
+        if s.eval_samples > 0 {
+            let params = SamplingParams {
+                temperature: s.eval_temperature,
+                ..greedy_params.clone()
+            };
+            let acc = accuracy(
+                &policy,
+                &tokenizer,
+                &format,
+                &val_set,
+                s.eval_samples,
+                &params,
+            )?;
+            sampled = Some(acc);
+            line["val_accuracy_sampled"] = json!(acc);
+            line["eval_temperature"] = json!(s.eval_temperature);
+        }
+        log(line)?;
+    }
+    let summary = SftSummary {
+        steps: max_steps,
+        wall_time_s: t0.elapsed().as_secs_f64(),
+        num_parameters: policy.num_parameters(),
+        train_examples: rows.len(),
+        final_loss,
+        val_accuracy_greedy: greedy,
+        val_accuracy_sampled: sampled,
+        eval_temperature: s.eval_temperature,
+        output_dir: out.clone(),
+    };
+    let path = out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok((summary, policy))
+}
+
+fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "sft {pos}/{len} [{elapsed_precise} < {eta_precise}] {bar:30} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
