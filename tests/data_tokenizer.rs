@@ -116,3 +116,16 @@ fn committed_tokenizer_is_reproducible() {
     assert_eq!(generation["eos_token_id"], 2);
     assert_eq!(generation["pad_token_id"], 0);
 }
+
+#[test]
+fn model_loader_renders_the_same_chatml() {
+    let t = grpo::model::Tokenizer::load(&dir()).unwrap();
+    assert_eq!(t.eos_token_ids(), vec![2]);
+    assert_eq!(t.pad_token_id(), 0);
+    let ex = &arith("validation")[3];
+    let msgs = PromptTemplate::qwen_math().messages(ex);
+    let rendered = t.apply_chat_template(&msgs, true).unwrap();
+    assert_eq!(rendered, render_chatml(&msgs) + "<|im_start|>assistant\n");
+    let ids = t.encode(&rendered, false).unwrap();
+    assert_eq!(t.decode(&ids, false).unwrap(), rendered);
+}

@@ -16,21 +16,9 @@ pub const QUESTION_PLACEHOLDER: &str = "{question}";
 /// Names accepted by [`PromptTemplate::by_name`].
 pub const TEMPLATE_NAMES: &[&str] = &["qwen_math", "qwen_boxed", "plain"];
 
-/// One chat turn (`role` is `system`, `user` or `assistant`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
-
-impl Message {
-    pub fn new(role: &str, content: impl Into<String>) -> Message {
-        Message {
-            role: role.to_string(),
-            content: content.into(),
-        }
-    }
-}
+/// One chat turn (`role` is `system`, `user` or `assistant`): the model's own type, so prompts
+/// go straight into `Tokenizer::apply_chat_template`.
+pub use crate::model::ChatMessage as Message;
 
 /// A system prompt (optional) and a user message with a `{question}` placeholder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
