@@ -158,6 +158,16 @@ pub struct RewardsSection {
     pub funcs: Vec<String>,
     /// One weight per function; empty = all 1.0.
     pub weights: Vec<f64>,
+    /// How a completion's answer is found: `default` (last `\boxed{}`, `####`, "the answer
+    /// is"), `math`, `gsm8k` (also the last number), `boxed` (only `\boxed{}`).
+    pub extract: String,
+    /// `format` reward: `boxed` (exactly one `\boxed{}`) or `think` (`<think>…</think>` then
+    /// an answer).
+    pub format: String,
+    /// `length` reward: 0 up to `length_target` characters, falling linearly to −1 at
+    /// `length_target + length_window`.
+    pub length_target: usize,
+    pub length_window: usize,
 }
 
 impl Default for RewardsSection {
@@ -165,7 +175,39 @@ impl Default for RewardsSection {
         Self {
             funcs: vec!["accuracy".into()],
             weights: Vec::new(),
+            extract: "default".into(),
+            format: "boxed".into(),
+            length_target: 4000,
+            length_window: 4000,
         }
+    }
+}
+
+impl RewardsSection {
+    /// The reward functions' shared settings.
+    pub fn reward_config(&self) -> Result<crate::rewards::RewardConfig> {
+        use crate::rewards::{ExtractPolicy, FormatMode, Length, LengthUnit, RewardConfig};
+        let policy = ExtractPolicy::by_name(&self.extract).ok_or_else(|| {
+            anyhow!(
+                "rewards.extract: expected one of default, math, gsm8k, boxed; got `{}`",
+                self.extract
+            )
+        })?;
+        let format = match self.format.as_str() {
+            "boxed" => FormatMode::OneBoxed,
+            "think" => FormatMode::ThinkThenAnswer,
+            other => bail!("rewards.format: expected `boxed` or `think`, got `{other}`"),
+        };
+        Ok(RewardConfig {
+            policy,
+            format,
+            length: Length {
+                target: self.length_target,
+                window: self.length_window.max(1),
+                unit: LengthUnit::Chars,
+            },
+            ..RewardConfig::default()
+        })
     }
 }
 
@@ -458,6 +500,7 @@ impl Config {
                 self.rewards.weights.len()
             );
         }
+        self.rewards.reward_config()?;
         if self.rewards.funcs.is_empty() {
             bail!("rewards.funcs: expected at least one reward function, e.g. [\"accuracy\"]");
         }

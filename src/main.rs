@@ -23,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a policy with GRPO or λ-GRPO on a TOML config.
+    Train(cli::train::TrainArgs),
     /// Inspect configuration files (`grpo config show`).
     Config(cli::config::ConfigArgs),
     /// Build the built-in task's data, train the tiny tokenizer, list benchmarks.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match &args.command {
+        Command::Train(a) => cli::train::run(a),
         Command::Config(a) => cli::config::run(a),
         Command::Data(a) => cli::data::run(a),
         Command::Sft(a) => cli::sft::run(a),

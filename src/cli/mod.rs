@@ -3,4 +3,5 @@ pub mod config;
 pub mod data;
 pub mod generate;
 pub mod sft;
+pub mod train;
 pub mod verify;

@@ -1,0 +1,71 @@
+//! `grpo train`: the RL loop on a TOML config.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::config::Config;
+use crate::trainer::run::{train, Resume};
+
+/// Train a policy with GRPO or λ-GRPO on a TOML config.
+#[derive(Debug, Args)]
+#[command(long_about = "Train a policy with GRPO or λ-GRPO on a TOML config.
+
+Samples `sampling.num_generations` completions for each of `train.batch_size` prompts per step,
+scores them with the reward functions, and updates the policy with the loss chosen by
+`loss.type` (grpo, bnpo, dapo, dr_grpo, lambda_grpo) and `loss.process_weighting`. Writes
+`output.dir/metrics.jsonl` (one line per step), `checkpoint-N/` folders in Hugging Face layout,
+and `summary.json` with validation accuracy before and after. Ctrl-C saves a checkpoint and exits.
+
+Examples:
+  grpo train --config configs/lambda.toml
+  grpo train --config configs/grpo.toml --set train.max_steps=4 --set output.dir=runs/try
+  grpo train --config configs/lambda.toml --resume            # newest checkpoint in output.dir
+  grpo train --config configs/lambda.toml --resume runs/lambda/checkpoint-20")]
+pub struct TrainArgs {
+    /// The TOML config file.
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    /// Override a config key: `section.key=value` (repeatable), e.g. `train.max_steps=4`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Continue from the newest checkpoint in `output.dir`, or from the given checkpoint folder.
+    #[arg(long, value_name = "DIR")]
+    #[allow(clippy::option_option)]
+    pub resume: Option<Option<PathBuf>>,
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let cfg = Config::load(&args.config, &args.overrides)?;
+    let resume = match &args.resume {
+        None => Resume::No,
+        Some(None) => Resume::Latest,
+        Some(Some(p)) => Resume::Dir(p.clone()),
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // A second Ctrl-C while the checkpoint is being written falls through to the default.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ngrpo: interrupt received: finishing the step, then saving a checkpoint");
+        });
+    }
+    let summary = train(&cfg, resume, interrupted)?;
+    let fmt = |v: Option<f64>| v.map(|a| format!("{a:.4}")).unwrap_or_else(|| "n/a".into());
+    println!(
+        "trained {} steps in {:.1}s ({:.2}s/step); validation accuracy {} -> {}; checkpoint {}",
+        summary.steps,
+        summary.wall_time_s,
+        summary.mean_step_time_s,
+        fmt(summary.initial_val_accuracy),
+        fmt(summary.final_val_accuracy),
+        summary.final_checkpoint.display()
+    );
+    Ok(())
+}
