@@ -272,6 +272,9 @@ pub fn lambda_sizes<S: AsRef<[u32]>>(group: &[S]) -> Vec<Vec<u32>> {
 }
 
 /// `|λ_{i,t}|` for a whole step: `completions` holds the groups back to back, `group_size` each.
+///
+/// Pass only the tokens that count (§1: `|y_i|` excludes masked tokens): padding stripped, and an
+/// empty slice for a completion masked out by `mask_truncated_completions`, so that it joins no set.
 pub fn lambda_sizes_batch<S: AsRef<[u32]>>(
     completions: &[S],
     group_size: usize,
