@@ -38,7 +38,10 @@ const LATEX: &[(&str, &str)] = &[
 ];
 
 fn latex_pairs(n: usize) -> Vec<(String, String)> {
-    (0..n).map(|i| LATEX[i % LATEX.len()]).map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    (0..n)
+        .map(|i| LATEX[i % LATEX.len()])
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -51,18 +54,37 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("one_core", name), &pairs, |b, pairs| {
             b.iter(|| pairs.iter().filter(|(g, p)| is_equiv(g, p, &opts)).count())
         });
-        group.bench_with_input(BenchmarkId::new("rayon_all_cores", name), &pairs, |b, pairs| {
-            b.iter(|| pairs.par_iter().filter(|(g, p)| is_equiv(g, p, &opts)).count())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("rayon_all_cores", name),
+            &pairs,
+            |b, pairs| {
+                b.iter(|| {
+                    pairs
+                        .par_iter()
+                        .filter(|(g, p)| is_equiv(g, p, &opts))
+                        .count()
+                })
+            },
+        );
     }
     // Whole completions: extraction + verification, as the accuracy reward does it.
     let completions: Vec<(String, String)> = numeric_pairs(n)
         .into_iter()
-        .map(|(g, p)| (g, format!("Adding the two amounts gives the total. The answer is \\boxed{{{p}}}.")))
+        .map(|(g, p)| {
+            (
+                g,
+                format!("Adding the two amounts gives the total. The answer is \\boxed{{{p}}}."),
+            )
+        })
         .collect();
     let policy = ExtractPolicy::default();
     group.bench_function("one_core/completion_numeric", |b| {
-        b.iter(|| completions.iter().filter(|(g, c)| verify_completion(c, g, &policy, &opts).correct).count())
+        b.iter(|| {
+            completions
+                .iter()
+                .filter(|(g, c)| verify_completion(c, g, &policy, &opts).correct)
+                .count()
+        })
     });
     group.finish();
 }

@@ -1,6 +1,8 @@
 //! The verifier against the public benchmark sets in `../shared/data/benchmarks`.
 
-use grpo::rewards::{extract_answer, is_equiv, last_boxed, EquivOptions, ExtractPolicy};
+use grpo::rewards::equiv::{parse_answer, Answer};
+use grpo::rewards::latex::normalize;
+use grpo::rewards::{extract_answer, is_equiv, last_boxed, EquivOptions, ExtractPolicy, Fuel};
 use serde_json::Value;
 
 fn rows(rel: &str) -> Vec<Value> {
@@ -256,4 +258,56 @@ fn olympiadbench_final_answers_parse() {
     }
     eprintln!("OlympiadBench: {structured} of 669 equal after re-spacing");
     assert!(structured >= 660, "{structured}");
+}
+
+/// Whether any part of a parsed answer fell back to plain text.
+fn has_text(a: &Answer) -> bool {
+    match a {
+        Answer::Text(_) => true,
+        Answer::Expr(_) => false,
+        Answer::Rel { lhs, rhs, .. } => has_text(lhs) || has_text(rhs),
+        Answer::Seq { items, .. }
+        | Answer::Set(items)
+        | Answer::List(items)
+        | Answer::Union(items) => items.iter().any(has_text),
+        Answer::Matrix(m) => m.iter().flatten().any(has_text),
+    }
+}
+
+fn text_fallbacks(answers: &[String]) -> Vec<&String> {
+    answers
+        .iter()
+        .filter(|a| {
+            has_text(&parse_answer(
+                &normalize(a),
+                &Fuel::new(EquivOptions::default().fuel),
+                0,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn gold_answers_parse_structurally() {
+    // OlympiadBench: everything but a prose answer and `t(0,4]` parses to math.
+    let ob: Vec<String> = rows("olympiadbench/test.jsonl")
+        .iter()
+        .map(|r| {
+            let list = r["final_answer"].as_array().cloned().unwrap_or_default();
+            list.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    let text = text_fallbacks(&ob);
+    assert!(text.len() <= 2, "{text:?}");
+    // MATH-500: only the five word answers (`\text{Evelyn}`, `\text{east}`, ...) are text.
+    let math: Vec<String> = rows("math500/test.jsonl")
+        .iter()
+        .map(|r| field(r, "answer").to_string())
+        .collect();
+    let text = text_fallbacks(&math);
+    assert_eq!(text.len(), 5, "{text:?}");
+    assert!(text.iter().all(|t| t.starts_with(r"\text{")), "{text:?}");
 }

@@ -186,8 +186,11 @@ fn cut_answer(s: &str) -> Option<&str> {
     }
     for (open, close) in [("$$", "$$"), ("$", "$"), (r"\(", r"\)"), (r"\[", r"\]")] {
         if let Some(inner) = s.strip_prefix(open) {
-            let end = inner.find(close)?;
-            return Some(&inner[..end]);
+            // An unclosed `$` is a currency sign (`The answer is $18.`): cut by line below.
+            if let Some(end) = find_unescaped(inner, close) {
+                return Some(&inner[..end]);
+            }
+            break;
         }
     }
     let line = s.lines().next().unwrap_or("");
@@ -205,6 +208,19 @@ fn cut_answer(s: &str) -> Option<&str> {
         }
     }
     Some(&line[..end])
+}
+
+/// First `pat` in `s` not preceded by a backslash (`\$` is a dollar sign, not a delimiter).
+fn find_unescaped(s: &str, pat: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = s[from..].find(pat) {
+        let at = from + i;
+        if pat.starts_with('\\') || at == 0 || s.as_bytes()[at - 1] != b'\\' {
+            return Some(at);
+        }
+        from = at + pat.len();
+    }
+    None
 }
 
 /// A `\boxed{}` right at the start of the answer phrase.
@@ -317,6 +333,18 @@ mod tests {
             Some("x+1")
         );
         assert_eq!(extract_answer("I got 12 then 13.", &p), None);
+        assert_eq!(
+            extract_answer("The answer is $18.", &p).as_deref(),
+            Some("$18")
+        );
+        assert_eq!(
+            extract_answer("The answer is: **18**", &p).as_deref(),
+            Some("18")
+        );
+        assert_eq!(
+            extract_answer("So the answer is $\\$18$.", &p).as_deref(),
+            Some("\\$18")
+        );
         assert_eq!(
             extract_answer("I got 12 then -1,300.", &ExtractPolicy::gsm8k()).as_deref(),
             Some("-1,300")

@@ -501,10 +501,15 @@ fn strip_units(s: &str) -> String {
             .map_or(0, |(i, c)| i + c.len_utf8());
         let word = &core[word_start..];
         let before = &core[..word_start];
+        let rest = before.trim_end();
+        // Any word after a plain number is a unit or a noun (`18 cookies`).
+        if word.len() >= 2 && before.ends_with(' ') && is_plain_number(rest) {
+            t = rest.to_string();
+            continue;
+        }
         if word.is_empty() || before.ends_with('\\') || !is_unit_word(word) {
             break;
         }
-        let rest = before.trim_end();
         let single =
             word.len() == 1 || word.eq_ignore_ascii_case("in") || word.eq_ignore_ascii_case("am");
         let ok = if single {
