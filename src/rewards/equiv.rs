@@ -6,7 +6,7 @@ use num_traits::{FromPrimitive, Signed};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::eval::{eval, exact, free_vars, has_decimal, C64};
+use super::eval::{eval, exact, free_vars, has_decimal, has_piecewise, C64};
 use super::latex::{normalize, parse_expr, Expr};
 use super::Fuel;
 
@@ -558,6 +558,63 @@ fn is_name(a: &Answer) -> bool {
     }
 }
 
+/// The interval an inequality in one variable describes, if it is one.
+fn as_interval(a: &Answer) -> Option<Answer> {
+    use super::latex::Const;
+    let Answer::Rel { lhs, op, rhs } = a else {
+        return None;
+    };
+    let inf = || Answer::Expr(Expr::Const(Const::Inf));
+    let neg_inf = || Answer::Expr(Expr::Neg(Box::new(Expr::Const(Const::Inf))));
+    let end = |op: RelOp, open: bool| match (op, open) {
+        (RelOp::Lt, true) => Some(b'('),
+        (RelOp::Le, true) => Some(b'['),
+        (RelOp::Lt, false) => Some(b')'),
+        (RelOp::Le, false) => Some(b']'),
+        _ => None,
+    };
+    let value = |x: &Answer| matches!(x, Answer::Expr(_)) && !is_name(x);
+    let seq = |open, close, lo: Answer, hi: Answer| Answer::Seq {
+        open,
+        close,
+        items: vec![lo, hi],
+    };
+    match (&**lhs, &**rhs) {
+        // a op1 x op2 b, parsed as either (a op1 (x op2 b)) or ((a op1 x) op2 b).
+        (
+            lo,
+            Answer::Rel {
+                lhs: x,
+                op: op2,
+                rhs: hi,
+            },
+        ) if is_name(x) && value(lo) && value(hi) => Some(seq(
+            end(*op, true)?,
+            end(*op2, false)?,
+            lo.clone(),
+            (**hi).clone(),
+        )),
+        (
+            Answer::Rel {
+                lhs: lo,
+                op: op1,
+                rhs: x,
+            },
+            hi,
+        ) if is_name(x) && value(lo) && value(hi) => Some(seq(
+            end(*op1, true)?,
+            end(*op, false)?,
+            (**lo).clone(),
+            hi.clone(),
+        )),
+        (x, hi) if is_name(x) && value(hi) => {
+            Some(seq(b'(', end(*op, false)?, neg_inf(), hi.clone()))
+        }
+        (lo, x) if is_name(x) && value(lo) => Some(seq(end(*op, true)?, b')', lo.clone(), inf())),
+        _ => None,
+    }
+}
+
 impl Cmp<'_> {
     fn answers(&self, a: &Answer, b: &Answer) -> bool {
         if !self.fuel.tick(1) {
@@ -644,7 +701,13 @@ impl Cmp<'_> {
                     op: o2,
                     rhs: r2,
                 },
-            ) => self.relations((l1, *o1, r1), (l2, *o2, r2)),
+            ) => {
+                self.relations((l1, *o1, r1), (l2, *o2, r2))
+                    || match (as_interval(a), as_interval(b)) {
+                        (Some(x), Some(y)) => self.answers(&x, &y),
+                        _ => false,
+                    }
+            }
             (
                 A::Rel {
                     lhs,
@@ -661,6 +724,13 @@ impl Cmp<'_> {
                     rhs,
                 },
             ) if is_name(lhs) => self.answers(rhs, other),
+            // `x > 3` is the interval `(3, \infty)`; `-2 \le x \le 7` is `[-2, 7]`.
+            (A::Rel { .. }, A::Seq { .. } | A::Union(_)) => {
+                as_interval(a).is_some_and(|i| self.answers(&i, b))
+            }
+            (A::Seq { .. } | A::Union(_), A::Rel { .. }) => {
+                as_interval(b).is_some_and(|i| self.answers(a, &i))
+            }
             _ => false,
         }
     }
@@ -798,7 +868,8 @@ impl Cmp<'_> {
             return false;
         }
         let mut valid = 0;
-        for env in self.points(&vars) {
+        let signed = has_piecewise(a) || has_piecewise(b);
+        for env in self.points(&vars, signed) {
             match (eval(a, &env, fuel), eval(b, &env, fuel)) {
                 (Some(x), Some(y)) if x.is_finite() && y.is_finite() => {
                     if !close(x, y, tol.max(1e-8), 1e-10) {
@@ -826,7 +897,7 @@ impl Cmp<'_> {
         }
         let mut ratio: Option<C64> = None;
         let mut valid = 0;
-        for env in self.points(&vars) {
+        for env in self.points(&vars, false) {
             let (Some(x), Some(y)) = (eval(d1, &env, self.fuel), eval(d2, &env, self.fuel)) else {
                 continue;
             };
@@ -847,13 +918,18 @@ impl Cmp<'_> {
         valid >= 3
     }
 
-    /// Deterministic sample points in [0.5, 2.5] (same for both sides: variables are sorted).
-    fn points(&self, vars: &[String]) -> Vec<Vec<(String, C64)>> {
+    /// Deterministic sample points in [0.5, 2.5] (same for both sides: variables are sorted);
+    /// `signed` also draws negative values (for `|x|`, floor and ceil).
+    fn points(&self, vars: &[String], signed: bool) -> Vec<Vec<(String, C64)>> {
         let mut rng = ChaCha8Rng::seed_from_u64(0x6772_706f);
         (0..self.opts.points.max(3))
             .map(|_| {
                 vars.iter()
-                    .map(|v| (v.clone(), C64::real(rng.random_range(0.5..2.5))))
+                    .map(|v| {
+                        let x: f64 = rng.random_range(0.5..2.5);
+                        let neg = signed && rng.random_bool(0.5);
+                        (v.clone(), C64::real(if neg { -x } else { x }))
+                    })
                     .collect()
             })
             .collect()

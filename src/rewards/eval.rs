@@ -114,6 +114,16 @@ impl C64 {
         if self.re == 0.0 && self.im == 0.0 {
             return Self::real(0.0);
         }
+        // Real odd roots of negative reals, as `\sqrt[3]{x}` does: (-8)^{2/3} = 4.
+        if self.im == 0.0 && w.im == 0.0 {
+            for q in [3.0f64, 5.0, 7.0, 9.0] {
+                let p = w.re * q;
+                if (p - p.round()).abs() < 1e-9 {
+                    let mag = (-self.re).powf(w.re);
+                    return Self::real(if p.round() as i64 % 2 == 0 { mag } else { -mag });
+                }
+            }
+        }
         w.mul(self.ln()).exp()
     }
     fn sin(self) -> Self {
@@ -152,6 +162,25 @@ pub fn free_vars(e: &Expr, out: &mut Vec<String>) {
             free_vars(a, out);
             free_vars(b, out);
         }
+    }
+}
+
+/// Whether the expression has a piecewise function (`|x|`, floor, ceil), which positive
+/// sample points alone cannot tell apart from its argument.
+pub fn has_piecewise(e: &Expr) -> bool {
+    match e {
+        Expr::Func(Fun::Abs | Fun::Floor | Fun::Ceil, _) => true,
+        Expr::Num(_) | Expr::Dec(_) | Expr::Var(_) | Expr::Const(_) | Expr::Opaque(_) => false,
+        Expr::Neg(a) | Expr::Func(_, a) | Expr::Percent(a) => has_piecewise(a),
+        Expr::Add(a, b)
+        | Expr::Sub(a, b)
+        | Expr::Mul(a, b)
+        | Expr::Div(a, b)
+        | Expr::Pow(a, b)
+        | Expr::Log(a, b)
+        | Expr::Root(a, b)
+        | Expr::Binom(a, b)
+        | Expr::Pm(a, b) => has_piecewise(a) || has_piecewise(b),
     }
 }
 

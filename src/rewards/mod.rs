@@ -24,14 +24,18 @@
 //!   or one-column matrix equals the tuple of its cells); `a \pm b` is the set `{a+b, a-b}`;
 //! - relations: `x = 3` equals `3` and `y = 2x+1` equals `2x+1` when the left side is a name
 //!   (`x`, `f(x)`, `(x, y)`); two equations match side by side, swapped, or when `lhs - rhs`
-//!   are proportional; `<`, `\le` (`>`/`\ge` flipped) must match side by side;
+//!   are proportional; `<`, `\le` (`>`/`\ge` flipped) must match side by side, and an
+//!   inequality in one variable equals its interval (`x > 3` = `(3, \infty)`,
+//!   `-2 \le x \le 7` = `[-2, 7]`);
 //! - expressions are parsed ([`latex::parse_expr`]) and compared by value: exactly as rationals
 //!   (num-bigint) when both sides are rational (`\frac{6}{4}` = `1.5` = `1\frac12`, `\sqrt{16}`
 //!   = `4`); with relative tolerance [`EquivOptions::rel_tol`] (1e-6) only when a decimal
 //!   literal is involved (`0.3333333` = `1/3`, but `0.333` ≠ `1/3`); as complex floats to 1e-9
 //!   for irrationals (`\sqrt{8}` = `2\sqrt2`, `\pi/2` = `\frac{\pi}{2}`, `i^2` = `-1`); with
 //!   free variables by evaluation at 6 fixed pseudo-random points in [0.5, 2.5] (seeded; points
-//!   where either side is undefined are skipped; at least 3 must be defined and all must agree);
+//!   where either side is undefined are skipped; at least 3 must be defined and all must agree;
+//!   with `|x|`, floor or ceil the points also take negative values); odd roots of negative
+//!   reals are real (`\sqrt[3]{-8}` = `(-8)^{1/3}` = `-2`);
 //! - `e` is Euler's number, `i` the imaginary unit; `\log` without base is natural;
 //! - percentages per [`PercentPolicy`]: by default `50\%` equals `50` and `0.5`;
 //! - a number with a base subscript (`204_5`) only equals the same text.
