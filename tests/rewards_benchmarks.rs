@@ -311,3 +311,78 @@ fn gold_answers_parse_structurally() {
     assert_eq!(text.len(), 5, "{text:?}");
     assert!(text.iter().all(|t| t.starts_with(r"\text{")), "{text:?}");
 }
+
+/// Spaces removed where LaTeX does not need them (`2 \sqrt{5}` → `2\sqrt{5}`, not `\cotx`).
+fn squeeze(s: &str) -> String {
+    let c: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    for (i, &ch) in c.iter().enumerate() {
+        let prev_alpha = i > 0 && c[i - 1].is_ascii_alphabetic();
+        let next_alpha = c.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic());
+        if ch == ' ' && !(prev_alpha && next_alpha) {
+            continue;
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[test]
+fn math500_answers_survive_rewriting_and_extraction() {
+    let data = rows("math500/test.jsonl");
+    let opts = EquivOptions::default();
+    let policy = ExtractPolicy::math();
+    let mut bad = Vec::new();
+    for (i, r) in data.iter().enumerate() {
+        let a = field(r, "answer");
+        let variants = [
+            format!("${a}$"),
+            squeeze(a),
+            a.replace(r"\frac", r"\dfrac"),
+            a.replace(r"\frac", r"\tfrac")
+                .replace("(", r"\left(")
+                .replace(")", r"\right)"),
+            format!("Thus the answer is $\\boxed{{{a}}}$."),
+            format!("Final Answer: The final answer is ${a}$. I hope it is correct."),
+            format!("<think>work</think>\nThe answer is \\({a}\\)."),
+        ];
+        for v in &variants {
+            let pred = extract_answer(v, &policy).unwrap_or_else(|| v.clone());
+            if !is_equiv(a, &pred, &opts) || !is_equiv(&pred, a, &opts) {
+                bad.push(format!("{i}: {a:?} vs {v:?} (extracted {pred:?})"));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} failures:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn gsm8k_solutions_as_completions() {
+    let data = rows("gsm8k/test.jsonl");
+    let opts = EquivOptions::default();
+    let policy = ExtractPolicy::gsm8k();
+    let sols: Vec<&str> = data.iter().map(|r| field(r, "answer")).collect();
+    let golds: Vec<String> = sols
+        .iter()
+        .map(|s| extract_answer(s, &policy).unwrap_or_default())
+        .collect();
+    let (mut own, mut cross, mut cross_equal_gold) = (0, 0, 0);
+    for i in 0..sols.len() {
+        let j = (i + 1) % sols.len();
+        own +=
+            grpo::rewards::verify_completion(sols[i], &golds[i], &policy, &opts).correct as usize;
+        if grpo::rewards::verify_completion(sols[j], &golds[i], &policy, &opts).correct {
+            cross += 1;
+            cross_equal_gold += (golds[i].replace(',', "") == golds[j].replace(',', "")) as usize;
+        }
+    }
+    eprintln!("GSM8K: own solution correct {own}/1319; neighbour's solution correct {cross}");
+    assert_eq!(own, 1319);
+    // A neighbour's solution is only graded correct when the two golds are the same number.
+    assert_eq!(cross, cross_equal_gold);
+}

@@ -245,6 +245,12 @@ const CASES: &[(&str, &str, bool)] = &[
     ("204_5", "204_{5}", T),
     ("204_5", "54", F),
     ("2516_8", "2516_8", T),
+    (r"\emptyset", r"\varnothing", T),
+    (r"\emptyset", r"\{\}", T),
+    (r"\emptyset", r"\{0\}", F),
+    (r"\infty", "infinity", T),
+    (r"-\infty", "-infinity", T),
+    (r"\infty", r"-\infty", F),
     ("", "", F),
     ("5", "", F),
 ];

@@ -388,11 +388,18 @@ pub fn normalize(input: &str) -> String {
         (r"\neq", r"\ne"),
         (r"\to", r"\rightarrow"),
         (r"\operatorname", ""),
+        (r"\emptyset", r"\{\}"),
+        (r"\varnothing", r"\{\}"),
     ] {
         s = replace_cmd(&s, cmd, to);
     }
     s = s.replace('\u{1}', r" \\ ");
     s = unwrap_text(&s);
+    for word in ["infinity", "Infinity", "inf"] {
+        if s.trim() == word || s.trim() == format!("-{word}") {
+            s = s.replace(word, r"\infty");
+        }
+    }
     s = strip_units(&s);
     let mut s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     while s.ends_with(['.', ',', ';']) && !is_plain_number(&s[..s.len() - 1]) || s.ends_with(" .") {
