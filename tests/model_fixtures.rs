@@ -87,9 +87,13 @@ fn padded_logits_match_where_mask_is_one() {
 
 #[test]
 fn token_logprobs_and_gradients_match() {
-    for name in FIXTURES {
-        let p = load(name);
-        let r = reference(name);
+    // Both the fused CPU ops (default) and the composed-op path used on other devices.
+    for (name, fused) in FIXTURES.iter().flat_map(|n| [(*n, true), (*n, false)]) {
+        let mut p = load(name);
+        p.set_fused_ops(fused);
+        let name = format!("{name} (fused ops: {fused})");
+        let name = name.as_str();
+        let r = reference(name.split(' ').next().unwrap());
         let lp = p.token_logprobs(&ids(&r["input_ids"]), None, 1.0).unwrap();
         let err = max_abs(&lp, &r["token_logprobs"]);
         eprintln!("{name}: max |token_logprobs - ref| = {err:e}");

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod kv_cache;
+mod ops;
 pub mod policy;
 pub mod qwen2;
 pub mod tokenizer;

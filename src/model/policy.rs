@@ -3,6 +3,7 @@
 use super::checkpoint::{self, dtype_from_name, dtype_name};
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
+use super::ops::LogSoftmaxGather;
 use super::qwen2::{parameter_specs, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -225,16 +226,23 @@ impl Policy {
         let h = self.model.forward_train(input_ids, attention_mask)?;
         // The last position predicts nothing we score: skip its output projection.
         let logits = self.model.lm_head(&h.narrow(1, 0, t - 1)?)?;
+        let targets = input_ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
+        if self.model.fused && logits.device().is_cpu() {
+            let (b, n, v) = logits.dims3()?;
+            let op = LogSoftmaxGather {
+                inv_temperature: (1.0 / temperature) as f32,
+            };
+            let lp = logits
+                .reshape((b * n, v))?
+                .apply_op2(&targets.flatten_all()?.contiguous()?, op)?;
+            return Ok(lp.reshape((b, n))?);
+        }
         let logits = if temperature != 1.0 {
             (logits / temperature)?
         } else {
             logits
         };
-        let targets = input_ids
-            .narrow(1, 1, t - 1)?
-            .to_dtype(DType::U32)?
-            .contiguous()?
-            .unsqueeze(2)?;
+        let targets = targets.contiguous()?.unsqueeze(2)?;
         let picked = logits.gather(&targets, 2)?.squeeze(2)?;
         let max = logits.max_keepdim(D::Minus1)?.detach();
         let lse = logits
@@ -283,6 +291,14 @@ impl Policy {
             self.dtype,
             &self.device,
         )
+    }
+
+    /// Switches the training path between the fused CPU ops (default; hand-written backward)
+    /// and the same maths composed from basic candle ops (used on other devices). For tests
+    /// and benchmarks.
+    #[doc(hidden)]
+    pub fn set_fused_ops(&mut self, on: bool) {
+        self.model.fused = on;
     }
 
     /// A KV cache sized for this model.

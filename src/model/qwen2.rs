@@ -13,6 +13,7 @@
 
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
+use super::ops::MaskedSoftmax;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 
@@ -195,6 +196,7 @@ impl Attention {
         v: &Tensor,
         bias: &Tensor,
         differentiable: bool,
+        fused: bool,
     ) -> Result<Tensor> {
         let (b, _, t, d) = q.dims4()?;
         let l = k.dim(2)?;
@@ -203,11 +205,12 @@ impl Attention {
         // Heads h = kv * n_rep + r share key head kv (transformers' repeat_kv order).
         let q = (q.contiguous()? * scale)?.reshape((b, self.n_kv, n_rep * t, d))?;
         let scores = q.matmul(&k.t()?)?.reshape((b, self.n_heads, t, l))?;
-        let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
-        let probs = if differentiable {
-            softmax_train(&scores)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+        let scores = scores.to_dtype(DType::F32)?;
+        let probs = match (differentiable, fused) {
+            (true, true) => scores.apply_op2(bias, MaskedSoftmax)?,
+            (true, false) => softmax_train(&scores.broadcast_add(bias)?)?,
+            (false, true) => scores.apply_op2_no_bwd(bias, &MaskedSoftmax)?,
+            (false, false) => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(bias)?)?,
         };
         let probs = probs
             .to_dtype(v.dtype())?
@@ -224,12 +227,13 @@ impl Attention {
         cos: &Tensor,
         sin: &Tensor,
         bias: &Tensor,
+        fused: bool,
     ) -> Result<Tensor> {
         let (q, k, v) = self.qkv(x)?;
         let q = (q.broadcast_mul(cos)? + rotate_half(&q)?.broadcast_mul(sin)?)?;
         let k = (k.broadcast_mul(cos)? + rotate_half(&k)?.broadcast_mul(sin)?)?;
         let v = v.contiguous()?;
-        let y = self.attend(&q, &k, &v, bias, true)?;
+        let y = self.attend(&q, &k, &v, bias, true, fused)?;
         self.o_proj.forward(&y)
     }
 
@@ -254,7 +258,8 @@ impl Attention {
         let l = offset + t;
         let k_all = kc.narrow(2, 0, l)?.to_dtype(q.dtype())?;
         let v_all = vc.narrow(2, 0, l)?.to_dtype(q.dtype())?;
-        let y = self.attend(&q, &k_all, &v_all, bias, false)?;
+        let fused = q.device().is_cpu();
+        let y = self.attend(&q, &k_all, &v_all, bias, false, fused)?;
         self.o_proj.forward(&y)
     }
 }
@@ -275,9 +280,10 @@ impl DecoderLayer {
         cos: &Tensor,
         sin: &Tensor,
         bias: &Tensor,
+        fused: bool,
     ) -> Result<Tensor> {
         let h = rms_norm_train(x, &self.input_layernorm, self.eps)?;
-        let x = (x + self.self_attn.forward_train(&h, cos, sin, bias)?)?;
+        let x = (x + self.self_attn.forward_train(&h, cos, sin, bias, fused)?)?;
         let h = rms_norm_train(&x, &self.post_attention_layernorm, self.eps)?;
         Ok((&x + self.mlp.forward(&h)?)?)
     }
@@ -312,6 +318,8 @@ pub(crate) struct Transformer {
     rotary: RotaryEmbedding,
     eps: f64,
     vocab_size: usize,
+    /// Use the fused CPU ops of `ops` (with hand-written backward) in the training path.
+    pub(crate) fused: bool,
 }
 
 /// The HF name and shape of every parameter, in file order; `lm_head.weight` is absent when
@@ -445,6 +453,7 @@ impl Transformer {
             rotary: RotaryEmbedding::new(cfg),
             eps: cfg.rms_norm_eps,
             vocab_size: cfg.vocab_size,
+            fused: true,
         })
     }
 
@@ -502,9 +511,10 @@ impl Transformer {
             }
         }
         let bias = Tensor::from_vec(bias, (b, 1, t, t), dev)?;
+        let fused = self.fused && dev.is_cpu();
         let mut x = self.embed(input_ids)?;
         for layer in &self.layers {
-            x = layer.forward_train(&x, &cos, &sin, &bias)?;
+            x = layer.forward_train(&x, &cos, &sin, &bias, fused)?;
         }
         rms_norm_train(&x, &self.norm, self.eps)
     }

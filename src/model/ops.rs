@@ -1,0 +1,365 @@
+//! Fused CPU ops with hand-written backward passes for the two largest tensors of a training
+//! step: the attention probabilities `[B, H, T, T]` and the vocabulary logits `[B, T, V]`.
+//!
+//! Composed from basic candle ops, each of these costs ~10 full passes and as many temporary
+//! allocations (candle's backprop also adds a zero-filled accumulator per node); fused they
+//! cost one pass forward and one backward. candle's own fused `softmax_last_dim` has no
+//! backward at all, which silently zeroes gradients: these ops implement `bwd`, and the tests
+//! check them against the composed versions. Only f32 on CPU; callers fall back to the
+//! composed ops elsewhere.
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Rows per rayon task: amortises scheduling for short rows.
+const ROWS_PER_TASK: usize = 64;
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{what}: expected f32 storage")
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("{what}: expected a contiguous tensor")
+    };
+    Ok(&v[a..b])
+}
+
+fn u32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [u32]> {
+    let CpuStorage::U32(v) = s else {
+        bail!("{what}: expected u32 storage")
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("{what}: expected a contiguous tensor")
+    };
+    Ok(&v[a..b])
+}
+
+/// `softmax(scores + bias)` over the last axis, `scores [B, H, T, L]`, `bias [B, 1, T, L]`
+/// shared by all heads; the gradient flows to `scores` only.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaskedSoftmax;
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "masked-softmax scores")?;
+        let m = f32_slice(s2, l2, "masked-softmax bias")?;
+        let (b, h, t, l) = l1.shape().dims4()?;
+        if l2.shape().dims4()? != (b, 1, t, l) {
+            bail!(
+                "masked-softmax: bias shape {:?} does not fit scores {:?}",
+                l2.shape(),
+                l1.shape()
+            )
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(l * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(chunk, ys)| {
+                for (k, y) in ys.chunks_mut(l).enumerate() {
+                    let row = chunk * ROWS_PER_TASK + k;
+                    let (bi, ti) = (row / (h * t), row % t);
+                    let xr = &x[row * l..(row + 1) * l];
+                    let mr = &m[(bi * t + ti) * l..(bi * t + ti + 1) * l];
+                    let mut max = f32::NEG_INFINITY;
+                    for ((yv, &xv), &mv) in y.iter_mut().zip(xr).zip(mr) {
+                        *yv = xv + mv;
+                        max = max.max(*yv);
+                    }
+                    let mut sum = 0f32;
+                    for yv in y.iter_mut() {
+                        *yv = (*yv - max).exp();
+                        sum += *yv;
+                    }
+                    let inv = 1.0 / sum;
+                    for yv in y.iter_mut() {
+                        *yv *= inv;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = res.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxGrad)?;
+        Ok((Some(g), None))
+    }
+}
+
+/// `y * (g - sum(g * y))` row-wise: the softmax vector-Jacobian product.
+struct SoftmaxGrad;
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = f32_slice(s1, l1, "softmax-grad probs")?;
+        let g = f32_slice(s2, l2, "softmax-grad grad")?;
+        let l = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        if y.len() != g.len() {
+            bail!(
+                "softmax-grad: shape mismatch {:?} {:?}",
+                l1.shape(),
+                l2.shape()
+            )
+        }
+        let mut out = vec![0f32; y.len()];
+        out.par_chunks_mut(l * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(chunk, os)| {
+                for (k, o) in os.chunks_mut(l).enumerate() {
+                    let row = chunk * ROWS_PER_TASK + k;
+                    let yr = &y[row * l..(row + 1) * l];
+                    let gr = &g[row * l..(row + 1) * l];
+                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                    for ((ov, &yv), &gv) in o.iter_mut().zip(yr).zip(gr) {
+                        *ov = yv * (gv - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// `log_softmax(logits / temperature)[target]` per row: `logits [N, V]` f32, `targets [N]`
+/// u32, result `[N]`. The gradient flows to `logits` only.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogSoftmaxGather {
+    pub inv_temperature: f32,
+}
+
+/// Per-row `(max, log-sum-exp)` of `x * s`.
+fn row_lse(row: &[f32], s: f32) -> (f32, f32) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * s));
+    let sum: f32 = row.iter().map(|&v| (v * s - max).exp()).sum();
+    (max, max + sum.ln())
+}
+
+impl CustomOp2 for LogSoftmaxGather {
+    fn name(&self) -> &'static str {
+        "log-softmax-gather"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "log-softmax-gather logits")?;
+        let tg = u32_slice(s2, l2, "log-softmax-gather targets")?;
+        let (n, v) = l1.shape().dims2()?;
+        if tg.len() != n {
+            bail!("log-softmax-gather: {} targets for {n} rows", tg.len())
+        }
+        if let Some(&bad) = tg.iter().find(|&&t| t as usize >= v) {
+            bail!("log-softmax-gather: target {bad} out of range for vocab {v}")
+        }
+        let s = self.inv_temperature;
+        let out: Vec<f32> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let row = &x[i * v..(i + 1) * v];
+                let (_, lse) = row_lse(row, s);
+                row[tg[i] as usize] * s - lse
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = logits.apply_op3_no_bwd(targets, &grad_res.contiguous()?, self)?;
+        Ok((Some(g), None))
+    }
+}
+
+/// The backward of `LogSoftmaxGather`: `g * s * (onehot(target) - softmax(x * s))`.
+impl CustomOp3 for LogSoftmaxGather {
+    fn name(&self) -> &'static str {
+        "log-softmax-gather-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "log-softmax-gather-grad logits")?;
+        let tg = u32_slice(s2, l2, "log-softmax-gather-grad targets")?;
+        let g = f32_slice(s3, l3, "log-softmax-gather-grad grad")?;
+        let (n, v) = l1.shape().dims2()?;
+        if tg.len() != n || g.len() != n {
+            bail!("log-softmax-gather-grad: inconsistent shapes")
+        }
+        let s = self.inv_temperature;
+        let mut out = vec![0f32; n * v];
+        out.par_chunks_mut(v).enumerate().for_each(|(i, o)| {
+            let row = &x[i * v..(i + 1) * v];
+            let (_, lse) = row_lse(row, s);
+            let gs = g[i] * s;
+            for (ov, &xv) in o.iter_mut().zip(row) {
+                *ov = -gs * (xv * s - lse).exp();
+            }
+            o[tg[i] as usize] += gs;
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var, D};
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let dev = Device::Cpu;
+        let n: usize = shape.iter().product();
+        // Deterministic pseudo-random values without touching global RNG state.
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 6.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &dev).unwrap()
+    }
+
+    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn masked_softmax_matches_composed_values_and_grads() {
+        let (b, h, t, l) = (2, 3, 5, 7);
+        let x = Var::from_tensor(&randn(&[b, h, t, l], 1)).unwrap();
+        let mut bias = vec![0f32; b * t * l];
+        for (i, v) in bias.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *v = -1e30;
+            }
+        }
+        let bias = Tensor::from_vec(bias, (b, 1, t, l), &Device::Cpu).unwrap();
+        let w = randn(&[b, h, t, l], 2);
+        let fused = x.as_tensor().apply_op2(&bias, MaskedSoftmax).unwrap();
+        let composed =
+            crate::model::qwen2::softmax_train(&x.broadcast_add(&bias).unwrap()).unwrap();
+        assert!(max_abs(&fused, &composed) < 1e-6);
+        let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (composed * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (gf, gc) = (gf.get(&x).unwrap(), gc.get(&x).unwrap());
+        assert!(max_abs(gf, gc) < 1e-5, "{}", max_abs(gf, gc));
+        assert!(
+            gf.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 1.0
+        );
+    }
+
+    #[test]
+    fn log_softmax_gather_matches_composed_values_and_grads() {
+        let (n, v) = (6, 11);
+        let x = Var::from_tensor(&randn(&[n, v], 3)).unwrap();
+        let tg = Tensor::new(&[0u32, 10, 3, 3, 7, 1], &Device::Cpu).unwrap();
+        let w = randn(&[n], 4);
+        for temp in [1.0f32, 0.7] {
+            let op = LogSoftmaxGather {
+                inv_temperature: 1.0 / temp,
+            };
+            let fused = x.as_tensor().apply_op2(&tg, op).unwrap();
+            let scaled = (x.as_tensor() / temp as f64).unwrap();
+            let composed = candle_nn::ops::log_softmax(&scaled, D::Minus1)
+                .unwrap()
+                .gather(&tg.unsqueeze(1).unwrap(), 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap();
+            assert!(max_abs(&fused, &composed) < 1e-5);
+            // Composed reference gradient: d/dx sum(w * (x_t/T - lse(x/T))).
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gf = gf.get(&x).unwrap();
+            let p = candle_nn::ops::softmax_last_dim(&scaled).unwrap();
+            let onehot = Tensor::zeros((n, v), DType::F32, &Device::Cpu)
+                .unwrap()
+                .scatter_add(
+                    &tg.unsqueeze(1).unwrap(),
+                    &Tensor::ones((n, 1), DType::F32, &Device::Cpu).unwrap(),
+                    1,
+                )
+                .unwrap();
+            let expect = ((onehot - p)
+                .unwrap()
+                .broadcast_mul(&w.unsqueeze(1).unwrap())
+                .unwrap()
+                / temp as f64)
+                .unwrap();
+            assert!(max_abs(gf, &expect) < 1e-5, "{}", max_abs(gf, &expect));
+        }
+        let bad = Tensor::new(&[0u32, 11, 0, 0, 0, 0], &Device::Cpu).unwrap();
+        assert!(x
+            .as_tensor()
+            .apply_op2(
+                &bad,
+                LogSoftmaxGather {
+                    inv_temperature: 1.0
+                }
+            )
+            .is_err());
+    }
+}
