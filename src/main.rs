@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Train a policy with GRPO or λ-GRPO on a TOML config.
     Train(cli::train::TrainArgs),
+    /// Train several configs over several seeds and write one comparison report.
+    Sweep(cli::sweep::SweepArgs),
     /// Inspect configuration files (`grpo config show`).
     Config(cli::config::ConfigArgs),
     /// Build the built-in task's data, train the tiny tokenizer, list benchmarks.
@@ -33,9 +35,18 @@ enum Command {
     Sft(cli::sft::SftArgs),
     /// Sample completions from a model (batched, KV-cached).
     Generate(cli::generate::GenerateArgs),
+    /// Score models on math benchmarks (pass@k, maj@k; resumable; comparisons).
+    #[command(long_about = cli::eval::LONG_ABOUT)]
+    Eval(cli::eval::EvalArgs),
     /// Check answers for mathematical equivalence (the verifier behind the accuracy reward).
     #[command(long_about = cli::verify::LONG_ABOUT)]
     Verify(cli::verify::VerifyArgs),
+    /// Process-set statistics of dumped rollouts; one group's prefix tree as text or picture.
+    #[command(long_about = cli::analyze::LONG_ABOUT)]
+    Analyze(cli::analyze::AnalyzeArgs),
+    /// Plot training curves of runs (metrics.jsonl) to a PNG or SVG grid of panels.
+    #[command(long_about = cli::plot::LONG_ABOUT)]
+    Plot(cli::plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,11 +57,15 @@ fn main() -> ExitCode {
     }
     let result = match &args.command {
         Command::Train(a) => cli::train::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
         Command::Config(a) => cli::config::run(a),
         Command::Data(a) => cli::data::run(a),
         Command::Sft(a) => cli::sft::run(a),
         Command::Generate(a) => cli::generate::run(a),
+        Command::Eval(a) => cli::eval::run(a),
         Command::Verify(a) => cli::verify::run(a),
+        Command::Analyze(a) => cli::analyze::run(a),
+        Command::Plot(a) => cli::plot::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,3 +8,4 @@ pub mod rollout;
 pub mod state;
 pub mod run;
 pub mod sft;
+pub mod sweep;

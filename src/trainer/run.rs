@@ -179,6 +179,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
     let loop_start = Instant::now();
     let mut step_times = Vec::new();
     let mut last_saved = None;
+    let mut final_val = None;
 
     while state.step < cfg.train.max_steps {
         if interrupted.load(Ordering::SeqCst) {
@@ -242,12 +243,14 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         let adv = advantages(&rewards_total, g, cfg.loss.scale_rewards)?;
         let zero_std = zero_std_groups(&rewards_total, g)?;
         let token_ids: Vec<&[u32]> = completions.iter().map(|c| c.token_ids.as_slice()).collect();
+        let ts_process = Instant::now();
         let lambda: Vec<Vec<u32>> = token_ids
             .chunks(g)
             .flat_map(process_sets::lambda_sizes)
             .collect();
         let group_stats: Vec<_> = token_ids.chunks(g).map(process_sets::group_stats).collect();
         let proc_stats = process_sets::batch_stats(&group_stats);
+        let time_process_sets = ts_process.elapsed().as_secs_f64();
         let time_score = ts_score.elapsed().as_secs_f64();
 
         // Token masks and the step's loss coefficients (normalisers over the whole step).
@@ -431,6 +434,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         m.insert("time_generate_s".into(), json!(time_generate));
         m.insert("time_score_s".into(), json!(time_score));
         m.insert("time_update_s".into(), json!(time_update));
+        m.insert("time_process_sets_s".into(), json!(time_process_sets));
         m.insert("step_time_s".into(), json!(step_time));
         m.insert(
             "tokens_per_s".into(),
@@ -447,12 +451,13 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
                 &adv,
             )?;
         }
-        if cfg.eval.every > 0
-            && state.step % cfg.eval.every == 0
-            && state.step < cfg.train.max_steps
-        {
+        let last = state.step == cfg.train.max_steps;
+        if last || (cfg.eval.every > 0 && state.step % cfg.eval.every == 0) {
             if let Some(v) = validate(&policy)? {
                 m.insert("eval/accuracy".into(), json!(v));
+                if last {
+                    final_val = Some(v);
+                }
             }
         }
         writeln!(metrics_file, "{}", Value::Object(m))?;
@@ -479,7 +484,9 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         Some(p) if p == crate::trainer::state::checkpoint_dir(&out, state.step) => p,
         _ => save_checkpoint(&out, &policy, &base_dir, &opt, &state)?,
     };
-    let final_val = validate(&policy)?;
+    if final_val.is_none() {
+        final_val = validate(&policy)?;
+    }
     let summary = TrainSummary {
         steps: state.step,
         wall_time_s: t0.elapsed().as_secs_f64(),

@@ -1,0 +1,405 @@
+//! `grpo sweep`: several configs × several seeds, one comparison report.
+//!
+//! Each run trains in `OUT/runs/<config>-seed<S>/` with the normal trainer (so every run has its
+//! metrics, checkpoints and summary), then the report reads them back: validation accuracy
+//! curves (step 0 = before training), their peak, the first step reaching 95% of the peak, the
+//! final value, wall and step times, and the share of step time spent on process sets (the
+//! whole cost λ-GRPO adds). A finished run (its `summary.json` exists) is not trained again, so
+//! an interrupted sweep continues where it stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::trainer::run::{train, Resume};
+use crate::trainer::state::latest_checkpoint;
+
+/// One run's numbers, as `report.json` lists them.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub config: String,
+    pub run_dir: PathBuf,
+    pub loss_type: String,
+    pub process_weighting: String,
+    pub seed: u64,
+    pub steps: usize,
+    pub initial_val_accuracy: Option<f64>,
+    pub peak_val_accuracy: Option<f64>,
+    pub final_val_accuracy: Option<f64>,
+    /// First step whose validation accuracy reaches 95% of the run's peak (0 = before training).
+    pub steps_to_95pct_peak: Option<usize>,
+    /// Mean training accuracy (reward-function accuracy of the sampled completions) over the
+    /// last `min(50, steps)` steps.
+    pub last50_train_accuracy: f64,
+    pub mean_step_time_s: f64,
+    /// Mean share of step time spent building process sets and their statistics.
+    pub process_set_time_fraction: f64,
+    pub wall_time_s: f64,
+    /// (step, validation accuracy), step 0 being the accuracy before training.
+    pub val_curve: Vec<(usize, f64)>,
+}
+
+/// Mean and sample standard deviation over seeds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MeanStd {
+    pub mean: f64,
+    pub std: f64,
+    pub n: usize,
+}
+
+impl MeanStd {
+    pub fn of(values: &[f64]) -> Option<MeanStd> {
+        if values.is_empty() {
+            return None;
+        }
+        let n = values.len();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let std = if n > 1 {
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        Some(MeanStd { mean, std, n })
+    }
+}
+
+/// Per-config aggregate over seeds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigSummary {
+    pub config: String,
+    pub loss_type: String,
+    pub process_weighting: String,
+    pub seeds: Vec<u64>,
+    pub initial_val_accuracy: Option<MeanStd>,
+    pub peak_val_accuracy: Option<MeanStd>,
+    pub final_val_accuracy: Option<MeanStd>,
+    pub steps_to_95pct_peak: Option<MeanStd>,
+    pub last50_train_accuracy: Option<MeanStd>,
+    pub mean_step_time_s: Option<MeanStd>,
+    pub process_set_time_fraction: Option<MeanStd>,
+    pub wall_time_s: Option<MeanStd>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepReport {
+    pub command: String,
+    pub runs: Vec<RunResult>,
+    pub configs: Vec<ConfigSummary>,
+    /// Mean step time of each λ-weighted config relative to the first unweighted one, in %.
+    pub lambda_step_time_overhead_pct: Option<f64>,
+}
+
+pub struct SweepSpec {
+    pub configs: Vec<PathBuf>,
+    pub seeds: Vec<u64>,
+    pub overrides: Vec<String>,
+    pub out: PathBuf,
+    /// The command line, recorded in the report so it can be regenerated.
+    pub command: String,
+}
+
+pub fn config_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config".into())
+}
+
+/// Trains every (config, seed) run that has no `summary.json` yet, then writes the report.
+pub fn sweep(spec: &SweepSpec, interrupted: Arc<AtomicBool>) -> Result<SweepReport> {
+    if spec.configs.is_empty() || spec.seeds.is_empty() {
+        bail!("sweep: expected at least one --config and one seed");
+    }
+    let names: Vec<String> = spec.configs.iter().map(|c| config_name(c)).collect();
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            bail!("sweep: two configs are named `{n}`; their runs would share a folder");
+        }
+    }
+    std::fs::create_dir_all(&spec.out)
+        .with_context(|| format!("creating {}", spec.out.display()))?;
+    let total = spec.configs.len() * spec.seeds.len();
+    let mut k = 0;
+    for (path, name) in spec.configs.iter().zip(&names) {
+        for &seed in &spec.seeds {
+            k += 1;
+            let run_dir = spec.out.join("runs").join(format!("{name}-seed{seed}"));
+            if run_dir.join("summary.json").exists() {
+                tracing::info!("[{k}/{total}] {} already finished", run_dir.display());
+                continue;
+            }
+            let mut overrides = spec.overrides.clone();
+            overrides.push(format!("train.seed={seed}"));
+            overrides.push(format!("output.dir={}", run_dir.display()));
+            let cfg = Config::load(path, &overrides)?;
+            let resume = if latest_checkpoint(&run_dir)?.is_some() {
+                Resume::Latest
+            } else {
+                let _ = std::fs::remove_dir_all(&run_dir);
+                Resume::No
+            };
+            tracing::info!("[{k}/{total}] training {name} seed {seed}");
+            let s = train(&cfg, resume, interrupted.clone())
+                .with_context(|| format!("sweep run {}", run_dir.display()))?;
+            eprintln!(
+                "[{k}/{total}] {name} seed {seed}: val {} -> {} in {:.0}s",
+                fmt_opt(s.initial_val_accuracy),
+                fmt_opt(s.final_val_accuracy),
+                s.wall_time_s
+            );
+        }
+    }
+    let report = collect(spec, &names)?;
+    write_report(&spec.out, &report)?;
+    Ok(report)
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into())
+}
+
+/// Reads every run's summary and metrics back into a report.
+pub fn collect(spec: &SweepSpec, names: &[String]) -> Result<SweepReport> {
+    let mut runs = Vec::new();
+    for name in names {
+        for &seed in &spec.seeds {
+            let dir = spec.out.join("runs").join(format!("{name}-seed{seed}"));
+            runs.push(read_run(name, seed, &dir)?);
+        }
+    }
+    let configs: Vec<ConfigSummary> = names
+        .iter()
+        .map(|name| {
+            let rs: Vec<&RunResult> = runs.iter().filter(|r| &r.config == name).collect();
+            let agg = |f: &dyn Fn(&RunResult) -> Option<f64>| {
+                MeanStd::of(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+            };
+            ConfigSummary {
+                config: name.clone(),
+                loss_type: rs.first().map(|r| r.loss_type.clone()).unwrap_or_default(),
+                process_weighting: rs
+                    .first()
+                    .map(|r| r.process_weighting.clone())
+                    .unwrap_or_default(),
+                seeds: rs.iter().map(|r| r.seed).collect(),
+                initial_val_accuracy: agg(&|r| r.initial_val_accuracy),
+                peak_val_accuracy: agg(&|r| r.peak_val_accuracy),
+                final_val_accuracy: agg(&|r| r.final_val_accuracy),
+                steps_to_95pct_peak: agg(&|r| r.steps_to_95pct_peak.map(|s| s as f64)),
+                last50_train_accuracy: agg(&|r| Some(r.last50_train_accuracy)),
+                mean_step_time_s: agg(&|r| Some(r.mean_step_time_s)),
+                process_set_time_fraction: agg(&|r| Some(r.process_set_time_fraction)),
+                wall_time_s: agg(&|r| Some(r.wall_time_s)),
+            }
+        })
+        .collect();
+    let base = configs.iter().find(|c| c.process_weighting == "none");
+    let lambda = configs.iter().find(|c| c.process_weighting == "lambda");
+    let overhead = match (base, lambda) {
+        (Some(b), Some(l)) => match (b.mean_step_time_s, l.mean_step_time_s) {
+            (Some(tb), Some(tl)) if tb.mean > 0.0 => Some((tl.mean / tb.mean - 1.0) * 100.0),
+            _ => None,
+        },
+        _ => None,
+    };
+    Ok(SweepReport {
+        command: spec.command.clone(),
+        runs,
+        configs,
+        lambda_step_time_overhead_pct: overhead,
+    })
+}
+
+fn read_run(name: &str, seed: u64, dir: &Path) -> Result<RunResult> {
+    let summary_path = dir.join("summary.json");
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(&summary_path)
+            .with_context(|| format!("reading {}", summary_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", summary_path.display()))?;
+    let metrics_path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics_path)
+        .with_context(|| format!("reading {}", metrics_path.display()))?;
+    let metrics: Vec<Value> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: invalid JSON", metrics_path.display(), i + 1))
+        })
+        .collect::<Result<_>>()?;
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    let initial = num(&summary, "initial_val_accuracy");
+    let mut curve: Vec<(usize, f64)> = initial.map(|a| vec![(0, a)]).unwrap_or_default();
+    for m in &metrics {
+        if let (Some(step), Some(acc)) = (num(m, "step"), num(m, "eval/accuracy")) {
+            curve.push((step as usize, acc));
+        }
+    }
+    let peak = curve
+        .iter()
+        .map(|(_, a)| *a)
+        .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a))));
+    let steps_to_95 = peak.and_then(|p| {
+        curve
+            .iter()
+            .find(|(_, a)| *a >= 0.95 * p - 1e-12)
+            .map(|(s, _)| *s)
+    });
+    let last: Vec<&Value> = metrics.iter().rev().take(50).collect();
+    let last50 =
+        last.iter().filter_map(|m| num(m, "accuracy")).sum::<f64>() / last.len().max(1) as f64;
+    let fractions: Vec<f64> = metrics
+        .iter()
+        .filter_map(|m| Some(num(m, "time_process_sets_s")? / num(m, "step_time_s")?.max(1e-12)))
+        .collect();
+    let step_times: Vec<f64> = metrics
+        .iter()
+        .filter_map(|m| num(m, "step_time_s"))
+        .collect();
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    Ok(RunResult {
+        config: name.to_string(),
+        run_dir: dir.to_path_buf(),
+        loss_type: summary["loss_type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        process_weighting: summary["process_weighting"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        seed,
+        steps: metrics.len(),
+        initial_val_accuracy: initial,
+        peak_val_accuracy: peak,
+        final_val_accuracy: num(&summary, "final_val_accuracy"),
+        steps_to_95pct_peak: steps_to_95,
+        last50_train_accuracy: last50,
+        mean_step_time_s: mean(&step_times),
+        process_set_time_fraction: mean(&fractions),
+        wall_time_s: num(&summary, "wall_time_s").unwrap_or(0.0),
+        val_curve: curve,
+    })
+}
+
+fn ms(v: Option<MeanStd>, digits: usize) -> String {
+    match v {
+        Some(m) => format!("{:.*} ± {:.*}", digits, m.mean, digits, m.std),
+        None => "n/a".into(),
+    }
+}
+
+/// `report.json` and `report.md` in `out`.
+pub fn write_report(out: &Path, report: &SweepReport) -> Result<()> {
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(report)?,
+    )
+    .with_context(|| format!("writing {}", out.join("report.json").display()))?;
+    std::fs::write(out.join("report.md"), markdown(report))
+        .with_context(|| format!("writing {}", out.join("report.md").display()))?;
+    Ok(())
+}
+
+pub fn markdown(report: &SweepReport) -> String {
+    let mut s = String::new();
+    s.push_str("# Sweep report\n\n");
+    s.push_str(&format!("Command: `{}`\n\n", report.command));
+    s.push_str("Mean ± std over seeds. Validation accuracy is measured before training (step 0), every `eval.every` steps and at the end.\n\n");
+    s.push_str("| config | loss.type | weighting | seeds | initial val acc | peak val acc | final val acc | steps to 95% of peak | train acc, last 50 steps | step time (s) | process-set share of step | wall time (s) |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for c in &report.configs {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            c.config,
+            c.loss_type,
+            c.process_weighting,
+            c.seeds.len(),
+            ms(c.initial_val_accuracy, 3),
+            ms(c.peak_val_accuracy, 3),
+            ms(c.final_val_accuracy, 3),
+            ms(c.steps_to_95pct_peak, 1),
+            ms(c.last50_train_accuracy, 3),
+            ms(c.mean_step_time_s, 3),
+            c.process_set_time_fraction
+                .map(|m| format!("{:.3}%", m.mean * 100.0))
+                .unwrap_or_else(|| "n/a".into()),
+            ms(c.wall_time_s, 0),
+        ));
+    }
+    if let Some(o) = report.lambda_step_time_overhead_pct {
+        s.push_str(&format!(
+            "\nStep time of the λ-weighted config relative to the unweighted one: {o:+.2}% (this includes differences in completion length between the runs; the process-set column is the direct cost).\n"
+        ));
+    }
+    s.push_str("\n## Runs\n\n| config | seed | initial | peak | final | steps to 95% peak | train acc last 50 | step time (s) |\n|---|---|---|---|---|---|---|---|\n");
+    for r in &report.runs {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} |\n",
+            r.config,
+            r.seed,
+            fmt_opt(r.initial_val_accuracy),
+            fmt_opt(r.peak_val_accuracy),
+            fmt_opt(r.final_val_accuracy),
+            r.steps_to_95pct_peak
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "n/a".into()),
+            r.last50_train_accuracy,
+            r.mean_step_time_s
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_std_is_sample_std() {
+        let m = MeanStd::of(&[1.0, 2.0, 3.0]).unwrap();
+        assert!((m.mean - 2.0).abs() < 1e-12);
+        assert!((m.std - 1.0).abs() < 1e-12);
+        assert!(MeanStd::of(&[]).is_none());
+        assert_eq!(MeanStd::of(&[0.5]).unwrap().std, 0.0);
+    }
+
+    #[test]
+    fn run_numbers_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("r");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(
+            run.join("summary.json"),
+            r#"{"initial_val_accuracy":0.2,"final_val_accuracy":0.5,"loss_type":"lambda_grpo","process_weighting":"lambda","wall_time_s":10.0}"#,
+        )
+        .unwrap();
+        let lines = [
+            r#"{"step":1,"accuracy":0.1,"step_time_s":1.0,"time_process_sets_s":0.01}"#,
+            r#"{"step":2,"accuracy":0.3,"step_time_s":1.0,"time_process_sets_s":0.01,"eval/accuracy":0.58}"#,
+            r#"{"step":3,"accuracy":0.5,"step_time_s":2.0,"time_process_sets_s":0.02,"eval/accuracy":0.6}"#,
+            r#"{"step":4,"accuracy":0.7,"step_time_s":2.0,"time_process_sets_s":0.02,"eval/accuracy":0.5}"#,
+        ];
+        std::fs::write(run.join("metrics.jsonl"), lines.join("\n")).unwrap();
+        let r = read_run("lambda", 3, &run).unwrap();
+        assert_eq!(r.val_curve, vec![(0, 0.2), (2, 0.58), (3, 0.6), (4, 0.5)]);
+        assert_eq!(r.peak_val_accuracy, Some(0.6));
+        assert_eq!(r.steps_to_95pct_peak, Some(2)); // 0.58 >= 0.57
+        assert_eq!(r.final_val_accuracy, Some(0.5));
+        assert!((r.last50_train_accuracy - 0.4).abs() < 1e-12);
+        assert!((r.mean_step_time_s - 1.5).abs() < 1e-12);
+        assert!((r.process_set_time_fraction - 0.01).abs() < 1e-12);
+        assert_eq!(r.steps, 4);
+    }
+}
