@@ -108,7 +108,15 @@ fn check_greedy_alone_and_batched(name: &str) {
     let params = greedy_params(16);
     // Each prompt alone.
     for (p, prompt) in f.prompts.iter().enumerate() {
-        let out = generate(&f.policy, &f.tokenizer, &[prompt.clone()], 1, &params, None).unwrap();
+        let out = generate(
+            &f.policy,
+            &f.tokenizer,
+            std::slice::from_ref(prompt),
+            1,
+            &params,
+            None,
+        )
+        .unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].token_ids, f.greedy[p], "{name}: prompt {p} alone");
         assert_eq!(out[0].finish_reason, FinishReason::Length);

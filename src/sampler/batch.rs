@@ -1,5 +1,7 @@
 //! The batched decode loop behind [`generate`].
 
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use rand_chacha::ChaCha8Rng;
@@ -33,7 +35,28 @@ pub fn generate(
     prompts: &[Vec<u32>],
     num_samples: usize,
     params: &SamplingParams,
+    on_token: Option<OnToken<'_>>,
+) -> Result<Vec<Completion>> {
+    generate_with_prefill_chunk(
+        policy,
+        tokenizer,
+        prompts,
+        num_samples,
+        params,
+        on_token,
+        None,
+    )
+}
+
+/// [`generate`] with a fixed prefill chunk length (tests force chunking with short prompts).
+fn generate_with_prefill_chunk(
+    policy: &Policy,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    num_samples: usize,
+    params: &SamplingParams,
     mut on_token: Option<OnToken<'_>>,
+    prefill_chunk: Option<usize>,
 ) -> Result<Vec<Completion>> {
     let processor = params.logits_processor()?;
     validate_stops(&params.stop)?;
@@ -76,6 +99,7 @@ pub fn generate(
         processor,
         num_samples,
         track_text: !params.stop.is_empty() || on_token.is_some(),
+        prefill_chunk,
     };
     for chunk in order.chunks(prompts_per_batch) {
         let batch: Vec<(usize, &[u32])> = chunk.iter().map(|&p| (p, &prompts[p][..])).collect();
@@ -98,6 +122,18 @@ struct Ctx<'a> {
     num_samples: usize,
     /// Decode text as it grows (needed for stop strings and streaming).
     track_text: bool,
+    /// Positions per prefill forward; None = bounded by `PREFILL_CHUNK_ELEMS`.
+    prefill_chunk: Option<usize>,
+}
+
+/// Where a micro-batch's time went (logged at debug level; the decode loop dominates GRPO).
+#[derive(Default)]
+struct Timing {
+    prefill: Duration,
+    decode: Duration,
+    sample: Duration,
+    compact: Duration,
+    steps: usize,
 }
 
 /// One output row while it is being generated.
@@ -142,7 +178,10 @@ impl Ctx<'_> {
             })
             .collect();
 
+        let mut timing = Timing::default();
+        let t0 = Instant::now();
         let (mut cache, prefill_logits) = self.prefill(batch)?;
+        timing.prefill += t0.elapsed();
         let vocab = prefill_logits.len() / batch.len();
         // Which row sits in each cache slot.
         let mut slots: Vec<usize> = (0..rows.len()).collect();
@@ -162,6 +201,7 @@ impl Ctx<'_> {
                 let s = self.processor.sample(l, &mut row.rng)?;
                 self.push_token(row, s)
             };
+            let t0 = Instant::now();
             {
                 let mut in_cache: Vec<(usize, &mut Row)> = Vec::with_capacity(slots.len());
                 let mut by_row: Vec<Option<&mut Row>> = rows.iter_mut().map(Some).collect();
@@ -177,6 +217,7 @@ impl Ctx<'_> {
                 }
             }
             first = false;
+            timing.sample += t0.elapsed();
             for &r in &slots {
                 let row = &mut rows[r];
                 if !std::mem::take(&mut row.new_token) {
@@ -206,24 +247,37 @@ impl Ctx<'_> {
             // without paying for a cache copy every time a single row ends.
             let finished = slots.len() - live.len();
             if finished > 0 && finished * 4 >= slots.len() {
+                let t0 = Instant::now();
                 cache = cache
                     .select_rows(&live)
                     .context("compacting finished rows out of the KV cache")?;
                 slots = live.iter().map(|&slot| slots[slot]).collect();
+                timing.compact += t0.elapsed();
             }
             step_tokens.clear();
             step_tokens.extend(slots.iter().map(|&r| {
                 // Finished rows still in the cache get a dummy token; their output is ignored.
                 rows[r].tokens.last().copied().unwrap_or(0)
             }));
+            let t0 = Instant::now();
             let input = Tensor::from_slice(&step_tokens, (slots.len(), 1), &self.policy.device)?;
             let next = self
                 .policy
                 .forward_cached_last(&input, None, &mut cache)
                 .context("decode step")?;
             logits = logits_to_host(&next)?;
+            timing.decode += t0.elapsed();
+            timing.steps += 1;
         }
-
+        tracing::debug!(
+            rows = rows.len(),
+            steps = timing.steps,
+            prefill_s = timing.prefill.as_secs_f64(),
+            decode_forward_s = timing.decode.as_secs_f64(),
+            sampling_s = timing.sample.as_secs_f64(),
+            compaction_s = timing.compact.as_secs_f64(),
+            "sampler micro-batch done"
+        );
         rows.into_iter().map(|row| self.finish_row(row)).collect()
     }
 
@@ -251,7 +305,10 @@ impl Ctx<'_> {
         // The attention scores of a chunk are [b, heads, chunk, len]: bound them for long
         // prompts by feeding the prompt in position chunks.
         let heads = self.policy.config.num_attention_heads.max(1);
-        let chunk = (PREFILL_CHUNK_ELEMS / (b * heads * max_len).max(1)).clamp(64, max_len.max(64));
+        let chunk = self.prefill_chunk.unwrap_or_else(|| {
+            (PREFILL_CHUNK_ELEMS / (b * heads * max_len).max(1)).clamp(64, max_len.max(64))
+        });
+        let chunk = chunk.max(1);
         let mut start = 0;
         let mut last = None;
         while start < max_len {
@@ -337,4 +394,49 @@ fn logits_to_host(logits: &Tensor) -> Result<Vec<f32>> {
         logits.to_dtype(DType::F32)?
     };
     Ok(logits.flatten_all()?.to_vec1::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Chunked prefill (3 positions per forward, so left padding fills whole chunks of the
+    /// shorter prompt) gives the same greedy tokens as `transformers`.
+    #[test]
+    fn chunked_prefill_matches_reference() {
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/tiny-qwen2"
+        ));
+        let policy = Policy::load(dir, DType::F32, &Device::Cpu).unwrap();
+        let tok = Tokenizer::load(dir).unwrap();
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+                .unwrap();
+        let prompts: Vec<Vec<u32>> = reference["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| tok.encode(p.as_str().unwrap(), false).unwrap())
+            .collect();
+        assert!(prompts[0].len() > prompts[1].len() + 6);
+        let params = SamplingParams {
+            temperature: 0.0,
+            max_new_tokens: 16,
+            ignore_eos: true,
+            ..SamplingParams::default()
+        };
+        let out = generate_with_prefill_chunk(&policy, &tok, &prompts, 2, &params, None, Some(3))
+            .unwrap();
+        for c in &out {
+            let expected: Vec<u32> = reference["greedy_new_token_ids"][c.prompt_index]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(c.token_ids, expected, "prompt {}", c.prompt_index);
+        }
+    }
 }

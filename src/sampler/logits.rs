@@ -112,11 +112,8 @@ impl LogitsProcessor {
             let total = fill_weights(logits, max, inv_t, weights);
             check_sum(total)?;
             let token = if self.truncates(logits.len()) {
-                let kept = self.kept_prefix(logits, weights, total, ids);
-                let kept_mass: f64 = ids[..kept]
-                    .iter()
-                    .map(|&i| f64::from(weights[i as usize]))
-                    .sum();
+                let kept = self.kept_set(logits, weights, total, ids);
+                let kept_mass = mass(&ids[..kept], weights);
                 pick(ids[..kept].iter().copied(), weights, u * kept_mass)
             } else {
                 pick(0..logits.len() as u32, weights, u * total)
@@ -143,12 +140,13 @@ impl LogitsProcessor {
         let total = fill_weights(logits, max, inv_t, &mut weights);
         check_sum(total)?;
         let kept = if self.truncates(logits.len()) {
-            self.kept_prefix(logits, &weights, total, &mut ids)
+            self.kept_set(logits, &weights, total, &mut ids)
         } else {
             ids.extend(0..logits.len() as u32);
-            ids.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
             ids.len()
         };
+        ids.truncate(kept);
+        ids.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
         let mass: f64 = ids[..kept]
             .iter()
             .map(|&i| f64::from(weights[i as usize]))
@@ -159,72 +157,83 @@ impl LogitsProcessor {
             .collect())
     }
 
-    /// Leaves in `ids[..n]` the kept tokens sorted by logit (descending) and returns `n`.
+    /// Leaves in `ids[..n]` the kept tokens (in no particular order) and returns `n`.
     ///
-    /// Only the head of the ranking is sorted: start with the top 64 (or `top_k`) and double
-    /// while `top_p` still needs more mass, so a 150k vocabulary costs a few linear passes.
-    fn kept_prefix(
-        &self,
-        logits: &[f32],
-        weights: &[f32],
-        total: f64,
-        ids: &mut Vec<u32>,
-    ) -> usize {
+    /// Every rule keeps a prefix of the tokens ranked by logit, so the kept set is found with
+    /// selections instead of a sort: `top_k` by one `select_nth`, `top_p` by a bisection on
+    /// mass (each round one `select_nth` on half the previous range), `min_p` by a filter.
+    /// O(vocab) per row even when a flat distribution keeps most of a 150k vocabulary.
+    fn kept_set(&self, logits: &[f32], weights: &[f32], total: f64, ids: &mut Vec<u32>) -> usize {
         let vocab = logits.len();
-        let k_limit = if self.top_k == 0 {
-            vocab
-        } else {
-            self.top_k.min(vocab)
-        };
-        // min_p: p_i >= min_p * p_max  <=>  weight_i >= min_p (weights are relative to the max).
-        let min_weight = self.min_p as f32;
-        let mut head = if self.top_k > 0 {
-            k_limit
-        } else {
-            64.min(vocab)
-        };
-        loop {
-            ids.clear();
-            ids.extend(0..vocab as u32);
-            if head < vocab {
-                ids.select_nth_unstable_by(head - 1, |&a, &b| by_logit_desc(logits, a, b));
-                ids.truncate(head);
-            }
-            ids.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
-            // Mass the top-p threshold is measured against: the top-k set, or everything.
-            let reference_mass = if k_limit < vocab {
-                ids[..k_limit]
-                    .iter()
-                    .map(|&i| f64::from(weights[i as usize]))
-                    .sum()
+        let cmp = |a: &u32, b: &u32| by_logit_desc(logits, *a, *b);
+        ids.clear();
+        ids.extend(0..vocab as u32);
+        let mut n = vocab;
+        if self.top_k > 0 && self.top_k < vocab {
+            ids.select_nth_unstable_by(self.top_k - 1, cmp);
+            n = self.top_k;
+        }
+        if self.top_p < 1.0 {
+            // top_p is measured against the renormalised top-k distribution.
+            let reference = if n < vocab {
+                mass(&ids[..n], weights)
             } else {
                 total
             };
-            let target = self.top_p * reference_mass;
-            let mut cum = 0.0f64;
-            let mut kept = 0;
-            // Whether a rule ended the prefix inside the head (otherwise it may need to grow).
-            let mut cut = false;
-            for &i in ids.iter().take(k_limit) {
-                let w = weights[i as usize];
-                // Keep a token while the mass before it is below top_p and it passes min_p
-                // (HF: drop where the ascending cumsum <= 1 - top_p); always keep one.
-                if kept > 0 && (w < min_weight || (self.top_p < 1.0 && cum >= target)) {
-                    cut = true;
-                    break;
+            n = smallest_prefix_reaching(&mut ids[..n], weights, self.top_p * reference, cmp);
+        }
+        if self.min_p > 0.0 {
+            // p_i >= min_p * p_max  <=>  weight_i >= min_p (weights are relative to the max,
+            // whose weight is exactly 1, so at least one token stays).
+            let min_weight = self.min_p as f32;
+            let mut m = 0;
+            for j in 0..n {
+                if weights[ids[j] as usize] >= min_weight {
+                    ids.swap(m, j);
+                    m += 1;
                 }
-                cum += f64::from(w);
-                kept += 1;
             }
-            if self.top_p < 1.0 && cum >= target {
-                cut = true;
-            }
-            if cut || head >= k_limit {
-                return kept;
-            }
-            head = (head * 4).min(vocab);
+            n = m.max(1);
+        }
+        n
+    }
+}
+
+fn mass(ids: &[u32], weights: &[f32]) -> f64 {
+    ids.iter().map(|&i| f64::from(weights[i as usize])).sum()
+}
+
+/// Rearranges `ids` so that `ids[..m]` holds the `m` top-ranked tokens, for the smallest `m`
+/// whose mass reaches `target` (HF's top-p: a token is kept while the mass ranked before it is
+/// below `target`), and returns `m` (at least 1).
+fn smallest_prefix_reaching(
+    ids: &mut [u32],
+    weights: &[f32],
+    target: f64,
+    cmp: impl Fn(&u32, &u32) -> std::cmp::Ordering + Copy,
+) -> usize {
+    // Invariant: ids[..lo] are the top `lo` tokens with mass `acc` < target; answer in (lo, hi].
+    let (mut lo, mut hi, mut acc) = (0usize, ids.len(), 0.0f64);
+    while hi - lo > 32 {
+        let mid = lo + (hi - lo) / 2;
+        ids[lo..hi].select_nth_unstable_by(mid - lo, cmp);
+        let left = mass(&ids[lo..mid], weights);
+        if acc + left >= target {
+            hi = mid;
+        } else {
+            acc += left;
+            lo = mid;
         }
     }
+    ids[lo..hi].sort_unstable_by(cmp);
+    for j in lo..hi {
+        acc += f64::from(weights[ids[j] as usize]);
+        if acc >= target {
+            return j + 1;
+        }
+    }
+    // Rounding kept the target out of reach: keep everything considered.
+    hi.max(1)
 }
 
 fn inv_temperature(temperature: f64) -> f64 {
@@ -403,6 +412,64 @@ mod tests {
                 .len(),
             100
         );
+    }
+
+    /// Sort-based reference of the kept set, straight from HF's definitions.
+    fn reference_set(logits: &[f32], t: f64, k: usize, top_p: f64, min_p: f64) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.sort_by(|&a, &b| by_logit_desc(logits, a, b));
+        let max = logits[order[0] as usize];
+        let w: Vec<f64> = logits
+            .iter()
+            .map(|&x| f64::from(((x - max) * (1.0 / t) as f32).exp()))
+            .collect();
+        let k = if k == 0 {
+            order.len()
+        } else {
+            k.min(order.len())
+        };
+        let top: Vec<u32> = order[..k].to_vec();
+        let z: f64 = top.iter().map(|&i| w[i as usize]).sum();
+        let mut before = 0.0;
+        let mut kept = Vec::new();
+        for &i in &top {
+            if !kept.is_empty() && top_p < 1.0 && before >= top_p * z {
+                break;
+            }
+            before += w[i as usize];
+            kept.push(i);
+        }
+        kept.retain(|&i| w[i as usize] as f32 >= min_p as f32);
+        kept.sort_unstable();
+        kept
+    }
+
+    #[test]
+    fn kept_set_matches_sorting_reference() {
+        let mut rng = row_rng(42, 0, 0);
+        for case in 0..300 {
+            let vocab = 1 + (rng.random::<u32>() % 3000) as usize;
+            let scale = [0.01f32, 1.0, 8.0][case % 3];
+            let logits: Vec<f32> = (0..vocab)
+                .map(|_| (rng.random::<f32>() - 0.5) * scale)
+                .collect();
+            let t = [0.5, 1.0, 1.5][(case / 3) % 3];
+            let k = [0, 1, 7, 50, 5000][case % 5];
+            let top_p = [1.0, 0.9, 0.5, 0.99, 0.1, 0.95, 0.7][case % 7];
+            let min_p = [0.0, 0.0, 0.05, 0.5][case % 4];
+            let mut d: Vec<u32> = proc(t, k, top_p, min_p)
+                .distribution(&logits)
+                .unwrap()
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect();
+            d.sort_unstable();
+            assert_eq!(
+                d,
+                reference_set(&logits, t, k, top_p, min_p),
+                "case {case}: vocab {vocab} t {t} k {k} p {top_p} min_p {min_p}"
+            );
+        }
     }
 
     #[test]
