@@ -141,7 +141,9 @@ impl SftSection {
             }
             if self.num_attention_heads == 0
                 || self.num_key_value_heads == 0
-                || self.num_attention_heads % self.num_key_value_heads != 0
+                || !self
+                    .num_attention_heads
+                    .is_multiple_of(self.num_key_value_heads)
             {
                 bail!(
                     "sft.num_attention_heads ({}) must be a positive multiple of sft.num_key_value_heads ({})",
@@ -150,7 +152,9 @@ impl SftSection {
                 );
             }
             let head_dim = self.hidden_size / self.num_attention_heads;
-            if self.hidden_size % self.num_attention_heads != 0 || head_dim % 2 != 0 {
+            if !self.hidden_size.is_multiple_of(self.num_attention_heads)
+                || !head_dim.is_multiple_of(2)
+            {
                 bail!(
                     "sft.hidden_size ({}) must split into num_attention_heads ({}) heads of even size",
                     self.hidden_size,
