@@ -221,6 +221,12 @@ const UNITS: &[&str] = &[
     "k",
 ];
 
+/// Words after a number that are maths, not units.
+const NOT_UNITS: &[&str] = &[
+    "pi", "e", "i", "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "inf",
+    "infinity", "or", "and", "to", "x",
+];
+
 fn is_unit_word(w: &str) -> bool {
     let w = w.trim_matches(|c: char| c == '.' || c == '~' || c.is_whitespace());
     let lw = w.to_ascii_lowercase();
@@ -451,7 +457,7 @@ fn unwrap_text(s: &str) -> String {
                     let words_only = inner
                         .trim()
                         .chars()
-                        .all(|c| c.is_ascii_alphabetic() || c.is_whitespace() || c == '.');
+                        .all(|c| c.is_ascii_alphanumeric() || " ./^-".contains(c));
                     let has_letters = inner.chars().any(|c| c.is_ascii_alphabetic());
                     if words_only && has_letters && !out.trim().is_empty() && ends_numberish(&out) {
                         // A unit: drop it and a following `^2` / `^{3}`.
@@ -493,6 +499,20 @@ fn unwrap_text(s: &str) -> String {
 /// Drop trailing unit words after a number (`5 cm`, `3 cm^2`, `12 dollars`).
 fn strip_units(s: &str) -> String {
     let mut t = s.trim_end().to_string();
+    // Whatever word follows a plain number is a unit or a noun (`18 cookies`, `60 km/h`),
+    // except the names of constants and functions (`2 pi`).
+    if let Some((num, word)) = t.trim_end_matches('.').rsplit_once(' ') {
+        let unit_like = word.len() >= 2
+            && word.chars().any(|c| c.is_ascii_alphabetic())
+            && word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/^.-".contains(c))
+            && !word.starts_with(|c: char| c.is_ascii_digit())
+            && !NOT_UNITS.iter().any(|w| word.eq_ignore_ascii_case(w));
+        if unit_like && is_plain_number(num) {
+            return num.trim().to_string();
+        }
+    }
     for _ in 0..3 {
         let trimmed = t.trim_end_matches(['.', ' ']);
         let core = trimmed
@@ -509,11 +529,6 @@ fn strip_units(s: &str) -> String {
         let word = &core[word_start..];
         let before = &core[..word_start];
         let rest = before.trim_end();
-        // Any word after a plain number is a unit or a noun (`18 cookies`).
-        if word.len() >= 2 && before.ends_with(' ') && is_plain_number(rest) {
-            t = rest.to_string();
-            continue;
-        }
         if word.is_empty() || before.ends_with('\\') || !is_unit_word(word) {
             break;
         }
