@@ -401,6 +401,13 @@ pub fn normalize(input: &str) -> String {
     }
     s = s.replace('\u{1}', r" \\ ");
     s = unwrap_text(&s);
+    // `1, 2, and 3` / `1 and 2`: a list.
+    if s.contains(" and ") {
+        s = s
+            .replace(", and ", ", ")
+            .replace(",and ", ", ")
+            .replace(" and ", ", ");
+    }
     for word in ["infinity", "Infinity", "inf"] {
         if s.trim() == word || s.trim() == format!("-{word}") {
             s = s.replace(word, r"\infty");

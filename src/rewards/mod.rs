@@ -54,6 +54,7 @@ pub mod equiv;
 pub mod eval;
 pub mod extract;
 pub mod latex;
+pub mod tree;
 
 use std::cell::Cell;
 
@@ -266,10 +267,12 @@ pub struct RewardConfig {
     pub opts: EquivOptions,
     pub format: FormatMode,
     pub length: Length,
+    /// The `tree` toy task's reward scheme.
+    pub tree: tree::TreePath,
 }
 
 /// The valid reward names, for error messages and `--help`.
-pub const REWARD_NAMES: &[&str] = &["accuracy", "format", "length"];
+pub const REWARD_NAMES: &[&str] = &["accuracy", "format", "length", "tree"];
 
 struct Weighted {
     inner: Box<dyn RewardFn>,
@@ -309,6 +312,7 @@ pub fn build_rewards(
             }),
             "format" => Box::new(Format { mode: cfg.format }),
             "length" => Box::new(cfg.length.clone()),
+            "tree" => Box::new(cfg.tree.clone()),
             other => bail!(
                 "rewards[{i}]: unknown reward function `{other}`; expected one of: {}",
                 REWARD_NAMES.join(", ")
