@@ -4,6 +4,7 @@
 //! [`trainer`] → checkpoints and metrics. [`eval`] reuses the sampler and rewards; [`cli`] is the
 //! glue behind each subcommand of the binary.
 
+pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod data;
