@@ -80,6 +80,36 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // Cached decoding: 64 rows share a 64-token prefill (repeat_rows), then 64 steps.
+    let mut g = c.benchmark_group("decode");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    const ROWS: usize = 64;
+    const STEPS: usize = 64;
+    g.throughput(Throughput::Elements((ROWS * STEPS) as u64));
+    let prompt = ids
+        .narrow(0, 0, 1)
+        .and_then(|t| t.narrow(1, 64, 64))
+        .expect("prompt");
+    g.bench_function("decode_64rows_x64steps", |b| {
+        b.iter(|| {
+            let mut cache = p.new_cache(1, 64 + STEPS).expect("cache");
+            p.forward_cached_last(&prompt, None, &mut cache)
+                .expect("prefill");
+            let mut cache = cache.repeat_rows(ROWS).expect("repeat");
+            let mut next = Tensor::zeros((ROWS, 1), DType::U32, &Device::Cpu).expect("ids");
+            for _ in 0..STEPS {
+                let logits = p
+                    .forward_cached_last(&next, None, &mut cache)
+                    .expect("step");
+                next = logits
+                    .argmax_keepdim(candle_core::D::Minus1)
+                    .expect("argmax");
+            }
+            std::hint::black_box(next)
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

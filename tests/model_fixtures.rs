@@ -647,3 +647,85 @@ fn tokenizer_and_chat_template() {
         tok.apply_chat_template(&msgs, true).unwrap()
     );
 }
+
+#[test]
+fn bf16_checkpoints_keep_their_dtype_on_save() {
+    // Hub checkpoints are mostly bf16: loaded as f32 for CPU compute, saved back as bf16.
+    let mut cfg = other_shapes().remove(0);
+    cfg["torch_dtype"] = "bfloat16".into();
+    let config = ModelConfig::from_json(cfg, "test").unwrap();
+    let p = Policy::new_random(config, 3, DType::F32, &Device::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    p.save(&a).unwrap();
+    let header = safetensors_header(&a.join("model.safetensors"));
+    assert_eq!(header["model.norm.weight"]["dtype"], "BF16");
+    assert_eq!(header["lm_head.weight"]["dtype"], "BF16");
+    let q = Policy::load(&a, DType::F32, &Device::Cpu).unwrap();
+    // Values are the bf16 roundings of the f32 originals.
+    for (name, var) in p.named_vars() {
+        let rounded = var
+            .as_tensor()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let loaded = q
+            .named_vars()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1;
+        assert_eq!(max_abs(&rounded, loaded.as_tensor()), 0.0, "{name}");
+    }
+    // Saving the loaded model again is bit-identical.
+    let b = tmp.path().join("b");
+    q.save(&b).unwrap();
+    assert_eq!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap()
+    );
+    // bf16 compute on CPU is refused with a clear message rather than failing in a matmul.
+    let e = Policy::load(&a, DType::BF16, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("f32"), "{e}");
+}
+
+#[test]
+fn sharded_checkpoints_load() {
+    let src = fixture("tiny-llama");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sharded");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let all = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let (mut s1, mut s2) = (HashMap::new(), HashMap::new());
+    let mut weight_map = serde_json::Map::new();
+    for (k, t) in all {
+        let file = if k.contains("layers.1") || k.starts_with("lm_head") {
+            s2.insert(k.clone(), t);
+            "model-00002-of-00002.safetensors"
+        } else {
+            s1.insert(k.clone(), t);
+            "model-00001-of-00002.safetensors"
+        };
+        weight_map.insert(k, file.into());
+    }
+    candle_core::safetensors::save(&s1, dir.join("model-00001-of-00002.safetensors")).unwrap();
+    candle_core::safetensors::save(&s2, dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let p = Policy::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let r = reference("tiny-llama");
+    let logits = p.forward(&ids(&r["input_ids"]), None).unwrap();
+    assert!(max_abs(&logits, &r["logits"]) < 1e-4);
+    // A missing shard is named.
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let e = format!(
+        "{:#}",
+        Policy::load(&dir, DType::F32, &Device::Cpu).err().unwrap()
+    );
+    assert!(e.contains("model-00002-of-00002.safetensors"), "{e}");
+}

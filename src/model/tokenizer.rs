@@ -205,6 +205,64 @@ impl Tokenizer {
     }
 }
 
+/// Civil date `(year, month 1-12, day 1-31)` of a Unix time (Howard Hinnant's algorithm).
+fn civil_from_unix(secs: u64) -> (i64, u32, u32) {
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The subset of Python's `strftime` that chat templates use for "today's date" lines
+/// (`%d %b %Y`, `%B`, `%m`, `%y`, `%%`), in UTC; other directives are kept verbatim.
+fn strftime_utc(fmt: &str, secs: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let (y, m, d) = civil_from_unix(secs);
+    let month = MONTHS[(m - 1) as usize];
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", y.rem_euclid(100))),
+            Some('b') => out.push_str(&month[..3]),
+            Some('B') => out.push_str(month),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
 }
@@ -231,9 +289,11 @@ pub fn render_chat_template(
         },
     );
     env.add_function("strftime_now", |fmt: String| -> String {
-        // No clock dependency: templates use this only for a "today's date" line.
-        let _ = fmt;
-        String::from("01 Jan 2025")
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        strftime_utc(&fmt, secs)
     });
     env.add_template("chat", template)
         .map_err(|e| anyhow!("parsing the chat template: {e}"))?;
@@ -263,6 +323,29 @@ mod tests {
         let err = render_chat_template(t, &[ChatMessage::new("bot", "x")], false, None, None)
             .unwrap_err();
         assert!(format!("{err:#}").contains("bad role"), "{err:#}");
+    }
+
+    #[test]
+    fn strftime_subset() {
+        // 2024-07-26 12:00:00 UTC; 2000-02-29 (leap day); 1970-01-01.
+        assert_eq!(strftime_utc("%d %b %Y", 1_721_995_200), "26 Jul 2024");
+        assert_eq!(
+            strftime_utc("%B %d, %y (%m) %%", 951_782_400),
+            "February 29, 00 (02) %"
+        );
+        assert_eq!(strftime_utc("%d-%m-%Y %H", 0), "01-01-1970 %H");
+    }
+
+    #[test]
+    fn qwen2_5_style_template() {
+        // The system-prompt default and role dispatch of Qwen2.5-Instruct's template.
+        let t = "{%- if messages[0]['role'] == 'system' %}\n    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n{%- else %}\n    {{- '<|im_start|>system\\nYou are Qwen.<|im_end|>\\n' }}\n{%- endif %}\n{%- for message in messages %}\n    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or (message.role == \"assistant\" and not message.tool_calls) %}\n        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n";
+        let s =
+            render_chat_template(t, &[ChatMessage::new("user", "1+1?")], true, None, None).unwrap();
+        assert_eq!(
+            s,
+            "<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
