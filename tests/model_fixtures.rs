@@ -729,3 +729,60 @@ fn sharded_checkpoints_load() {
     );
     assert!(e.contains("model-00002-of-00002.safetensors"), "{e}");
 }
+
+#[test]
+fn completion_logprobs_match_the_composed_reference() {
+    // What a trainer would write by hand: full forward, narrow, log_softmax, gather, entropy.
+    let r = reference("tiny-qwen2");
+    let x = ids(&r["padded_input_ids"]);
+    let mask = ids(&r["padded_attention_mask"]);
+    let (start, l) = (30, 16);
+    let targets = x.narrow(1, start + 1, l).unwrap();
+    let mut bias = vec![0f32; 512];
+    for b in bias.iter_mut().skip(300) {
+        *b = -1e9;
+    }
+    let bias = Tensor::from_vec(bias, 512, &Device::Cpu).unwrap();
+    for (temp, vb) in [(1.0, None), (0.6, None), (0.8, Some(&bias))] {
+        for fused in [true, false] {
+            let mut p = load("tiny-qwen2");
+            p.set_fused_ops(fused);
+            let (lp, ent) = p
+                .completion_logprobs(&x, Some(&mask), start, &targets, temp, vb)
+                .unwrap();
+            let grads = lp.sum_all().unwrap().backward().unwrap();
+            let q = load("tiny-qwen2");
+            let logits = q
+                .forward(&x, Some(&mask))
+                .unwrap()
+                .narrow(1, start, l)
+                .unwrap();
+            let mut z = (logits / temp).unwrap();
+            if let Some(b) = vb {
+                z = z.broadcast_add(b).unwrap();
+            }
+            let ls = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
+            let want = ls
+                .gather(&targets.unsqueeze(2).unwrap().contiguous().unwrap(), 2)
+                .unwrap()
+                .squeeze(2)
+                .unwrap();
+            let want_ent = (ls.exp().unwrap() * &ls)
+                .unwrap()
+                .sum(D::Minus1)
+                .unwrap()
+                .neg()
+                .unwrap();
+            assert!(max_abs(&lp, &want) < 1e-4, "temp {temp} fused {fused}");
+            assert!(
+                max_abs(&ent, &want_ent) < 1e-4,
+                "entropy temp {temp} fused {fused}"
+            );
+            let want_grads = want.sum_all().unwrap().backward().unwrap();
+            for ((n, a), (_, b)) in p.named_vars().iter().zip(q.named_vars().iter()) {
+                let e = rel_l2(grads.get(a).unwrap(), want_grads.get(b).unwrap());
+                assert!(e < 1e-4, "{n}: {e} (temp {temp}, fused {fused})");
+            }
+        }
+    }
+}

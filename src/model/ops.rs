@@ -240,6 +240,47 @@ impl CustomOp3 for LogSoftmaxGather {
     }
 }
 
+/// Entropy of `softmax(logits * inv_temperature)` per row of `logits [N, V]` (no backward:
+/// a logged statistic).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowEntropy {
+    pub inv_temperature: f32,
+}
+
+impl candle_core::CustomOp1 for RowEntropy {
+    fn name(&self) -> &'static str {
+        "row-entropy"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, "row-entropy logits")?;
+        let (n, v) = l1.shape().dims2()?;
+        let s = self.inv_temperature;
+        let out: Vec<f32> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let row = &x[i * v..(i + 1) * v];
+                let (_, lse) = row_lse(row, s);
+                // H = lse - sum p z; exp underflows to exactly 0 for masked (-1e30) entries.
+                let mean_z: f32 = row
+                    .iter()
+                    .map(|&xv| {
+                        let z = xv * s;
+                        let p = (z - lse).exp();
+                        if p > 0.0 {
+                            p * z
+                        } else {
+                            0.0
+                        }
+                    })
+                    .sum();
+                lse - mean_z
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

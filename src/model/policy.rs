@@ -3,7 +3,7 @@
 use super::checkpoint::{self, dtype_from_name, dtype_name};
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
-use super::ops::LogSoftmaxGather;
+use super::ops::{LogSoftmaxGather, RowEntropy};
 use super::qwen2::{parameter_specs, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -253,6 +253,72 @@ impl Policy {
             .add(&max)?
             .squeeze(2)?;
         Ok((picked - lse)?)
+    }
+
+    /// Log-probs `[B, L]` (differentiable) of `targets [B, L]` predicted at positions
+    /// `start .. start + L`, under `softmax(logits / temperature + vocab_bias)`, and the
+    /// entropy `[B, L]` (detached) of that distribution. The output projection runs only on
+    /// those L positions and the log-softmax is one fused pass, so this is the cheap way to
+    /// score completions after a prompt (`start = prompt_len - 1`). `vocab_bias` is `[V]`.
+    pub fn completion_logprobs(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        start: usize,
+        targets: &Tensor,
+        temperature: f64,
+        vocab_bias: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t) = input_ids
+            .dims2()
+            .context("input_ids must have shape [batch, seq_len]")?;
+        let (tb, l) = targets
+            .dims2()
+            .context("targets must have shape [batch, completion_len]")?;
+        if tb != b || start + l > t {
+            bail!(
+                "completion_logprobs: targets {:?} at start {start} do not fit input_ids {:?}",
+                targets.dims(),
+                input_ids.dims()
+            );
+        }
+        if temperature <= 0.0 || !temperature.is_finite() {
+            bail!("temperature must be positive and finite, got {temperature}");
+        }
+        let h = self.model.forward_train(input_ids, attention_mask)?;
+        let logits = self.model.lm_head(&h.narrow(1, start, l)?)?;
+        let v = logits.dim(2)?;
+        let (z, inv_t) = match vocab_bias {
+            Some(bias) => ((logits / temperature)?.broadcast_add(bias)?, 1.0f32),
+            None => (logits, (1.0 / temperature) as f32),
+        };
+        let targets = targets.to_dtype(DType::U32)?;
+        if self.model.fused && z.device().is_cpu() {
+            let z2 = z.reshape((b * l, v))?;
+            let logp = z2
+                .apply_op2(
+                    &targets.flatten_all()?.contiguous()?,
+                    LogSoftmaxGather {
+                        inv_temperature: inv_t,
+                    },
+                )?
+                .reshape((b, l))?;
+            let entropy = z2
+                .detach()
+                .apply_op1_no_bwd(&RowEntropy {
+                    inv_temperature: inv_t,
+                })?
+                .reshape((b, l))?;
+            return Ok((logp, entropy));
+        }
+        let z = (z * inv_t as f64)?;
+        let logsm = candle_nn::ops::log_softmax(&z, D::Minus1)?;
+        let logp = logsm
+            .gather(&targets.contiguous()?.unsqueeze(2)?, 2)?
+            .squeeze(2)?;
+        let ls = logsm.detach();
+        let entropy = (ls.exp()? * &ls)?.sum(D::Minus1)?.neg()?;
+        Ok((logp, entropy))
     }
 
     /// Total number of scalar parameters (a tied head counted once).
