@@ -311,3 +311,64 @@ fn bad_arguments_are_explained() {
     );
     assert!(err.contains("--prompt-template"), "{err}");
 }
+
+#[test]
+fn binary_prints_tables_and_comparisons() {
+    let bin = env!("CARGO_BIN_EXE_grpo");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .arg("eval")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let stdout = run(&[
+        "--oracle",
+        "-b",
+        "amc23",
+        "--limit",
+        "3",
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("model: oracle"), "{stdout}");
+    let row = stdout.lines().find(|l| l.starts_with("amc23")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..4], ["amc23", "3", "1", "100.0"], "{row}");
+    run(&[
+        "--oracle",
+        "-b",
+        "amc23,aime24",
+        "--limit",
+        "2",
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    let stdout = run(&["--compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let header = stdout.lines().next().unwrap();
+    assert!(
+        header.starts_with("benchmark") && header.ends_with('Δ'),
+        "{stdout}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("amc23") && l.contains("pass@1"))
+        .unwrap();
+    assert!(row.ends_with("+0.0"), "{row}");
+    let row = stdout.lines().find(|l| l.starts_with("aime24")).unwrap();
+    assert!(row.ends_with('-'), "{row}");
+    let help = run(&["--help"]);
+    assert!(
+        help.contains("Examples:") && help.contains("--oracle"),
+        "{help}"
+    );
+}

@@ -202,6 +202,15 @@ fn benchmark_specs(args: &EvalArgs) -> Result<Vec<BenchmarkSpec>> {
             &args.answer_field,
         ));
     }
+    for (i, s) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|o| o.name == s.name) {
+            bail!(
+                "two benchmarks are named `{}` (rename the --data file): samples.jsonl keys rows \
+                 by benchmark name",
+                s.name
+            );
+        }
+    }
     if specs.is_empty() {
         bail!("nothing to evaluate: give --benchmark NAME (e.g. `paper`, `gsm8k`) or --data FILE");
     }
@@ -213,9 +222,22 @@ fn model_labels(args: &EvalArgs) -> Vec<String> {
     if args.oracle {
         return vec!["oracle".into()];
     }
+    // The last path component when that tells the models apart, else the whole path.
+    let last = |m: &str| {
+        m.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut lasts: Vec<String> = args.model.iter().map(|m| last(m)).collect();
+    lasts.sort();
+    lasts.dedup();
+    let short = lasts.len() == args.model.len();
     let mut out: Vec<String> = Vec::new();
     for m in &args.model {
-        let trimmed = m.trim_start_matches("./").trim_end_matches('/');
+        let name = if short { last(m) } else { m.clone() };
+        let trimmed = name.trim_start_matches("./").trim_end_matches('/');
         let base: String = trimmed
             .replace('/', "--")
             .chars()
@@ -602,7 +624,7 @@ fn print_results(results: &[BenchmarkResult]) {
         row.extend([String::new(), String::new()]);
         rows.push(row);
     }
-    print_table(&header, &rows);
+    print_table(&header, &rows, 1);
     for r in results {
         for (what, b) in [("subject", &r.by_subject), ("level", &r.by_level)] {
             if b.is_empty() {
@@ -617,7 +639,8 @@ fn print_results(results: &[BenchmarkResult]) {
     }
 }
 
-fn print_table(header: &[String], rows: &[Vec<String>]) {
+/// Prints aligned columns; the first `left` are left-aligned (names), the rest right (numbers).
+fn print_table(header: &[String], rows: &[Vec<String>], left: usize) {
     let cols = header.len();
     let width: Vec<usize> = (0..cols)
         .map(|c| {
@@ -634,7 +657,7 @@ fn print_table(header: &[String], rows: &[Vec<String>]) {
             .iter()
             .enumerate()
             .map(|(c, s)| {
-                if c == 0 {
+                if c < left {
                     format!("{s:<w$}", w = width[c])
                 } else {
                     format!("{s:>w$}", w = width[c])
@@ -728,7 +751,7 @@ fn print_comparison(summaries: &[(String, Value)]) {
             row
         })
         .collect();
-    print_table(&header, &rows);
+    print_table(&header, &rows, 2);
 }
 
 /// `--compare`: each DIR's summary.json, or the per-model summaries one level down.
