@@ -133,6 +133,9 @@ pub struct SamplingSection {
     pub min_p: f64,
     /// Extra stop strings (EOS ids always stop).
     pub stop: Vec<String>,
+    /// When non-empty, only these tokens (each must be a single token of the tokenizer) can be
+    /// sampled, and log-probs are renormalised over them (the `tree` toy task's L/R alphabet).
+    pub allowed_tokens: Vec<String>,
 }
 
 impl Default for SamplingSection {
@@ -145,6 +148,7 @@ impl Default for SamplingSection {
             top_k: 0,
             min_p: 0.0,
             stop: Vec::new(),
+            allowed_tokens: Vec::new(),
         }
     }
 }
@@ -168,6 +172,11 @@ pub struct RewardsSection {
     /// `length_target + length_window`.
     pub length_target: usize,
     pub length_window: usize,
+    /// `tree` reward (toy task): paths sharing the target's first `tree_n` moves but not the
+    /// target score `tree_r_neg`; other non-target paths `tree_r_other`; the target 1.0.
+    pub tree_n: usize,
+    pub tree_r_neg: f64,
+    pub tree_r_other: f64,
 }
 
 impl Default for RewardsSection {
@@ -179,6 +188,9 @@ impl Default for RewardsSection {
             format: "boxed".into(),
             length_target: 4000,
             length_window: 4000,
+            tree_n: 1,
+            tree_r_neg: -1.0,
+            tree_r_other: 0.7,
         }
     }
 }
@@ -205,6 +217,11 @@ impl RewardsSection {
                 target: self.length_target,
                 window: self.length_window.max(1),
                 unit: LengthUnit::Chars,
+            },
+            tree: crate::rewards::tree::TreePath {
+                n: self.tree_n,
+                r_neg: self.tree_r_neg,
+                r_other: self.tree_r_other,
             },
             ..RewardConfig::default()
         })

@@ -27,6 +27,8 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Train several configs over several seeds and write one comparison report.
     Sweep(cli::sweep::SweepArgs),
+    /// Write a randomly initialised Qwen2 model (HF layout) for a tokenizer.
+    InitModel(cli::init_model::InitModelArgs),
     /// Inspect configuration files (`grpo config show`).
     Config(cli::config::ConfigArgs),
     /// Build the built-in task's data, train the tiny tokenizer, list benchmarks.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
     let result = match &args.command {
         Command::Train(a) => cli::train::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
+        Command::InitModel(a) => cli::init_model::run(a),
         Command::Config(a) => cli::config::run(a),
         Command::Data(a) => cli::data::run(a),
         Command::Sft(a) => cli::sft::run(a),

@@ -56,7 +56,7 @@ fn surrogate(policy: &Policy, b: &Batch) -> f64 {
     let p: Vec<&[u32]> = b.prompts.iter().map(|v| v.as_slice()).collect();
     let c: Vec<&[u32]> = b.completions.iter().map(|v| v.as_slice()).collect();
     let packed = pack(&p, &c, 0, &Device::Cpu).unwrap();
-    let (logp, _) = completion_logprobs(policy, &packed, 1.0).unwrap();
+    let (logp, _) = completion_logprobs(policy, &packed, 1.0, None).unwrap();
     let logp = logp.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
     let n = b.completions.len() as f64;
     let mut s = 0.0;
@@ -91,7 +91,7 @@ fn grpo_gradient_matches_trl_by_finite_differences() {
     let coef = token_coefficients(&layouts, resolved, 8).unwrap();
     let coef_t =
         coefficients_tensor(&coef, packed.completion_len, DType::F64, &Device::Cpu).unwrap();
-    let (logp, _) = completion_logprobs(&policy, &packed, 1.0).unwrap();
+    let (logp, _) = completion_logprobs(&policy, &packed, 1.0, None).unwrap();
     let adv = Tensor::new(b.adv.as_slice(), &Device::Cpu).unwrap();
     let (loss, _) =
         token_loss_candle(&logp, &logp.detach(), None, &adv, &coef_t, 0.2, 0.2, 0.0).unwrap();

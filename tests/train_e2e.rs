@@ -200,7 +200,17 @@ fn train_checkpoint_reload_and_resume() {
     let m2 = metrics(&out2);
     assert_eq!(m2.len(), 4);
     for (a, b) in m.iter().zip(&m2) {
-        assert_eq!(comparable(a), comparable(b));
+        if a["step"].as_u64().unwrap() <= 2 {
+            // The stopped run validated at its last step (2); the rest must agree.
+            let strip = |v: Vec<(String, Value)>| -> Vec<(String, Value)> {
+                v.into_iter()
+                    .filter(|(k, _)| k != "eval/accuracy")
+                    .collect()
+            };
+            assert_eq!(strip(comparable(a)), strip(comparable(b)));
+        } else {
+            assert_eq!(comparable(a), comparable(b));
+        }
     }
 }
 

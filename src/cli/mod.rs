@@ -9,3 +9,4 @@ pub mod verify;
 pub mod sweep;
 pub mod analyze;
 pub mod plot;
+pub mod init_model;

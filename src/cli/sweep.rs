@@ -14,7 +14,7 @@ use crate::trainer::sweep::{markdown, sweep, SweepSpec};
 #[command(
     long_about = "Train several configs over several seeds and write one comparison report.
 
-Each (config, seed) run trains in OUT/runs/<config>-seed<S>/ with the normal trainer. Then
+Each (config, grid point, seed) run trains in OUT/runs/<name>-seed<S>/ with the normal trainer. Then
 OUT/report.md and OUT/report.json hold, per config, mean ± std over seeds of: validation
 accuracy before training, its peak, the first step reaching 95% of the peak, the final value,
 training accuracy over the last 50 steps, step time, the share of step time spent on process
@@ -23,6 +23,8 @@ skipped, so an interrupted sweep continues where it stopped.
 
 Examples:
   grpo sweep --config configs/lambda.toml --config configs/grpo.toml --seeds 1,2,3 --out results/default
+  grpo sweep -c configs/tree/lambda.toml -c configs/tree/grpo.toml --seeds 1,2,3,4,5 \\
+      --grid rewards.tree_n=1,2 --grid rewards.tree_r_neg=-0.5,-1,-1.5 --out results/tree
   grpo sweep -c configs/lambda.toml -c configs/grpo.toml --seeds 1,2 --set train.max_steps=20 --out runs/quick"
 )]
 pub struct SweepArgs {
@@ -32,6 +34,10 @@ pub struct SweepArgs {
     /// Comma-separated seeds (`train.seed` of each run).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub seeds: Vec<u64>,
+    /// A grid axis `section.key=v1,v2,...` (repeatable): every config runs at every point of
+    /// the axes' product, e.g. `--grid rewards.tree_n=1,2 --grid rewards.tree_r_neg=-0.5,-1`.
+    #[arg(long = "grid", value_name = "KEY=V1,V2,...")]
+    pub grid: Vec<String>,
     /// Override a key in every config: `section.key=value` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -47,12 +53,16 @@ pub fn run(args: &SweepArgs) -> Result<()> {
     }
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
     command.push_str(&format!(" --seeds {}", seeds.join(",")));
+    for g in &args.grid {
+        command.push_str(&format!(" --grid {g}"));
+    }
     for o in &args.overrides {
         command.push_str(&format!(" --set {o}"));
     }
     command.push_str(&format!(" --out {}", args.out.display()));
     let spec = SweepSpec {
         configs: args.configs.clone(),
+        grid: args.grid.clone(),
         seeds: args.seeds.clone(),
         overrides: args.overrides.clone(),
         out: args.out.clone(),

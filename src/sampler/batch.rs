@@ -45,9 +45,24 @@ pub fn generate(
         params,
         on_token,
         None,
+        &[],
     )
 }
 
+/// [`generate`] where only the `allowed` tokens can be sampled (a fixed alphabet, as in the
+/// `tree` toy task); log-probs are those of the distribution renormalised over `allowed`.
+pub fn generate_restricted(
+    policy: &Policy,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    num_samples: usize,
+    params: &SamplingParams,
+    allowed: &[u32],
+) -> Result<Vec<Completion>> {
+    generate_with_prefill_chunk(policy, tokenizer, prompts, num_samples, params, None, None, allowed)
+}
+
+#[allow(clippy::too_many_arguments)]
 /// [`generate`] with a fixed prefill chunk length (tests force chunking with short prompts).
 fn generate_with_prefill_chunk(
     policy: &Policy,
@@ -57,6 +72,7 @@ fn generate_with_prefill_chunk(
     params: &SamplingParams,
     mut on_token: Option<OnToken<'_>>,
     prefill_chunk: Option<usize>,
+    allowed: &[u32],
 ) -> Result<Vec<Completion>> {
     let processor = params.logits_processor()?;
     validate_stops(&params.stop)?;
@@ -94,6 +110,7 @@ fn generate_with_prefill_chunk(
     };
     let ctx = Ctx {
         policy,
+        allowed,
         tokenizer,
         params,
         processor,
@@ -116,6 +133,8 @@ fn generate_with_prefill_chunk(
 
 struct Ctx<'a> {
     policy: &'a Policy,
+    /// Tokens that may be sampled; empty = all.
+    allowed: &'a [u32],
     tokenizer: &'a Tokenizer,
     params: &'a SamplingParams,
     processor: LogitsProcessor,
@@ -198,6 +217,13 @@ impl Ctx<'_> {
                 }
                 let lrow = if first { slot / g } else { slot };
                 let l = &logits[lrow * vocab..(lrow + 1) * vocab];
+                let masked: Vec<f32>;
+                let l = if self.allowed.is_empty() {
+                    l
+                } else {
+                    masked = mask_to_allowed(l, self.allowed);
+                    &masked
+                };
                 let s = self.processor.sample(l, &mut row.rng)?;
                 self.push_token(row, s)
             };
@@ -386,6 +412,18 @@ impl Ctx<'_> {
     }
 }
 
+/// A row of logits with every token outside `allowed` at −∞: sampling and the reported
+/// log-probs then use the distribution renormalised over `allowed`.
+fn mask_to_allowed(logits: &[f32], allowed: &[u32]) -> Vec<f32> {
+    let mut out = vec![f32::NEG_INFINITY; logits.len()];
+    for &t in allowed {
+        if let Some(&v) = logits.get(t as usize) {
+            out[t as usize] = v;
+        }
+    }
+    out
+}
+
 /// `[rows, vocab]` logits as one flat f32 buffer on the host.
 fn logits_to_host(logits: &Tensor) -> Result<Vec<f32>> {
     let logits = if logits.dtype() == DType::F32 {
@@ -427,7 +465,7 @@ mod tests {
             ignore_eos: true,
             ..SamplingParams::default()
         };
-        let out = generate_with_prefill_chunk(&policy, &tok, &prompts, 2, &params, None, Some(3))
+        let out = generate_with_prefill_chunk(&policy, &tok, &prompts, 2, &params, None, Some(3), &[])
             .unwrap();
         for c in &out {
             let expected: Vec<u32> = reference["greedy_new_token_ids"][c.prompt_index]

@@ -13,7 +13,7 @@ pub mod stop;
 
 use serde::{Deserialize, Serialize};
 
-pub use batch::{generate, OnToken};
+pub use batch::{generate, generate_restricted, OnToken};
 pub use logits::{LogitsProcessor, Sampled};
 pub use stop::FinishReason;
 

@@ -147,6 +147,11 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
     }
 
     let eos = tokenizer.eos_token_ids();
+    let allowed = allowed_token_ids(&tokenizer, &cfg.sampling.allowed_tokens)?;
+    let vocab_bias = match &allowed[..] {
+        [] => None,
+        ids => Some(allowed_bias(ids, policy.config.vocab_size, &device)?),
+    };
     let pad = tokenizer.pad_token_id();
     let validate = |policy: &Policy| -> Result<Option<f64>> {
         if val_set.is_empty() {
@@ -160,6 +165,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             cfg,
             &eos,
             &reward_cfg,
+            &allowed,
         )?;
         Ok(Some(acc))
     };
@@ -221,7 +227,8 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             max_batch_rows: 0,
         };
         let g = cfg.sampling.num_generations;
-        let completions = sampler::generate(&policy, &tokenizer, &prompt_ids, g, &params, None)?;
+        let completions =
+            sampler::generate_restricted(&policy, &tokenizer, &prompt_ids, g, &params, &allowed)?;
         let time_generate = ts.elapsed().as_secs_f64();
 
         // Rewards and advantages.
@@ -300,13 +307,21 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
                     pad,
                     &device,
                 )?;
-                let (logp, entropy) =
-                    completion_logprobs(&policy, &batch, cfg.sampling.temperature)?;
+                let (logp, entropy) = completion_logprobs(
+                    &policy,
+                    &batch,
+                    cfg.sampling.temperature,
+                    vocab_bias.as_ref(),
+                )?;
                 if iteration == 0 {
                     old_logp[k] = Some(logp.detach());
                     if let Some(reference) = &reference {
-                        let (r, _) =
-                            completion_logprobs(reference, &batch, cfg.sampling.temperature)?;
+                        let (r, _) = completion_logprobs(
+                            reference,
+                            &batch,
+                            cfg.sampling.temperature,
+                            vocab_bias.as_ref(),
+                        )?;
                         ref_logp[k] = Some(r.detach());
                     }
                 }
@@ -540,14 +555,21 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 
 /// Log-probs [R, Lc] of each completion token (differentiable) and per-token entropy [R, Lc]
 /// (detached), both from logits / temperature as the sampler drew them (doc §1).
+///
+/// `vocab_bias` ([V], 0 for allowed tokens and a large negative number for the rest) restricts
+/// the distribution the way the sampler did when `sampling.allowed_tokens` is set.
 pub fn completion_logprobs(
     policy: &Policy,
     batch: &crate::trainer::rollout::PackedBatch,
     temperature: f64,
+    vocab_bias: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor)> {
     let logits = policy.forward(&batch.input_ids, Some(&batch.attention_mask))?;
     let logits = logits.narrow(1, batch.prompt_len - 1, batch.completion_len)?;
-    let logits = (logits / temperature)?;
+    let mut logits = (logits / temperature)?;
+    if let Some(bias) = vocab_bias {
+        logits = logits.broadcast_add(bias)?;
+    }
     let logsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let logp = logsm
         .gather(&batch.targets.unsqueeze(2)?.contiguous()?, 2)?
@@ -618,6 +640,7 @@ pub fn load_examples(spec: &str, cfg: &Config) -> Result<Vec<Example>> {
 }
 
 /// Greedy (or `eval.temperature`) accuracy on the validation examples.
+#[allow(clippy::too_many_arguments)]
 pub fn validation_accuracy(
     policy: &Policy,
     tokenizer: &Tokenizer,
@@ -626,6 +649,7 @@ pub fn validation_accuracy(
     cfg: &Config,
     eos: &[u32],
     reward_cfg: &RewardConfig,
+    allowed: &[u32],
 ) -> Result<f64> {
     let prompts: Vec<Vec<u32>> = examples
         .iter()
@@ -643,7 +667,8 @@ pub fn validation_accuracy(
     let mut correct = 0usize;
     for chunk in (0..prompts.len()).collect::<Vec<_>>().chunks(64) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
-        let completions = sampler::generate(policy, tokenizer, &batch, n, &params, None)?;
+        let completions =
+            sampler::generate_restricted(policy, tokenizer, &batch, n, &params, allowed)?;
         for c in &completions {
             let gold = &examples[chunk[c.prompt_index]].answer;
             if is_correct(&c.text, gold, &reward_cfg) {
@@ -719,7 +744,38 @@ fn progress_bar(total: usize, start: usize) -> indicatif::ProgressBar {
     bar
 }
 
-/// The verifier's verdict under the configured extraction policy.
+/// The verifier's verdict under the configured extraction policy; a completion that is
+/// exactly the gold answer (e.g. a `tree` path) is correct too.
 pub fn is_correct(completion: &str, gold: &str, reward_cfg: &RewardConfig) -> bool {
-    rewards::verify_completion(completion, gold, &reward_cfg.policy, &reward_cfg.opts).correct
+    completion.trim() == gold.trim()
+        || rewards::verify_completion(completion, gold, &reward_cfg.policy, &reward_cfg.opts)
+            .correct
+}
+
+/// Token ids of `sampling.allowed_tokens`; each entry must be exactly one token.
+fn allowed_token_ids(tokenizer: &Tokenizer, tokens: &[String]) -> Result<Vec<u32>> {
+    tokens
+        .iter()
+        .map(|t| {
+            let ids = tokenizer.encode(t, false)?;
+            match ids[..] {
+                [id] => Ok(id),
+                _ => bail!(
+                    "sampling.allowed_tokens: `{t}` is {} tokens for this tokenizer; expected exactly one",
+                    ids.len()
+                ),
+            }
+        })
+        .collect()
+}
+
+/// [V] additive bias: 0 on allowed tokens, −1e9 elsewhere (finite, so entropies stay finite).
+fn allowed_bias(ids: &[u32], vocab: usize, device: &Device) -> Result<Tensor> {
+    let mut bias = vec![-1e9f32; vocab];
+    for &id in ids {
+        if let Some(b) = bias.get_mut(id as usize) {
+            *b = 0.0;
+        }
+    }
+    Ok(Tensor::from_vec(bias, vocab, device)?)
 }

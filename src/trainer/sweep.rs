@@ -23,6 +23,7 @@ use crate::trainer::state::latest_checkpoint;
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
     pub config: String,
+    pub grid: Vec<String>,
     pub run_dir: PathBuf,
     pub loss_type: String,
     pub process_weighting: String,
@@ -72,6 +73,8 @@ impl MeanStd {
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigSummary {
     pub config: String,
+    /// The grid point's overrides (empty without `--grid`).
+    pub grid: Vec<String>,
     pub loss_type: String,
     pub process_weighting: String,
     pub seeds: Vec<u64>,
@@ -96,6 +99,8 @@ pub struct SweepReport {
 
 pub struct SweepSpec {
     pub configs: Vec<PathBuf>,
+    /// `section.key=v1,v2,...` axes; every config runs at every point of their product.
+    pub grid: Vec<String>,
     pub seeds: Vec<u64>,
     pub overrides: Vec<String>,
     pub out: PathBuf,
@@ -110,50 +115,121 @@ pub fn config_name(path: &Path) -> String {
 }
 
 /// Trains every (config, seed) run that has no `summary.json` yet, then writes the report.
+/// One (config, grid point) combination; its runs differ only in the seed.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub config: PathBuf,
+    /// `section.key=value` overrides of this grid point.
+    pub grid: Vec<String>,
+    /// Folder-safe name: the config stem, then the grid values.
+    pub name: String,
+}
+
+/// The cartesian product of configs and `--grid` axes.
+pub fn variants(spec: &SweepSpec) -> Result<Vec<Variant>> {
+    let mut points: Vec<Vec<String>> = vec![Vec::new()];
+    for axis in &spec.grid {
+        let (key, values) = axis
+            .split_once('=')
+            .with_context(|| format!("--grid {axis}: expected section.key=v1,v2,..."))?;
+        let values: Vec<&str> = values
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if values.is_empty() {
+            bail!("--grid {axis}: expected at least one value");
+        }
+        points = points
+            .into_iter()
+            .flat_map(|p| {
+                values.iter().map(move |v| {
+                    let mut q = p.clone();
+                    q.push(format!("{}={v}", key.trim()));
+                    q
+                })
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    for config in &spec.configs {
+        for point in &points {
+            let mut name = config_name(config);
+            for kv in point {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                let short = k.rsplit('.').next().unwrap_or(k);
+                name.push_str(&format!("_{short}{v}"));
+            }
+            let name: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            out.push(Variant {
+                config: config.clone(),
+                grid: point.clone(),
+                name,
+            });
+        }
+    }
+    for (i, v) in out.iter().enumerate() {
+        if out[..i].iter().any(|w| w.name == v.name) {
+            bail!(
+                "sweep: two runs would be named `{}`; rename a config",
+                v.name
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Trains every (variant, seed) run that has no `summary.json` yet, then writes the report.
 pub fn sweep(spec: &SweepSpec, interrupted: Arc<AtomicBool>) -> Result<SweepReport> {
     if spec.configs.is_empty() || spec.seeds.is_empty() {
         bail!("sweep: expected at least one --config and one seed");
     }
-    let names: Vec<String> = spec.configs.iter().map(|c| config_name(c)).collect();
-    for (i, n) in names.iter().enumerate() {
-        if names[..i].contains(n) {
-            bail!("sweep: two configs are named `{n}`; their runs would share a folder");
-        }
-    }
+    let variants = variants(spec)?;
     std::fs::create_dir_all(&spec.out)
         .with_context(|| format!("creating {}", spec.out.display()))?;
-    let total = spec.configs.len() * spec.seeds.len();
+    let total = variants.len() * spec.seeds.len();
     let mut k = 0;
-    for (path, name) in spec.configs.iter().zip(&names) {
+    for v in &variants {
         for &seed in &spec.seeds {
             k += 1;
-            let run_dir = spec.out.join("runs").join(format!("{name}-seed{seed}"));
+            let run_dir = spec.out.join("runs").join(format!("{}-seed{seed}", v.name));
             if run_dir.join("summary.json").exists() {
                 tracing::info!("[{k}/{total}] {} already finished", run_dir.display());
                 continue;
             }
             let mut overrides = spec.overrides.clone();
+            overrides.extend(v.grid.iter().cloned());
             overrides.push(format!("train.seed={seed}"));
             overrides.push(format!("output.dir={}", run_dir.display()));
-            let cfg = Config::load(path, &overrides)?;
+            let cfg = Config::load(&v.config, &overrides)?;
             let resume = if latest_checkpoint(&run_dir)?.is_some() {
                 Resume::Latest
             } else {
                 let _ = std::fs::remove_dir_all(&run_dir);
                 Resume::No
             };
-            tracing::info!("[{k}/{total}] training {name} seed {seed}");
+            tracing::info!("[{k}/{total}] training {} seed {seed}", v.name);
             let s = train(&cfg, resume, interrupted.clone())
                 .with_context(|| format!("sweep run {}", run_dir.display()))?;
             eprintln!(
-                "[{k}/{total}] {name} seed {seed}: val {} -> {} in {:.0}s",
+                "[{k}/{total}] {} seed {seed}: val {} -> {} in {:.0}s",
+                v.name,
                 fmt_opt(s.initial_val_accuracy),
                 fmt_opt(s.final_val_accuracy),
                 s.wall_time_s
             );
         }
     }
-    let report = collect(spec, &names)?;
+    let report = collect(spec, &variants)?;
     write_report(&spec.out, &report)?;
     Ok(report)
 }
@@ -163,23 +239,27 @@ fn fmt_opt(v: Option<f64>) -> String {
 }
 
 /// Reads every run's summary and metrics back into a report.
-pub fn collect(spec: &SweepSpec, names: &[String]) -> Result<SweepReport> {
+pub fn collect(spec: &SweepSpec, variants: &[Variant]) -> Result<SweepReport> {
     let mut runs = Vec::new();
-    for name in names {
+    for v in variants {
         for &seed in &spec.seeds {
-            let dir = spec.out.join("runs").join(format!("{name}-seed{seed}"));
-            runs.push(read_run(name, seed, &dir)?);
+            let dir = spec.out.join("runs").join(format!("{}-seed{seed}", v.name));
+            let mut r = read_run(&v.name, seed, &dir)?;
+            r.grid = v.grid.clone();
+            runs.push(r);
         }
     }
-    let configs: Vec<ConfigSummary> = names
+    let configs: Vec<ConfigSummary> = variants
         .iter()
-        .map(|name| {
+        .map(|v| {
+            let name = &v.name;
             let rs: Vec<&RunResult> = runs.iter().filter(|r| &r.config == name).collect();
             let agg = |f: &dyn Fn(&RunResult) -> Option<f64>| {
                 MeanStd::of(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
             };
             ConfigSummary {
                 config: name.clone(),
+                grid: v.grid.clone(),
                 loss_type: rs.first().map(|r| r.loss_type.clone()).unwrap_or_default(),
                 process_weighting: rs
                     .first()
@@ -270,6 +350,7 @@ fn read_run(name: &str, seed: u64, dir: &Path) -> Result<RunResult> {
     };
     Ok(RunResult {
         config: name.to_string(),
+        grid: Vec::new(),
         run_dir: dir.to_path_buf(),
         loss_type: summary["loss_type"]
             .as_str()

@@ -1,0 +1,74 @@
+//! `grpo init-model`: a freshly initialised Qwen2 decoder in Hugging Face layout.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use candle_core::{DType, Device};
+use clap::Args;
+
+use crate::model::{copy_tokenizer_files, Policy, Tokenizer};
+use crate::trainer::sft::{random_model_config, SftSection};
+
+/// Write a randomly initialised Qwen2 model (HF layout) for a tokenizer.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Write a randomly initialised Qwen2 model in Hugging Face layout.
+
+The vocabulary and special tokens come from the tokenizer folder, whose tokenizer files are
+copied beside the weights, so the result loads in `grpo` and in `transformers` as is. Useful for
+toy tasks and benchmarks; `grpo sft` starts from the same initialisation.
+
+Examples:
+  grpo init-model --tokenizer models/tiny-math --out models/tiny-tree --hidden-size 64 --layers 2
+  grpo init-model --tokenizer models/tiny-math --out /tmp/m10 --hidden-size 256 --layers 6 --heads 8 --kv-heads 2"
+)]
+pub struct InitModelArgs {
+    /// Folder with tokenizer.json / tokenizer_config.json.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Output folder (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub hidden_size: usize,
+    /// MLP width (default: 3 × hidden size).
+    #[arg(long)]
+    pub intermediate_size: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 2)]
+    pub kv_heads: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_position_embeddings: usize,
+    /// Untie the LM head from the embeddings.
+    #[arg(long)]
+    pub untied: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn run(args: &InitModelArgs) -> Result<()> {
+    let tokenizer = Tokenizer::load(&args.tokenizer)?;
+    let arch = SftSection {
+        hidden_size: args.hidden_size,
+        intermediate_size: args.intermediate_size.unwrap_or(3 * args.hidden_size),
+        num_hidden_layers: args.layers,
+        num_attention_heads: args.heads,
+        num_key_value_heads: args.kv_heads,
+        max_position_embeddings: args.max_position_embeddings,
+        tie_word_embeddings: !args.untied,
+        ..SftSection::default()
+    };
+    let config = random_model_config(&arch, &tokenizer)?;
+    let policy = Policy::new_random(config, args.seed, DType::F32, &Device::Cpu)?;
+    policy.save(&args.out)?;
+    copy_tokenizer_files(&args.tokenizer, &args.out)?;
+    println!(
+        "wrote {} ({} parameters)",
+        args.out.display(),
+        policy.num_parameters()
+    );
+    Ok(())
+}
