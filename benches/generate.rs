@@ -9,7 +9,9 @@ use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use grpo::cli::generate::bench_prompts;
 use grpo::model::{ModelConfig, Policy, Tokenizer};
-use grpo::sampler::{generate, SamplingParams};
+use grpo::sampler::logits::row_rng;
+use grpo::sampler::{generate, LogitsProcessor, SamplingParams};
+use rand::Rng;
 
 const PROMPTS: usize = 8;
 const SAMPLES: usize = 8;
@@ -88,5 +90,36 @@ fn bench_generate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_generate);
+/// One row of a Qwen2.5-sized vocabulary (151,936 logits, roughly Gaussian like a real model's):
+/// the per-token host-side sampling cost the decode loop pays for every row.
+fn bench_sample_row(c: &mut Criterion) {
+    let mut rng = row_rng(1, 0, 0);
+    let logits: Vec<f32> = (0..151_936)
+        .map(|_| {
+            let (a, b): (f32, f32) = (rng.random(), rng.random());
+            3.0 * (-2.0 * a.max(1e-12).ln()).sqrt() * (std::f32::consts::TAU * b).cos()
+        })
+        .collect();
+    let mut group = c.benchmark_group("sample_row_151936");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    let cases = [
+        ("greedy", LogitsProcessor::new(0.0, 0, 1.0, 0.0)),
+        ("t1_full", LogitsProcessor::new(1.0, 0, 1.0, 0.0)),
+        ("t1_top_p_0.95", LogitsProcessor::new(1.0, 0, 0.95, 0.0)),
+        ("t0.7_top_k_50", LogitsProcessor::new(0.7, 50, 1.0, 0.0)),
+        ("t1_min_p_0.05", LogitsProcessor::new(1.0, 0, 1.0, 0.05)),
+    ];
+    for (name, proc) in cases {
+        let proc = proc.expect("valid settings");
+        let mut row = row_rng(2, 0, 0);
+        group.bench_function(name, |b| {
+            b.iter(|| proc.sample(&logits, &mut row).expect("sample"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_generate, bench_sample_row);
 criterion_main!(benches);

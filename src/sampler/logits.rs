@@ -2,8 +2,8 @@
 //!
 //! Truncation follows Hugging Face's warper order: temperature, then `top_k`, then `top_p` on the
 //! renormalised top-k distribution, then `min_p` (relative to the most likely token, which is
-//! invariant under renormalisation). Ties are broken by the lower token id, so the kept set is a
-//! deterministic prefix of the tokens sorted by logit.
+//! invariant under renormalisation). Equal probabilities are ranked by the lower token id, so the
+//! kept set is a deterministic prefix of the tokens ranked by probability.
 //!
 //! The log-probability returned with a token is taken under the temperature-scaled **full**
 //! distribution `log_softmax(logits / T)`, not the truncated one: that is what the trainer
@@ -55,10 +55,15 @@ pub fn log_softmax_at(logits: &[f32], temperature: f64, token: u32) -> f32 {
     ((f64::from(logits[token as usize]) - f64::from(max)) * inv_t - sum.ln()) as f32
 }
 
+/// An unnormalised probability `exp((logit - max) / T)` and its token id. Truncation works on
+/// a contiguous array of these, so selections compare neighbours in memory, not through ids.
+type Weighted = (f32, u32);
+
 thread_local! {
-    /// Per-thread scratch (token ids, unnormalised weights) reused across calls to avoid a
-    /// vocabulary-sized allocation per sampled token.
-    static SCRATCH: RefCell<(Vec<u32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread scratch (weighted tokens, weights by id) reused across calls to avoid
+    /// vocabulary-sized allocations per sampled token.
+    static SCRATCH: RefCell<(Vec<Weighted>, Vec<f32>)> =
+        const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 impl LogitsProcessor {
@@ -108,15 +113,15 @@ impl LogitsProcessor {
         let inv_t = 1.0 / self.temperature;
         let u: f64 = rng.random();
         SCRATCH.with(|scratch| {
-            let (ids, weights) = &mut *scratch.borrow_mut();
+            let (pairs, weights) = &mut *scratch.borrow_mut();
             let total = fill_weights(logits, max, inv_t, weights);
             check_sum(total)?;
             let token = if self.truncates(logits.len()) {
-                let kept = self.kept_set(logits, weights, total, ids);
-                let kept_mass = mass(&ids[..kept], weights);
-                pick(ids[..kept].iter().copied(), weights, u * kept_mass)
+                let kept = self.kept_set(weights, total, pairs);
+                let kept_mass = mass(&pairs[..kept]);
+                pick(pairs[..kept].iter().copied(), u * kept_mass)
             } else {
-                pick(0..logits.len() as u32, weights, u * total)
+                pick(weights.iter().copied().zip(0u32..), u * total)
             };
             let logprob =
                 ((f64::from(logits[token as usize]) - f64::from(max)) * inv_t - total.ln()) as f32;
@@ -136,51 +141,44 @@ impl LogitsProcessor {
         }
         let inv_t = 1.0 / self.temperature;
         let mut weights = Vec::new();
-        let mut ids = Vec::new();
+        let mut pairs = Vec::new();
         let total = fill_weights(logits, max, inv_t, &mut weights);
         check_sum(total)?;
         let kept = if self.truncates(logits.len()) {
-            self.kept_set(logits, &weights, total, &mut ids)
+            self.kept_set(&weights, total, &mut pairs)
         } else {
-            ids.extend(0..logits.len() as u32);
-            ids.len()
+            pairs.extend(weights.iter().copied().zip(0u32..));
+            pairs.len()
         };
-        ids.truncate(kept);
-        ids.sort_unstable_by(|&a, &b| by_logit_desc(logits, a, b));
-        let mass: f64 = ids[..kept]
+        pairs.truncate(kept);
+        pairs.sort_unstable_by(by_weight_desc);
+        let mass = mass(&pairs);
+        Ok(pairs
             .iter()
-            .map(|&i| f64::from(weights[i as usize]))
-            .sum();
-        Ok(ids[..kept]
-            .iter()
-            .map(|&i| (i, f64::from(weights[i as usize]) / mass))
+            .map(|&(w, i)| (i, f64::from(w) / mass))
             .collect())
     }
 
-    /// Leaves in `ids[..n]` the kept tokens (in no particular order) and returns `n`.
+    /// Leaves in `pairs[..n]` the kept tokens (in no particular order) and returns `n`.
     ///
-    /// Every rule keeps a prefix of the tokens ranked by logit, so the kept set is found with
-    /// selections instead of a sort: `top_k` by one `select_nth`, `top_p` by a bisection on
-    /// mass (each round one `select_nth` on half the previous range), `min_p` by a filter.
-    /// O(vocab) per row even when a flat distribution keeps most of a 150k vocabulary.
-    fn kept_set(&self, logits: &[f32], weights: &[f32], total: f64, ids: &mut Vec<u32>) -> usize {
-        let vocab = logits.len();
-        let cmp = |a: &u32, b: &u32| by_logit_desc(logits, *a, *b);
-        ids.clear();
-        ids.extend(0..vocab as u32);
+    /// Tokens are ranked by probability, ties by lower id, and every rule keeps a prefix of
+    /// that ranking, so the kept set is found with selections instead of a sort: `top_k` by one
+    /// `select_nth`, `top_p` by a bisection on mass (each round one `select_nth` on half the
+    /// previous range), `min_p` by a filter. O(vocab) per row even when a flat distribution
+    /// keeps most of a 150k vocabulary.
+    fn kept_set(&self, weights: &[f32], total: f64, pairs: &mut Vec<Weighted>) -> usize {
+        let vocab = weights.len();
+        pairs.clear();
+        pairs.extend(weights.iter().copied().zip(0u32..));
         let mut n = vocab;
         if self.top_k > 0 && self.top_k < vocab {
-            ids.select_nth_unstable_by(self.top_k - 1, cmp);
+            pairs.select_nth_unstable_by(self.top_k - 1, by_weight_desc);
             n = self.top_k;
         }
         if self.top_p < 1.0 {
             // top_p is measured against the renormalised top-k distribution.
-            let reference = if n < vocab {
-                mass(&ids[..n], weights)
-            } else {
-                total
-            };
-            n = smallest_prefix_reaching(&mut ids[..n], weights, self.top_p * reference, cmp);
+            let reference = if n < vocab { mass(&pairs[..n]) } else { total };
+            n = smallest_prefix_reaching(&mut pairs[..n], self.top_p * reference);
         }
         if self.min_p > 0.0 {
             // p_i >= min_p * p_max  <=>  weight_i >= min_p (weights are relative to the max,
@@ -188,8 +186,8 @@ impl LogitsProcessor {
             let min_weight = self.min_p as f32;
             let mut m = 0;
             for j in 0..n {
-                if weights[ids[j] as usize] >= min_weight {
-                    ids.swap(m, j);
+                if pairs[j].0 >= min_weight {
+                    pairs.swap(m, j);
                     m += 1;
                 }
             }
@@ -199,25 +197,21 @@ impl LogitsProcessor {
     }
 }
 
-fn mass(ids: &[u32], weights: &[f32]) -> f64 {
-    ids.iter().map(|&i| f64::from(weights[i as usize])).sum()
+fn mass(pairs: &[Weighted]) -> f64 {
+    pairs.iter().map(|&(w, _)| f64::from(w)).sum()
 }
 
-/// Rearranges `ids` so that `ids[..m]` holds the `m` top-ranked tokens, for the smallest `m`
-/// whose mass reaches `target` (HF's top-p: a token is kept while the mass ranked before it is
-/// below `target`), and returns `m` (at least 1).
-fn smallest_prefix_reaching(
-    ids: &mut [u32],
-    weights: &[f32],
-    target: f64,
-    cmp: impl Fn(&u32, &u32) -> std::cmp::Ordering + Copy,
-) -> usize {
-    // Invariant: ids[..lo] are the top `lo` tokens with mass `acc` < target; answer in (lo, hi].
-    let (mut lo, mut hi, mut acc) = (0usize, ids.len(), 0.0f64);
+/// Rearranges `pairs` so that `pairs[..m]` holds the `m` top-ranked tokens, for the smallest
+/// `m` whose mass reaches `target` (HF's top-p: a token is kept while the mass ranked before
+/// it is below `target`), and returns `m` (at least 1).
+fn smallest_prefix_reaching(pairs: &mut [Weighted], target: f64) -> usize {
+    // Invariant: pairs[..lo] are the top `lo` tokens with mass `acc` < target; answer in
+    // (lo, hi].
+    let (mut lo, mut hi, mut acc) = (0usize, pairs.len(), 0.0f64);
     while hi - lo > 32 {
         let mid = lo + (hi - lo) / 2;
-        ids[lo..hi].select_nth_unstable_by(mid - lo, cmp);
-        let left = mass(&ids[lo..mid], weights);
+        pairs[lo..hi].select_nth_unstable_by(mid - lo, by_weight_desc);
+        let left = mass(&pairs[lo..mid]);
         if acc + left >= target {
             hi = mid;
         } else {
@@ -225,9 +219,9 @@ fn smallest_prefix_reaching(
             lo = mid;
         }
     }
-    ids[lo..hi].sort_unstable_by(cmp);
-    for j in lo..hi {
-        acc += f64::from(weights[ids[j] as usize]);
+    pairs[lo..hi].sort_unstable_by(by_weight_desc);
+    for (j, &(w, _)) in pairs.iter().enumerate().take(hi).skip(lo) {
+        acc += f64::from(w);
         if acc >= target {
             return j + 1;
         }
@@ -259,18 +253,69 @@ fn argmax(logits: &[f32]) -> (f32, usize) {
 
 fn sum_exp(logits: &[f32], max: f32, inv_t: f64) -> f64 {
     let inv_t = inv_t as f32;
-    logits
+    let mut acc = [0f64; 8];
+    let chunks = logits.chunks_exact(8);
+    let rest: f64 = chunks
+        .remainder()
         .iter()
-        .map(|&x| f64::from(((x - max) * inv_t).exp()))
-        .sum()
+        .map(|&x| f64::from(exp_nonpositive((x - max) * inv_t)))
+        .sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f64::from(exp_nonpositive((x - max) * inv_t));
+        }
+    }
+    acc.iter().sum::<f64>() + rest
 }
 
 /// `weights[i] = exp((logit_i - max) / T)`; returns their sum (f64 for accuracy).
 fn fill_weights(logits: &[f32], max: f32, inv_t: f64, weights: &mut Vec<f32>) -> f64 {
     let inv_t = inv_t as f32;
     weights.clear();
-    weights.extend(logits.iter().map(|&x| ((x - max) * inv_t).exp()));
-    weights.iter().map(|&w| f64::from(w)).sum()
+    weights.resize(logits.len(), 0.0);
+    for (w, &x) in weights.iter_mut().zip(logits) {
+        *w = exp_nonpositive((x - max) * inv_t);
+    }
+    sum_f64(weights)
+}
+
+/// Sum in f64 with eight independent accumulators (a fixed order, so still deterministic):
+/// one serial chain of f64 adds would cost more than computing the weights.
+fn sum_f64(values: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&x| f64::from(x)).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f64::from(x);
+        }
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
+/// `exp(x)` for `x <= 0` (softmax weights relative to the max): Cephes' `expf` range reduction
+/// and polynomial (relative error ~1e-7, as libm), branch-free so the weight loop vectorises
+/// instead of calling `expf` per element. Inputs below -87 give ~1.6e-38 instead of less;
+/// NaN stays NaN, so bad logits are still caught by [`check_sum`].
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    let x = if x < -87.0 { -87.0 } else { x };
+    // Adding 1.5 * 2^23 rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let k = shifted - ROUND;
+    // The integer k read from the bits (no saturating float->int cast, which would not
+    // vectorise).
+    let k_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits((k_int.wrapping_add(127) << 23) as u32)
 }
 
 fn check_sum(sum: f64) -> Result<()> {
@@ -280,18 +325,16 @@ fn check_sum(sum: f64) -> Result<()> {
     Ok(())
 }
 
-fn by_logit_desc(logits: &[f32], a: u32, b: u32) -> std::cmp::Ordering {
-    logits[b as usize]
-        .total_cmp(&logits[a as usize])
-        .then(a.cmp(&b))
+/// Higher probability first, then lower id: the ranking every truncation rule cuts.
+fn by_weight_desc(a: &Weighted, b: &Weighted) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// Inverse-CDF draw: the first token whose cumulative weight exceeds `threshold`.
-fn pick(ids: impl Iterator<Item = u32>, weights: &[f32], threshold: f64) -> u32 {
+fn pick(pairs: impl Iterator<Item = Weighted>, threshold: f64) -> u32 {
     let mut cum = 0.0f64;
     let mut last = 0;
-    for i in ids {
-        let w = weights[i as usize];
+    for (w, i) in pairs {
         if w <= 0.0 {
             continue;
         }
@@ -416,13 +459,14 @@ mod tests {
 
     /// Sort-based reference of the kept set, straight from HF's definitions.
     fn reference_set(logits: &[f32], t: f64, k: usize, top_p: f64, min_p: f64) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_by(|&a, &b| by_logit_desc(logits, a, b));
-        let max = logits[order[0] as usize];
-        let w: Vec<f64> = logits
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let w32: Vec<f32> = logits
             .iter()
-            .map(|&x| f64::from(((x - max) * (1.0 / t) as f32).exp()))
+            .map(|&x| ((x - max) * (1.0 / t) as f32).exp())
             .collect();
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.sort_by(|&a, &b| w32[b as usize].total_cmp(&w32[a as usize]).then(a.cmp(&b)));
+        let w: Vec<f64> = w32.iter().map(|&x| f64::from(x)).collect();
         let k = if k == 0 {
             order.len()
         } else {
@@ -470,6 +514,22 @@ mod tests {
                 "case {case}: vocab {vocab} t {t} k {k} p {top_p} min_p {min_p}"
             );
         }
+    }
+
+    #[test]
+    fn fast_exp_matches_libm() {
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 * i as f32 / 200_000.0;
+            let exact = f64::from(x).exp();
+            let rel = (f64::from(exp_nonpositive(x)) - exact).abs() / exact;
+            worst = worst.max(rel);
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert!(exp_nonpositive(-1e4) < 2e-38);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
+        assert!(exp_nonpositive(f32::NEG_INFINITY) < 2e-38);
     }
 
     #[test]
