@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -564,19 +564,14 @@ pub fn completion_logprobs(
     temperature: f64,
     vocab_bias: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor)> {
-    let logits = policy.forward(&batch.input_ids, Some(&batch.attention_mask))?;
-    let logits = logits.narrow(1, batch.prompt_len - 1, batch.completion_len)?;
-    let mut logits = (logits / temperature)?;
-    if let Some(bias) = vocab_bias {
-        logits = logits.broadcast_add(bias)?;
-    }
-    let logsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let logp = logsm
-        .gather(&batch.targets.unsqueeze(2)?.contiguous()?, 2)?
-        .squeeze(2)?;
-    let ls = logsm.detach();
-    let entropy = (ls.exp()? * &ls)?.sum(D::Minus1)?.neg()?;
-    Ok((logp, entropy))
+    policy.completion_logprobs(
+        &batch.input_ids,
+        Some(&batch.attention_mask),
+        batch.prompt_len - 1,
+        &batch.targets,
+        temperature,
+        vocab_bias,
+    )
 }
 
 /// Per-step sums of the logged token statistics, over counted tokens.
