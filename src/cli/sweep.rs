@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::analysis::plot::{plot_runs, PlotOptions, Run};
 use crate::trainer::sweep::{markdown, sweep, SweepSpec};
 
 /// Train several configs over several seeds and write one comparison report.
@@ -18,7 +19,8 @@ Each (config, grid point, seed) run trains in OUT/runs/<name>-seed<S>/ with the 
 OUT/report.md and OUT/report.json hold, per config, mean ± std over seeds of: validation
 accuracy before training, its peak, the first step reaching 95% of the peak, the final value,
 training accuracy over the last 50 steps, step time, the share of step time spent on process
-sets (λ-GRPO's whole extra cost), and wall time; plus every run's numbers. Finished runs are
+sets (λ-GRPO's whole extra cost), and wall time; plus every run's numbers; OUT/curves.png and
+OUT/curves.svg overlay the runs' training curves (seeds of one config as mean ± std). Finished runs are
 skipped, so an interrupted sweep continues where it stopped.
 
 Examples:
@@ -79,6 +81,25 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         });
     }
     let report = sweep(&spec, interrupted).context("sweep")?;
+    // Overlaid curves of every run (seeds of one config drawn as mean ± std).
+    let runs = report
+        .runs
+        .iter()
+        .map(|r| Run::load(&r.run_dir))
+        .collect::<Result<Vec<_>>>()?;
+    let smooth = if runs.iter().any(|r| r.metrics.len() >= 100) {
+        10
+    } else {
+        1
+    };
+    let opts = PlotOptions {
+        smooth,
+        ..PlotOptions::default()
+    };
+    for ext in ["png", "svg"] {
+        let path = args.out.join(format!("curves.{ext}"));
+        plot_runs(&runs, &opts, &path).with_context(|| format!("plotting {}", path.display()))?;
+    }
     print!("{}", markdown(&report));
     eprintln!("report: {}", args.out.join("report.md").display());
     Ok(())

@@ -424,6 +424,7 @@ pub fn markdown(report: &SweepReport) -> String {
             "\nStep time of the λ-weighted config relative to the unweighted one: {o:+.2}% (this includes differences in completion length between the runs; the process-set column is the direct cost).\n"
         ));
     }
+    s.push_str("\n![training curves](curves.png)\n");
     s.push_str("\n## Runs\n\n| config | seed | initial | peak | final | steps to 95% peak | train acc last 50 | step time (s) |\n|---|---|---|---|---|---|---|---|\n");
     for r in &report.runs {
         s.push_str(&format!(
