@@ -539,8 +539,8 @@ fn draw_panel<DB: DrawingBackend>(
     if x1 <= x0 {
         (x0, x1) = (x0 - 1.0, x1 + 1.0);
     }
-    // Shares and accuracies keep their natural [0, 1] scale, so runs stay comparable by eye.
-    if is_fraction(key) && y0 >= 0.0 && y1 <= 1.0 {
+    // Accuracies keep their natural [0, 1] scale, so panels of different runs compare by eye.
+    if key.contains("accuracy") && y0 >= 0.0 && y1 <= 1.0 {
         (y0, y1) = (0.0, 1.0);
     }
     let pad = if y1 > y0 {
@@ -594,12 +594,6 @@ fn draw_panel<DB: DrawingBackend>(
         }
     }
     Ok(())
-}
-
-fn is_fraction(key: &str) -> bool {
-    ["accuracy", "fraction", "proportion"]
-        .iter()
-        .any(|w| key.contains(w))
 }
 
 /// Axis tick text: integers without a decimal point, no `-0`, short decimals.

@@ -26,7 +26,7 @@ rollouts/ folder is read).
 Examples:
   grpo analyze runs/lambda/rollouts                 # table: one row per step, then overall
   grpo analyze runs/lambda --per-group              # plus one row per group
-  grpo analyze runs/lambda --json > stats.json      # {groups, non_trivial_fraction, ..., per_step, group_stats}
+  grpo analyze runs/lambda --json > stats.json      # overall keys, per_step, group_stats
   grpo analyze runs/lambda --step 3 --group 1 --tokenizer runs/lambda/checkpoint-100
   grpo analyze runs/lambda --step 3 --group 1 --svg tree.svg --png tree.png";
 
