@@ -786,3 +786,32 @@ fn completion_logprobs_match_the_composed_reference() {
         }
     }
 }
+
+#[test]
+fn degenerate_inputs_are_errors_not_panics() {
+    let p = load("tiny-qwen2");
+    let empty = Tensor::zeros((1, 0), DType::U32, &Device::Cpu).unwrap();
+    assert!(p.forward(&empty, None).is_err());
+    let mut cache = p.new_cache(1, 4).unwrap();
+    assert!(p.forward_cached_last(&empty, None, &mut cache).is_err());
+    let one = Tensor::new(&[[5u32]], &Device::Cpu).unwrap();
+    assert!(p.token_logprobs(&one, None, 1.0).is_err());
+    assert!(p
+        .token_logprobs(&Tensor::new(&[[5u32, 6]], &Device::Cpu).unwrap(), None, 0.0)
+        .is_err());
+    let oov = Tensor::new(&[[5u32, 512]], &Device::Cpu).unwrap();
+    let e = p.forward(&oov, None).unwrap_err().to_string();
+    assert!(e.contains("512") && e.contains("vocab_size"), "{e}");
+    let bad_mask = Tensor::ones((1, 3), DType::U32, &Device::Cpu).unwrap();
+    assert!(p
+        .forward(
+            &Tensor::new(&[[5u32, 6]], &Device::Cpu).unwrap(),
+            Some(&bad_mask)
+        )
+        .is_err());
+    // Selecting no rows (every sequence finished) gives an empty cache.
+    p.forward_cached(&one, None, &mut cache).unwrap();
+    let none = cache.select_rows(&[]).unwrap();
+    assert_eq!((none.batch_size(), none.len(), none.capacity()), (0, 1, 4));
+    assert_eq!(cache.repeat_rows(3).unwrap().next_position(2), Some(1));
+}

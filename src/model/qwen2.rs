@@ -461,6 +461,9 @@ impl Transformer {
         let (b, t) = input_ids
             .dims2()
             .context("input_ids must have shape [batch, seq_len]")?;
+        if b == 0 || t == 0 {
+            bail!("input_ids is empty (shape [{b}, {t}])");
+        }
         let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
         let h = self.embed_tokens.dim(1)?;
         Ok(self
