@@ -369,3 +369,39 @@ fn rejects_bad_input() {
     assert_eq!(out.len(), 4);
     assert!(out.iter().all(|c| c.token_ids.is_empty()));
 }
+
+#[test]
+fn restricted_generation_only_samples_allowed_tokens() {
+    let f = load("tiny-qwen2");
+    let allowed: Vec<u32> = vec![16, 46, 63, 124, 347, 366];
+    let params = sampled_params(5);
+    let out = grpo::sampler::generate_restricted(
+        &f.policy,
+        &f.tokenizer,
+        &f.prompts,
+        3,
+        &params,
+        &allowed,
+    )
+    .unwrap();
+    assert_eq!(out.len(), 6);
+    for c in &out {
+        assert_eq!(c.token_ids.len(), 12);
+        assert!(c.token_ids.iter().all(|t| allowed.contains(t)), "{c:?}");
+        // Renormalised over six tokens: each log-prob is above the full-vocabulary one.
+        let prompt = &f.prompts[c.prompt_index];
+        let seq: Vec<u32> = prompt.iter().chain(&c.token_ids).copied().collect();
+        let ids = Tensor::from_slice(&seq, (1, seq.len()), &Device::Cpu).unwrap();
+        let full: Vec<f32> = f
+            .policy
+            .token_logprobs(&ids, None, 0.7)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (lp, full_lp) in c.logprobs.iter().zip(&full[prompt.len() - 1..]) {
+            assert!(*lp <= 0.0 && *lp > *full_lp, "{lp} vs {full_lp}");
+        }
+    }
+}

@@ -295,11 +295,12 @@ fn sum_f64(values: &[f32]) -> f64 {
 
 /// `exp(x)` for `x <= 0` (softmax weights relative to the max): Cephes' `expf` range reduction
 /// and polynomial (relative error ~1e-7, as libm), branch-free so the weight loop vectorises
-/// instead of calling `expf` per element. Inputs below -87 give ~1.6e-38 instead of less;
-/// NaN stays NaN, so bad logits are still caught by [`check_sum`].
+/// instead of calling `expf` per element. Inputs below -87 (subnormal results, and -inf for
+/// masked tokens) give exactly 0; NaN stays NaN, so bad logits are still caught by
+/// [`check_sum`].
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    let x = if x < -87.0 { -87.0 } else { x };
+fn exp_nonpositive(x_in: f32) -> f32 {
+    let x = if x_in < -87.0 { -87.0 } else { x_in };
     // Adding 1.5 * 2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let shifted = x * std::f32::consts::LOG2_E + ROUND;
@@ -315,7 +316,13 @@ fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits((k_int.wrapping_add(127) << 23) as u32)
+    let e = y * f32::from_bits((k_int.wrapping_add(127) << 23) as u32);
+    // Below the normal range (and at -inf, e.g. masked tokens) the weight is exactly 0.
+    if x_in < -87.0 {
+        0.0
+    } else {
+        e
+    }
 }
 
 fn check_sum(sum: f64) -> Result<()> {
@@ -527,9 +534,9 @@ mod tests {
         }
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert!(exp_nonpositive(-1e4) < 2e-38);
+        assert_eq!(exp_nonpositive(-1e4), 0.0);
         assert!(exp_nonpositive(f32::NAN).is_nan());
-        assert!(exp_nonpositive(f32::NEG_INFINITY) < 2e-38);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
     }
 
     #[test]
