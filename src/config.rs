@@ -456,7 +456,7 @@ impl Config {
         if s.max_completion_length == 0 {
             bail!("sampling.max_completion_length: expected a positive number of tokens");
         }
-        if !(s.temperature > 0.0) {
+        if s.temperature.is_nan() || s.temperature <= 0.0 {
             bail!(
                 "sampling.temperature: expected > 0 for training rollouts (log-probs are taken from logits / temperature), got {}",
                 s.temperature
@@ -499,7 +499,7 @@ impl Config {
             bail!("train.gradient_accumulation_steps: expected at least 1");
         }
         let n = t.batch_size * s.num_generations;
-        if n % t.gradient_accumulation_steps != 0 {
+        if !n.is_multiple_of(t.gradient_accumulation_steps) {
             bail!(
                 "train.gradient_accumulation_steps: the step's batch_size × num_generations = {n} completions must be divisible by gradient_accumulation_steps ({}); change one of them",
                 t.gradient_accumulation_steps

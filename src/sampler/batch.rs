@@ -59,7 +59,16 @@ pub fn generate_restricted(
     params: &SamplingParams,
     allowed: &[u32],
 ) -> Result<Vec<Completion>> {
-    generate_with_prefill_chunk(policy, tokenizer, prompts, num_samples, params, None, None, allowed)
+    generate_with_prefill_chunk(
+        policy,
+        tokenizer,
+        prompts,
+        num_samples,
+        params,
+        None,
+        None,
+        allowed,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -465,8 +474,9 @@ mod tests {
             ignore_eos: true,
             ..SamplingParams::default()
         };
-        let out = generate_with_prefill_chunk(&policy, &tok, &prompts, 2, &params, None, Some(3), &[])
-            .unwrap();
+        let out =
+            generate_with_prefill_chunk(&policy, &tok, &prompts, 2, &params, None, Some(3), &[])
+                .unwrap();
         for c in &out {
             let expected: Vec<u32> = reference["greedy_new_token_ids"][c.prompt_index]
                 .as_array()

@@ -2,10 +2,10 @@
 
 pub mod advantages;
 pub mod loss;
-pub mod process_sets;
 pub mod optim;
+pub mod process_sets;
 pub mod rollout;
-pub mod state;
 pub mod run;
 pub mod sft;
+pub mod state;
 pub mod sweep;

@@ -93,9 +93,8 @@ impl AdamW {
         let t = self.step as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2 = 1.0 - self.beta2.powi(t);
-        for i in 0..self.vars.len() {
-            let var = &self.vars[i];
-            let g = grads[i].to_dtype(DType::F32)?;
+        for (i, (var, grad)) in self.vars.iter().zip(grads).enumerate() {
+            let g = grad.to_dtype(DType::F32)?;
             let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;
@@ -234,13 +233,13 @@ mod tests {
         let cfg = optim(0.01, 0.0);
         let mut opt = AdamW::new(vec![("w".into(), var.clone())], &cfg).unwrap();
         let g = Tensor::new(&[0.1f32, 0.2, -0.3], &Device::Cpu).unwrap();
-        opt.step(&[g.clone()], 0.01).unwrap();
+        opt.step(std::slice::from_ref(&g), 0.01).unwrap();
         opt.save(&dir.path().join("opt.safetensors")).unwrap();
         let var2 = Var::new(&var.as_tensor().to_vec1::<f32>().unwrap()[..], &Device::Cpu).unwrap();
         let mut opt2 = AdamW::new(vec![("w".into(), var2.clone())], &cfg).unwrap();
         opt2.load(&dir.path().join("opt.safetensors")).unwrap();
         assert_eq!(opt2.steps_taken(), 1);
-        opt.step(&[g.clone()], 0.01).unwrap();
+        opt.step(std::slice::from_ref(&g), 0.01).unwrap();
         opt2.step(&[g], 0.01).unwrap();
         assert_eq!(
             var.as_tensor().to_vec1::<f32>().unwrap(),

@@ -268,9 +268,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let keep = !(cfg.loss.mask_truncated_completions
-                    && c.finish_reason == FinishReason::Length)
-                    && !(cfg.loss.skip_zero_std_groups && zero_std[i / g]);
+                let truncated =
+                    cfg.loss.mask_truncated_completions && c.finish_reason == FinishReason::Length;
+                let skipped = cfg.loss.skip_zero_std_groups && zero_std[i / g];
+                let keep = !truncated && !skipped;
                 vec![keep; c.token_ids.len()]
             })
             .collect();
@@ -467,7 +468,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             )?;
         }
         let last = state.step == cfg.train.max_steps;
-        if last || (cfg.eval.every > 0 && state.step % cfg.eval.every == 0) {
+        if last || (cfg.eval.every > 0 && state.step.is_multiple_of(cfg.eval.every)) {
             if let Some(v) = validate(&policy)? {
                 m.insert("eval/accuracy".into(), json!(v));
                 if last {
@@ -483,10 +484,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             lens.iter().sum::<usize>() as f64 / n as f64,
             step_time
         ));
-        if state.step % cfg.train.logging_steps == 0 {
+        if state.step.is_multiple_of(cfg.train.logging_steps) {
             tracing::debug!(step = state.step, loss = acc.loss, reward_mean, "step");
         }
-        if cfg.train.save_steps > 0 && state.step % cfg.train.save_steps == 0 {
+        if cfg.train.save_steps > 0 && state.step.is_multiple_of(cfg.train.save_steps) {
             let mut s = state.clone();
             s.elapsed_s += loop_start.elapsed().as_secs_f64();
             last_saved = Some(save_checkpoint(&out, &policy, &base_dir, &opt, &s)?);
@@ -666,7 +667,7 @@ pub fn validation_accuracy(
             sampler::generate_restricted(policy, tokenizer, &batch, n, &params, allowed)?;
         for c in &completions {
             let gold = &examples[chunk[c.prompt_index]].answer;
-            if is_correct(&c.text, gold, &reward_cfg) {
+            if is_correct(&c.text, gold, reward_cfg) {
                 correct += 1;
             }
         }
