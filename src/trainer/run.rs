@@ -153,21 +153,39 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         ids => Some(allowed_bias(ids, policy.config.vocab_size, &device)?),
     };
     let pad = tokenizer.pad_token_id();
+    // Validation runs the same code as `grpo eval` (mean pass@1 over `eval.n` samples); the
+    // restricted-alphabet toy tasks use the trainer's own loop, which knows `allowed_tokens`.
     let validate = |policy: &Policy| -> Result<Option<f64>> {
         if val_set.is_empty() {
             return Ok(None);
         }
-        let acc = validation_accuracy(
-            policy,
-            &tokenizer,
-            &val_set,
-            &format,
-            cfg,
-            &eos,
-            &reward_cfg,
-            &allowed,
-        )?;
-        Ok(Some(acc))
+        if !allowed.is_empty() {
+            let acc = validation_accuracy(
+                policy,
+                &tokenizer,
+                &val_set,
+                &format,
+                cfg,
+                &eos,
+                &reward_cfg,
+                &allowed,
+            )?;
+            return Ok(Some(acc));
+        }
+        let set = crate::eval::EvalSet::new("validation", val_set.clone(), reward_cfg.policy);
+        let settings = crate::eval::EvalSettings {
+            n: cfg.eval.n.max(1),
+            ks: vec![1],
+            temperature: cfg.eval.temperature,
+            max_new_tokens: cfg.eval.max_completion_length,
+            seed: cfg.train.seed,
+            prompt: format.clone(),
+            stop: cfg.sampling.stop.clone(),
+            equiv: reward_cfg.opts.clone(),
+            ..crate::eval::EvalSettings::default()
+        };
+        let result = crate::eval::evaluate(policy, &tokenizer, &set, &settings, None)?;
+        Ok(Some(result.pass1))
     };
     if resume_dir.is_none() {
         state.initial_val_accuracy = validate(&policy)?;
