@@ -1,8 +1,6 @@
 //! `grpo sweep`: compare configs (e.g. λ-GRPO vs GRPO) over several seeds in one report.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -70,16 +68,7 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         out: args.out.clone(),
         command,
     };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ngrpo: interrupt received: saving the current run's checkpoint");
-        });
-    }
+    let interrupted = super::interrupt_flag("saving the current run's checkpoint");
     let report = sweep(&spec, interrupted).context("sweep")?;
     // Overlaid curves of every run (seeds of one config drawn as mean ± std).
     let runs = report

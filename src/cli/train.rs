@@ -1,8 +1,6 @@
 //! `grpo train`: the RL loop on a TOML config.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
@@ -45,17 +43,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         Some(None) => Resume::Latest,
         Some(Some(p)) => Resume::Dir(p.clone()),
     };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        // A second Ctrl-C while the checkpoint is being written falls through to the default.
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ngrpo: interrupt received: finishing the step, then saving a checkpoint");
-        });
-    }
+    let interrupted = super::interrupt_flag("finishing the step, then saving a checkpoint");
     let summary = train(&cfg, resume, interrupted)?;
     let fmt = |v: Option<f64>| v.map(|a| format!("{a:.4}")).unwrap_or_else(|| "n/a".into());
     println!(
