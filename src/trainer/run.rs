@@ -269,11 +269,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         let zero_std = zero_std_groups(&rewards_total, g)?;
         let token_ids: Vec<&[u32]> = completions.iter().map(|c| c.token_ids.as_slice()).collect();
         let ts_process = Instant::now();
-        let lambda: Vec<Vec<u32>> = token_ids
-            .chunks(g)
-            .flat_map(process_sets::lambda_sizes)
-            .collect();
-        let group_stats: Vec<_> = token_ids.chunks(g).map(process_sets::group_stats).collect();
+        // One prefix tree per group serves both the loss weights and the logged statistics.
+        let trees: Vec<_> = token_ids.chunks(g).map(process_sets::build).collect();
+        let lambda: Vec<Vec<u32>> = trees.iter().flat_map(|t| t.lambda_sizes()).collect();
+        let group_stats: Vec<_> = trees.iter().map(|t| t.stats()).collect();
         let proc_stats = process_sets::batch_stats(&group_stats);
         let time_process_sets = ts_process.elapsed().as_secs_f64();
         let time_score = ts_score.elapsed().as_secs_f64();
