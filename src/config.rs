@@ -285,10 +285,12 @@ impl Default for LossSection {
     }
 }
 
-/// `[optim]`: AdamW with warmup and a constant / cosine / linear schedule.
+/// `[optim]`: AdamW (or SGD) with warmup and a constant / cosine / linear schedule.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimSection {
+    /// `adamw` (default; `adamw_torch` is accepted, as in transformers) or `sgd`.
+    pub optim: OptimKind,
     pub learning_rate: f64,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
@@ -304,6 +306,7 @@ pub struct OptimSection {
 impl Default for OptimSection {
     fn default() -> Self {
         Self {
+            optim: OptimKind::Adamw,
             learning_rate: 1e-6,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
@@ -314,6 +317,14 @@ impl Default for OptimSection {
             warmup_steps: 0,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimKind {
+    #[serde(alias = "adamw_torch")]
+    Adamw,
+    Sgd,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

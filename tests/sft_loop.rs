@@ -8,7 +8,8 @@ use grpo::config::Config;
 use grpo::data::dataset::load_jsonl;
 use grpo::model::{ModelConfig, Policy, Tokenizer};
 use grpo::trainer::sft::{
-    build_rows, completion_nll, make_batch, prompt_format, random_model_config, train_sft, SftRow,
+    build_rows, completion_nll, is_direct_answer, make_batch, prompt_format, random_model_config,
+    train_sft, SftRow,
 };
 
 fn tiny_config(vocab: usize) -> ModelConfig {
@@ -198,7 +199,7 @@ max_position_embeddings = 128
 
     let tokenizer = Tokenizer::load(&model_dir).unwrap();
     let examples = load_jsonl(&train, "question", "answer").unwrap();
-    let rows = build_rows(&examples, &tokenizer, &prompt_format(&cfg)).unwrap();
+    let rows = build_rows(&examples, &tokenizer, &prompt_format(&cfg), 0.0, 0).unwrap();
     assert_eq!(rows.len(), 4);
     let eos = tokenizer.token_to_id("<|im_end|>").unwrap();
     for (r, ex) in rows.iter().zip(&examples) {
@@ -292,4 +293,47 @@ max_position_embeddings = 128
     // ... and differ from the mid-run checkpoint's.
     let mid = Policy::load(&out.join("checkpoint-6"), DType::F32, &Device::Cpu).unwrap();
     assert_ne!(logits(&trained), logits(&mid));
+}
+
+#[test]
+fn direct_answer_fraction_replaces_that_share_of_targets_with_the_boxed_answer() {
+    let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-math");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/arith/validation.jsonl");
+    let cfg = Config::from_toml_str(
+        &format!(
+            "[model]\npath = {:?}\n[data]\ntrain = {:?}\n",
+            model_dir, data
+        ),
+        "test",
+        &[],
+    )
+    .unwrap();
+    let tokenizer = Tokenizer::load(&model_dir).unwrap();
+    let examples = load_jsonl(&data, "question", "answer").unwrap();
+    let format = prompt_format(&cfg);
+    let worked = build_rows(&examples, &tokenizer, &format, 0.0, 7).unwrap();
+    let mixed = build_rows(&examples, &tokenizer, &format, 0.5, 7).unwrap();
+    let mut direct = 0;
+    for (i, ((w, m), ex)) in worked.iter().zip(&mixed).zip(&examples).enumerate() {
+        assert_eq!(w.prompt, m.prompt, "prompts are untouched");
+        let text = tokenizer.decode(&m.completion, true).unwrap();
+        if is_direct_answer(7, i, 0.5) {
+            direct += 1;
+            assert_eq!(text, format!("\\boxed{{{}}}", ex.answer));
+        } else {
+            assert_eq!(m.completion, w.completion);
+        }
+    }
+    // 200 fair coin flips: 100 ± 7 (one std); a selection that ignores the fraction fails.
+    assert!((75..=125).contains(&direct), "{direct} of 200 direct");
+    assert!((0..200).all(|i| !is_direct_answer(7, i, 0.0) && is_direct_answer(7, i, 1.0)));
+    assert_ne!(
+        (0..200)
+            .map(|i| is_direct_answer(7, i, 0.5))
+            .collect::<Vec<_>>(),
+        (0..200)
+            .map(|i| is_direct_answer(8, i, 0.5))
+            .collect::<Vec<_>>(),
+        "the seed picks the subset"
+    );
 }

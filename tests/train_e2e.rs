@@ -135,6 +135,12 @@ fn train_checkpoint_reload_and_resume() {
     }
     // The length penalty varies within groups, so the policy gets a gradient and moves.
     assert!(m.iter().any(|l| l["grad_norm"].as_f64().unwrap() > 0.0));
+    // The sampler's and the trainer's log-probs of the same tokens agree (the update is
+    // on-policy): a position, padding or temperature mismatch shows up here as O(0.1–1).
+    for line in &m {
+        let d = line["logprob_diff"].as_f64().unwrap();
+        assert!(d < 1e-3, "step {}: logprob_diff {d}", line["step"]);
+    }
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["steps"], 4);

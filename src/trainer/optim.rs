@@ -1,4 +1,4 @@
-//! AdamW, gradient clipping and the learning-rate schedule.
+//! The optimizer (AdamW or SGD), gradient clipping and the learning-rate schedule.
 //!
 //! candle ships an AdamW, but it keeps its moments private, and resuming a run must restore
 //! them bit for bit; so this one is written out (it is twelve lines of arithmetic).
@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, Var};
 
-use crate::config::{LrScheduler, OptimSection};
+use crate::config::{LrScheduler, OptimKind, OptimSection};
 
 /// Learning rate at `step` (0-based): linear warmup, then constant / cosine / linear decay to 0
 /// at `max_steps`. A pure function so a resumed run gets the same rate.
@@ -27,8 +27,11 @@ pub fn learning_rate(cfg: &OptimSection, step: usize, max_steps: usize) -> f64 {
     }
 }
 
-/// Decoupled-weight-decay Adam (Loshchilov & Hutter), as `torch.optim.AdamW`.
-pub struct AdamW {
+/// Decoupled-weight-decay Adam (Loshchilov & Hutter), as `torch.optim.AdamW`; or plain SGD
+/// (`optim.optim = "sgd"`, as `torch.optim.SGD` without momentum), whose step follows the
+/// gradient's scale, which Adam normalises away per parameter.
+pub struct Optimizer {
+    kind: OptimKind,
     names: Vec<String>,
     vars: Vec<Var>,
     m: Vec<Tensor>,
@@ -40,7 +43,7 @@ pub struct AdamW {
     pub weight_decay: f64,
 }
 
-impl AdamW {
+impl Optimizer {
     /// `params` are (name, var) pairs; the names key the saved state.
     pub fn new(mut params: Vec<(String, Var)>, cfg: &OptimSection) -> Result<Self> {
         params.sort_by(|a, b| a.0.cmp(&b.0));
@@ -56,6 +59,7 @@ impl AdamW {
             vars.push(var);
         }
         Ok(Self {
+            kind: cfg.optim,
             names,
             vars,
             m,
@@ -84,7 +88,7 @@ impl AdamW {
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
         if grads.len() != self.vars.len() {
             bail!(
-                "AdamW: {} gradients for {} parameters",
+                "optimizer: {} gradients for {} parameters",
                 grads.len(),
                 self.vars.len()
             );
@@ -95,10 +99,21 @@ impl AdamW {
         let bc2 = 1.0 - self.beta2.powi(t);
         for (i, (var, grad)) in self.vars.iter().zip(grads).enumerate() {
             let g = grad.to_dtype(DType::F32)?;
+            let theta = var.as_tensor().to_dtype(DType::F32)?;
+            if self.kind == OptimKind::Sgd {
+                // torch.optim.SGD: weight decay is L2, added to the gradient.
+                let g = if self.weight_decay != 0.0 {
+                    (g + (&theta * self.weight_decay)?)?
+                } else {
+                    g
+                };
+                let new = (theta - (g * lr)?)?;
+                var.set(&new.to_dtype(var.dtype())?)?;
+                continue;
+            }
             let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;
-            let theta = var.as_tensor().to_dtype(DType::F32)?;
             let decayed = if self.weight_decay != 0.0 {
                 (&theta * (1.0 - lr * self.weight_decay))?
             } else {
@@ -200,7 +215,7 @@ mod tests {
         // [-1, 2], recomputed below in f64 with torch's update order.
         let var = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
         let cfg = optim(0.1, 0.01);
-        let mut opt = AdamW::new(vec![("p".into(), var.clone())], &cfg).unwrap();
+        let mut opt = Optimizer::new(vec![("p".into(), var.clone())], &cfg).unwrap();
         let g1 = Tensor::new(&[0.5f32, 0.25], &Device::Cpu).unwrap();
         let g2 = Tensor::new(&[-1.0f32, 2.0], &Device::Cpu).unwrap();
         opt.step(&[g1], 0.1).unwrap();
@@ -227,16 +242,49 @@ mod tests {
     }
 
     #[test]
+    fn sgd_matches_torch_reference() {
+        // torch.optim.SGD([p], lr=0.1, weight_decay=0.01): p -= lr·(g + wd·p), twice.
+        let var = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
+        let cfg = OptimSection {
+            optim: OptimKind::Sgd,
+            ..optim(0.1, 0.01)
+        };
+        let mut opt = Optimizer::new(vec![("p".into(), var.clone())], &cfg).unwrap();
+        opt.step(&[Tensor::new(&[0.5f32, 0.25], &Device::Cpu).unwrap()], 0.1)
+            .unwrap();
+        // 1 − 0.1·(0.5 + 0.01) = 0.949;  −2 − 0.1·(0.25 − 0.02) = −2.023
+        let got = var.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(
+            (got[0] - 0.949).abs() < 1e-6 && (got[1] + 2.023).abs() < 1e-6,
+            "{got:?}"
+        );
+        opt.step(&[Tensor::new(&[-1.0f32, 2.0], &Device::Cpu).unwrap()], 0.1)
+            .unwrap();
+        let want = [
+            0.949 - 0.1 * (-1.0 + 0.01 * 0.949),
+            -2.023 - 0.1 * (2.0 - 0.01 * 2.023),
+        ];
+        let got = var.as_tensor().to_vec1::<f32>().unwrap();
+        for k in 0..2 {
+            assert!(
+                (got[k] as f64 - want[k]).abs() < 1e-6,
+                "{got:?} vs {want:?}"
+            );
+        }
+        assert_eq!(opt.steps_taken(), 2);
+    }
+
+    #[test]
     fn optimizer_state_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let var = Var::new(&[1.0f32, -2.0, 3.0], &Device::Cpu).unwrap();
         let cfg = optim(0.01, 0.0);
-        let mut opt = AdamW::new(vec![("w".into(), var.clone())], &cfg).unwrap();
+        let mut opt = Optimizer::new(vec![("w".into(), var.clone())], &cfg).unwrap();
         let g = Tensor::new(&[0.1f32, 0.2, -0.3], &Device::Cpu).unwrap();
         opt.step(std::slice::from_ref(&g), 0.01).unwrap();
         opt.save(&dir.path().join("opt.safetensors")).unwrap();
         let var2 = Var::new(&var.as_tensor().to_vec1::<f32>().unwrap()[..], &Device::Cpu).unwrap();
-        let mut opt2 = AdamW::new(vec![("w".into(), var2.clone())], &cfg).unwrap();
+        let mut opt2 = Optimizer::new(vec![("w".into(), var2.clone())], &cfg).unwrap();
         opt2.load(&dir.path().join("opt.safetensors")).unwrap();
         assert_eq!(opt2.steps_taken(), 1);
         opt.step(std::slice::from_ref(&g), 0.01).unwrap();

@@ -30,7 +30,7 @@ use crate::rewards::{self, RewardConfig, RewardSpec};
 use crate::sampler::{self, Completion, FinishReason, SamplingParams};
 use crate::trainer::advantages::{advantages, zero_std_groups};
 use crate::trainer::loss::{self, LossStats, SeqLayout};
-use crate::trainer::optim::{clip_grad_norm, learning_rate, AdamW};
+use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::process_sets;
 use crate::trainer::rollout::{mix_seed, pack, step_prompt_indices, PromptFormat};
 use crate::trainer::state::{latest_checkpoint, load_state, save_checkpoint, TrainerState};
@@ -129,7 +129,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
     let reward_fns = rewards::build_rewards(&specs, &reward_cfg)?;
 
     let resolved = cfg.loss.loss_type.resolve(cfg.loss.weighting())?;
-    let mut opt = AdamW::new(policy.named_vars(), &cfg.optim)?;
+    let mut opt = Optimizer::new(policy.named_vars(), &cfg.optim)?;
     let mut state = TrainerState {
         step: 0,
         nonfinite_streak: 0,
@@ -314,6 +314,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         let mut acc = StepAccumulator::default();
         let mut skipped = false;
         let mut grad_norm = 0.0;
+        let mut logprob_diff = (0.0f64, 0usize);
         for iteration in 0..cfg.loss.num_iterations {
             let mut grads: Vec<Option<Tensor>> = vec![None; opt.vars().len()];
             let mut loss_sum = 0.0;
@@ -332,6 +333,15 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
                     vocab_bias.as_ref(),
                 )?;
                 if iteration == 0 {
+                    // How far the trainer's log-probs are from the sampler's (same weights,
+                    // other code path): should be float noise; a gap means the update is off-policy.
+                    let trainer_lp = logp.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+                    for (row, c) in trainer_lp.iter().zip(&completions[rows.clone()]) {
+                        for (a, b) in row.iter().zip(&c.logprobs) {
+                            logprob_diff.0 += f64::from((a - b).abs());
+                            logprob_diff.1 += 1;
+                        }
+                    }
                     old_logp[k] = Some(logp.detach());
                     if let Some(reference) = &reference {
                         let (r, _) = completion_logprobs(
@@ -452,6 +462,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         m.insert("kl".into(), json!(acc.kl()));
         m.insert("clip_fraction".into(), json!(acc.clip_fraction()));
         m.insert("entropy".into(), json!(acc.entropy()));
+        m.insert(
+            "logprob_diff".into(),
+            json!(logprob_diff.0 / logprob_diff.1.max(1) as f64),
+        );
         m.insert("grad_norm".into(), json!(grad_norm));
         m.insert("lr".into(), json!(lr));
         m.insert("skipped_update".into(), json!(skipped));

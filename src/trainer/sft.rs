@@ -35,7 +35,7 @@ use crate::data::dataset::Example;
 use crate::model::{copy_tokenizer_files, resolve_model_dir, ModelConfig, Policy, Tokenizer};
 use crate::rewards::{self, EquivOptions, ExtractPolicy};
 use crate::sampler::{self, SamplingParams};
-use crate::trainer::optim::{clip_grad_norm, learning_rate, AdamW};
+use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::rollout::{mix_seed, pack, PackedBatch, PromptFormat};
 use crate::trainer::run::{load_examples, parse_device};
 
@@ -77,6 +77,11 @@ pub struct SftSection {
     pub save_every: usize,
     /// Seeds the random init and the data order.
     pub seed: u64,
+    /// Fraction of training examples (picked by `seed`) whose target is only `\boxed{answer}`,
+    /// without the worked steps. A policy trained on the mix has two modes, answering at once
+    /// or working it out, the second far more accurate on multi-step problems: a choice RL can
+    /// learn to make (the shipped policy is built this way, see models/README.md).
+    pub direct_answer_fraction: f64,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -104,6 +109,7 @@ impl Default for SftSection {
             eval_temperature: 1.0,
             save_every: 0,
             seed: 0,
+            direct_answer_fraction: 0.0,
             hidden_size: 128,
             intermediate_size: 384,
             num_hidden_layers: 4,
@@ -125,6 +131,12 @@ impl SftSection {
         }
         if self.max_steps == 0 && self.epochs == 0 {
             bail!("sft.max_steps / sft.epochs: one of them must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.direct_answer_fraction) {
+            bail!(
+                "sft.direct_answer_fraction = {}: expected a fraction between 0 and 1",
+                self.direct_answer_fraction
+            );
         }
         if self.logging_steps == 0 {
             bail!("sft.logging_steps: expected at least 1");
@@ -233,20 +245,38 @@ pub fn random_model_config(sft: &SftSection, tokenizer: &Tokenizer) -> Result<Mo
     ModelConfig::from_json(raw, "[sft] architecture")
 }
 
-/// Tokenizes the examples into SFT rows; examples without a `solution` are skipped.
+/// Whether example `index` is trained to answer at once: a pure function of (seed, index), so
+/// the split does not depend on the data order or on the other examples.
+pub fn is_direct_answer(seed: u64, index: usize, fraction: f64) -> bool {
+    const STREAM: u64 = 0xD1EC_7A45;
+    let u = (mix_seed(seed ^ STREAM, index as u64) >> 11) as f64 / (1u64 << 53) as f64;
+    u < fraction
+}
+
+/// Tokenizes the examples into SFT rows; examples without a `solution` are skipped. A
+/// `direct_fraction` of them (see [`is_direct_answer`]) gets `\boxed{answer}` as its target.
 pub fn build_rows(
     examples: &[Example],
     tokenizer: &Tokenizer,
     format: &PromptFormat,
+    direct_fraction: f64,
+    seed: u64,
 ) -> Result<Vec<SftRow>> {
     let eos = *tokenizer
         .eos_token_ids()
         .first()
         .context("the tokenizer defines no EOS token: SFT must teach the policy to stop")?;
     let mut rows = Vec::with_capacity(examples.len());
-    for ex in examples {
+    for (index, ex) in examples.iter().enumerate() {
         let Some(solution) = &ex.solution else {
             continue;
+        };
+        let direct;
+        let solution = if is_direct_answer(seed, index, direct_fraction) {
+            direct = format!("\\boxed{{{}}}", ex.answer);
+            &direct
+        } else {
+            solution
         };
         let prompt = format
             .encode(tokenizer, &ex.question)
@@ -382,7 +412,13 @@ pub fn train_sft(cfg: &Config) -> Result<(SftSummary, Policy)> {
     };
     let format = prompt_format(cfg);
     let train_set = load_examples(&cfg.data.train, cfg)?;
-    let rows = build_rows(&train_set, &tokenizer, &format)?;
+    let rows = build_rows(
+        &train_set,
+        &tokenizer,
+        &format,
+        s.direct_answer_fraction,
+        s.seed,
+    )?;
     if rows.is_empty() {
         bail!(
             "data.train = `{}`: no example has a `solution` field to fine-tune on",
@@ -423,7 +459,7 @@ pub fn train_sft(cfg: &Config) -> Result<(SftSummary, Policy)> {
         "sft: starting"
     );
 
-    let mut opt = AdamW::new(policy.named_vars(), &cfg.optim)?;
+    let mut opt = Optimizer::new(policy.named_vars(), &cfg.optim)?;
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = std::fs::File::create(&metrics_path)
         .with_context(|| format!("creating {}", metrics_path.display()))?;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{copy_tokenizer_files, Policy};
-use crate::trainer::optim::AdamW;
+use crate::trainer::optim::Optimizer;
 
 /// What `trainer_state.json` holds besides the weights and moments.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -37,7 +37,7 @@ pub fn save_checkpoint(
     out: &Path,
     policy: &Policy,
     tokenizer_dir: &Path,
-    opt: &AdamW,
+    opt: &Optimizer,
     state: &TrainerState,
 ) -> Result<PathBuf> {
     let final_dir = checkpoint_dir(out, state.step);
