@@ -347,6 +347,9 @@ pub struct TrainSection {
     pub seed: u64,
     /// Checkpoint every N steps (and always at the end); 0 = only at the end.
     pub save_steps: usize,
+    /// Keep at most this many checkpoints, deleting the oldest (TRL's `save_total_limit`);
+    /// 0 = keep all.
+    pub save_total_limit: usize,
     pub logging_steps: usize,
     /// Write each step's groups to `output.dir/rollouts/step-N.jsonl`.
     pub save_rollouts: bool,
@@ -362,6 +365,7 @@ impl Default for TrainSection {
             max_steps: 100,
             seed: 42,
             save_steps: 0,
+            save_total_limit: 0,
             logging_steps: 1,
             save_rollouts: false,
             max_nonfinite_steps: 5,

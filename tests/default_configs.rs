@@ -46,3 +46,49 @@ fn default_configs_train_a_few_steps() {
         assert!(out.join("checkpoint-2/model.safetensors").exists());
     }
 }
+
+/// Every shipped config (defaults, toy task, real-checkpoint examples) parses and validates, and
+/// the examples for hub checkpoints fail with a clear message when the weights are not cached.
+#[test]
+fn every_shipped_config_is_valid() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["configs", "configs/tree", "configs/examples"] {
+        for entry in std::fs::read_dir(repo.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 8, "{files:?}");
+    for path in &files {
+        let cfg = grpo::config::Config::load(path, &[])
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        cfg.validate()
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    }
+    let empty_cache = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_grpo"))
+        .current_dir(&repo)
+        .env("HF_HOME", empty_cache.path())
+        .env_remove("HF_HUB_CACHE")
+        .args([
+            "train",
+            "--config",
+            "configs/examples/qwen2.5-0.5b-instruct-gsm8k.toml",
+        ])
+        .arg("--set")
+        .arg(format!(
+            "output.dir={}",
+            empty_cache.path().join("run").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("Qwen/Qwen2.5-0.5B-Instruct") && err.contains("not in the Hugging Face cache"),
+        "{err}"
+    );
+}

@@ -89,6 +89,11 @@ fn seed_groups_mean_std_and_smoothing() {
         smooth(&[(1.0, 4.0), (2.0, 0.0), (3.0, 2.0), (4.0, 4.0)], 3),
         vec![(1.0, 4.0), (2.0, 2.0), (3.0, 2.0), (4.0, 2.0)]
     );
+    // The window counts steps: points 50 steps apart are not averaged together.
+    assert_eq!(
+        smooth(&[(0.0, 0.1), (50.0, 0.2), (100.0, 0.3), (102.0, 0.5)], 10),
+        vec![(0.0, 0.1), (50.0, 0.2), (100.0, 0.3), (102.0, 0.4)]
+    );
     // Validation accuracy gets the summary's before/after values at steps 0 and `steps`.
     let ev = curve(&[&runs[2]], "eval/accuracy", 1).unwrap();
     let pts: Vec<(f64, f64)> = ev.points.iter().map(|p| (p.0, p.1)).collect();

@@ -229,14 +229,17 @@ pub struct Curve {
     pub runs: usize,
 }
 
-/// Trailing moving average over up to `window` points (`window` ≤ 1: unchanged).
+/// Trailing moving average over the last `window` steps (`window` ≤ 1: unchanged). The
+/// window is in steps, not points, so a sparse series (validation every 50 steps) is left as
+/// it is instead of being averaged with its whole history.
 pub fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
     if window <= 1 {
         return points.to_vec();
     }
     (0..points.len())
         .map(|i| {
-            let lo = (i + 1).saturating_sub(window);
+            let x = points[i].0;
+            let lo = points[..=i].partition_point(|p| p.0 <= x - window as f64);
             let w = &points[lo..=i];
             (
                 points[i].0,
@@ -539,9 +542,10 @@ fn draw_panel<DB: DrawingBackend>(
     if x1 <= x0 {
         (x0, x1) = (x0 - 1.0, x1 + 1.0);
     }
-    // Accuracies keep their natural [0, 1] scale, so panels of different runs compare by eye.
+    // Accuracies start at 0, so the height of a curve reads as a rate; the top follows the data
+    // (a 0.1 → 0.2 gain would be a flat line on a [0, 1] axis).
     if key.contains("accuracy") && y0 >= 0.0 && y1 <= 1.0 {
-        (y0, y1) = (0.0, 1.0);
+        y0 = 0.0;
     }
     let pad = if y1 > y0 {
         0.05 * (y1 - y0)

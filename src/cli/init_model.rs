@@ -45,11 +45,21 @@ pub struct InitModelArgs {
     /// Untie the LM head from the embeddings.
     #[arg(long)]
     pub untied: bool,
+    /// Standard deviation of the normal init (HF `initializer_range`). Small values give
+    /// near-uniform next-token distributions, like a policy that has no preference yet.
+    #[arg(long, default_value_t = 0.02)]
+    pub initializer_range: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
 pub fn run(args: &InitModelArgs) -> Result<()> {
+    if !(args.initializer_range > 0.0 && args.initializer_range.is_finite()) {
+        anyhow::bail!(
+            "--initializer-range {}: expected a positive standard deviation",
+            args.initializer_range
+        );
+    }
     let tokenizer = Tokenizer::load(&args.tokenizer)?;
     let arch = SftSection {
         hidden_size: args.hidden_size,
@@ -59,6 +69,7 @@ pub fn run(args: &InitModelArgs) -> Result<()> {
         num_key_value_heads: args.kv_heads,
         max_position_embeddings: args.max_position_embeddings,
         tie_word_embeddings: !args.untied,
+        initializer_range: args.initializer_range,
         ..SftSection::default()
     };
     let config = random_model_config(&arch, &tokenizer)?;

@@ -33,7 +33,9 @@ use crate::trainer::loss::{self, LossStats, SeqLayout};
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::process_sets;
 use crate::trainer::rollout::{mix_seed, pack, step_prompt_indices, PromptFormat};
-use crate::trainer::state::{latest_checkpoint, load_state, save_checkpoint, TrainerState};
+use crate::trainer::state::{
+    latest_checkpoint, load_state, prune_checkpoints, save_checkpoint, TrainerState,
+};
 
 /// Where to resume from.
 #[derive(Debug, Clone)]
@@ -522,6 +524,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             let mut s = state.clone();
             s.elapsed_s += loop_start.elapsed().as_secs_f64();
             last_saved = Some(save_checkpoint(&out, &policy, &base_dir, &opt, &s)?);
+            prune_checkpoints(&out, cfg.train.save_total_limit)?;
         }
     }
     bar.finish_and_clear();
@@ -529,7 +532,11 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
     state.elapsed_s += loop_start.elapsed().as_secs_f64();
     let final_checkpoint = match last_saved {
         Some(p) if p == crate::trainer::state::checkpoint_dir(&out, state.step) => p,
-        _ => save_checkpoint(&out, &policy, &base_dir, &opt, &state)?,
+        _ => {
+            let p = save_checkpoint(&out, &policy, &base_dir, &opt, &state)?;
+            prune_checkpoints(&out, cfg.train.save_total_limit)?;
+            p
+        }
     };
     if final_val.is_none() {
         final_val = validate(&policy)?;

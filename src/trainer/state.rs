@@ -67,12 +67,34 @@ pub fn save_checkpoint(
     Ok(final_dir)
 }
 
+/// Removes the oldest complete checkpoints so that at most `keep` remain (TRL's
+/// `save_total_limit`); `keep = 0` keeps all. Called only after a new checkpoint is in place,
+/// so the newest one always survives.
+pub fn prune_checkpoints(out: &Path, keep: usize) -> Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let mut all = complete_checkpoints(out)?;
+    all.sort();
+    let excess = all.len().saturating_sub(keep);
+    for (_, dir) in all.into_iter().take(excess) {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing old checkpoint {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// The newest complete `checkpoint-N` in `out`, if any.
 pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
+    Ok(complete_checkpoints(out)?.into_iter().max().map(|(_, p)| p))
+}
+
+/// (N, path) of every `checkpoint-N` in `out` that has its `trainer_state.json`.
+fn complete_checkpoints(out: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut found = Vec::new();
     if !out.exists() {
-        return Ok(None);
+        return Ok(found);
     }
-    let mut best: Option<(usize, PathBuf)> = None;
     for entry in std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -87,11 +109,9 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
         if !path.join("trainer_state.json").exists() {
             continue;
         }
-        if best.as_ref().is_none_or(|(b, _)| n > *b) {
-            best = Some((n, path));
-        }
+        found.push((n, path));
     }
-    Ok(best.map(|(_, p)| p))
+    Ok(found)
 }
 
 pub fn load_state(dir: &Path) -> Result<TrainerState> {
@@ -108,4 +128,44 @@ pub fn load_state(dir: &Path) -> Result<TrainerState> {
         bail!("{}: optimizer.safetensors is missing", dir.display());
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_checkpoint(out: &Path, step: usize, complete: bool) {
+        let dir = checkpoint_dir(out, step);
+        std::fs::create_dir_all(&dir).unwrap();
+        if complete {
+            std::fs::write(dir.join("trainer_state.json"), "{}").unwrap();
+        }
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_complete_checkpoints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path();
+        // Numeric, not lexicographic, order: checkpoint-10 is newer than checkpoint-9.
+        for step in [5, 9, 10, 20] {
+            fake_checkpoint(out, step, true);
+        }
+        fake_checkpoint(out, 30, false);
+        assert_eq!(
+            latest_checkpoint(out).unwrap(),
+            Some(checkpoint_dir(out, 20))
+        );
+        prune_checkpoints(out, 0).unwrap();
+        assert!(checkpoint_dir(out, 5).exists(), "0 keeps everything");
+        prune_checkpoints(out, 2).unwrap();
+        let left: Vec<bool> = [5, 9, 10, 20, 30]
+            .iter()
+            .map(|&s| checkpoint_dir(out, s).exists())
+            .collect();
+        assert_eq!(
+            left,
+            [false, false, true, true, true],
+            "incomplete ones are not counted"
+        );
+    }
 }

@@ -37,6 +37,10 @@ pub struct RunResult {
     /// Mean training accuracy (reward-function accuracy of the sampled completions) over the
     /// last `min(50, steps)` steps.
     pub last50_train_accuracy: f64,
+    /// Mean training accuracy over all steps: on the toy task, how often the target was sampled.
+    pub train_accuracy_all_steps: f64,
+    /// Mean per-token entropy (nats) over the last `min(50, steps)` steps.
+    pub last50_entropy: f64,
     pub mean_step_time_s: f64,
     /// Mean share of step time spent building process sets and their statistics.
     pub process_set_time_fraction: f64,
@@ -83,6 +87,8 @@ pub struct ConfigSummary {
     pub final_val_accuracy: Option<MeanStd>,
     pub steps_to_95pct_peak: Option<MeanStd>,
     pub last50_train_accuracy: Option<MeanStd>,
+    pub train_accuracy_all_steps: Option<MeanStd>,
+    pub last50_entropy: Option<MeanStd>,
     pub mean_step_time_s: Option<MeanStd>,
     pub process_set_time_fraction: Option<MeanStd>,
     pub wall_time_s: Option<MeanStd>,
@@ -271,6 +277,8 @@ pub fn collect(spec: &SweepSpec, variants: &[Variant]) -> Result<SweepReport> {
                 final_val_accuracy: agg(&|r| r.final_val_accuracy),
                 steps_to_95pct_peak: agg(&|r| r.steps_to_95pct_peak.map(|s| s as f64)),
                 last50_train_accuracy: agg(&|r| Some(r.last50_train_accuracy)),
+                train_accuracy_all_steps: agg(&|r| Some(r.train_accuracy_all_steps)),
+                last50_entropy: agg(&|r| Some(r.last50_entropy)),
                 mean_step_time_s: agg(&|r| Some(r.mean_step_time_s)),
                 process_set_time_fraction: agg(&|r| Some(r.process_set_time_fraction)),
                 wall_time_s: agg(&|r| Some(r.wall_time_s)),
@@ -333,6 +341,13 @@ fn read_run(name: &str, seed: u64, dir: &Path) -> Result<RunResult> {
     let last: Vec<&Value> = metrics.iter().rev().take(50).collect();
     let last50 =
         last.iter().filter_map(|m| num(m, "accuracy")).sum::<f64>() / last.len().max(1) as f64;
+    let entropies: Vec<f64> = last.iter().filter_map(|m| num(m, "entropy")).collect();
+    let last50_entropy = entropies.iter().sum::<f64>() / entropies.len().max(1) as f64;
+    let all_steps = metrics
+        .iter()
+        .filter_map(|m| num(m, "accuracy"))
+        .sum::<f64>()
+        / metrics.len().max(1) as f64;
     let fractions: Vec<f64> = metrics
         .iter()
         .filter_map(|m| Some(num(m, "time_process_sets_s")? / num(m, "step_time_s")?.max(1e-12)))
@@ -367,6 +382,8 @@ fn read_run(name: &str, seed: u64, dir: &Path) -> Result<RunResult> {
         final_val_accuracy: num(&summary, "final_val_accuracy"),
         steps_to_95pct_peak: steps_to_95,
         last50_train_accuracy: last50,
+        train_accuracy_all_steps: all_steps,
+        last50_entropy,
         mean_step_time_s: mean(&step_times),
         process_set_time_fraction: mean(&fractions),
         wall_time_s: num(&summary, "wall_time_s").unwrap_or(0.0),
@@ -398,11 +415,11 @@ pub fn markdown(report: &SweepReport) -> String {
     s.push_str("# Sweep report\n\n");
     s.push_str(&format!("Command: `{}`\n\n", report.command));
     s.push_str("Mean ± std over seeds. Validation accuracy is measured before training (step 0), every `eval.every` steps and at the end.\n\n");
-    s.push_str("| config | loss.type | weighting | seeds | initial val acc | peak val acc | final val acc | steps to 95% of peak | train acc, last 50 steps | step time (s) | process-set share of step | wall time (s) |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| config | loss.type | weighting | seeds | initial val acc | peak val acc | final val acc | steps to 95% of peak | train acc, last 50 steps | train acc, all steps | entropy, last 50 steps | step time (s) | process-set share of step | wall time (s) |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for c in &report.configs {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c.config,
             c.loss_type,
             c.process_weighting,
@@ -412,6 +429,8 @@ pub fn markdown(report: &SweepReport) -> String {
             ms(c.final_val_accuracy, 3),
             ms(c.steps_to_95pct_peak, 1),
             ms(c.last50_train_accuracy, 3),
+            ms(c.train_accuracy_all_steps, 3),
+            ms(c.last50_entropy, 3),
             ms(c.mean_step_time_s, 3),
             c.process_set_time_fraction
                 .map(|m| format!("{:.3}%", m.mean * 100.0))
@@ -468,7 +487,7 @@ mod tests {
         )
         .unwrap();
         let lines = [
-            r#"{"step":1,"accuracy":0.1,"step_time_s":1.0,"time_process_sets_s":0.01}"#,
+            r#"{"step":1,"accuracy":0.1,"step_time_s":1.0,"time_process_sets_s":0.01,"entropy":0.5}"#,
             r#"{"step":2,"accuracy":0.3,"step_time_s":1.0,"time_process_sets_s":0.01,"eval/accuracy":0.58}"#,
             r#"{"step":3,"accuracy":0.5,"step_time_s":2.0,"time_process_sets_s":0.02,"eval/accuracy":0.6}"#,
             r#"{"step":4,"accuracy":0.7,"step_time_s":2.0,"time_process_sets_s":0.02,"eval/accuracy":0.5}"#,
@@ -480,6 +499,11 @@ mod tests {
         assert_eq!(r.steps_to_95pct_peak, Some(2)); // 0.58 >= 0.57
         assert_eq!(r.final_val_accuracy, Some(0.5));
         assert!((r.last50_train_accuracy - 0.4).abs() < 1e-12);
+        assert!((r.train_accuracy_all_steps - 0.4).abs() < 1e-12);
+        assert!(
+            (r.last50_entropy - 0.5).abs() < 1e-12,
+            "over the steps that log it"
+        );
         assert!((r.mean_step_time_s - 1.5).abs() < 1e-12);
         assert!((r.process_set_time_fraction - 0.01).abs() < 1e-12);
         assert_eq!(r.steps, 4);
