@@ -101,6 +101,9 @@ pub struct SweepReport {
     pub configs: Vec<ConfigSummary>,
     /// Mean step time of each λ-weighted config relative to the first unweighted one, in %.
     pub lambda_step_time_overhead_pct: Option<f64>,
+    /// The same per seed: each λ-weighted run against the unweighted run with the same seed and
+    /// grid point, mean ± std over those pairs, in %.
+    pub lambda_step_time_overhead_pct_by_seed: Option<MeanStd>,
 }
 
 pub struct SweepSpec {
@@ -294,12 +297,29 @@ pub fn collect(spec: &SweepSpec, variants: &[Variant]) -> Result<SweepReport> {
         },
         _ => None,
     };
+    let by_seed = MeanStd::of(&paired_overheads(&runs));
     Ok(SweepReport {
         command: spec.command.clone(),
         runs,
         configs,
         lambda_step_time_overhead_pct: overhead,
+        lambda_step_time_overhead_pct_by_seed: by_seed,
     })
+}
+
+/// Step-time overhead in % of every λ-weighted run over the unweighted run of the same seed and
+/// grid point (the first such run when several configs qualify).
+pub fn paired_overheads(runs: &[RunResult]) -> Vec<f64> {
+    runs.iter()
+        .filter(|l| l.process_weighting == "lambda")
+        .filter_map(|l| {
+            let b = runs
+                .iter()
+                .find(|b| b.process_weighting == "none" && b.seed == l.seed && b.grid == l.grid)?;
+            (b.mean_step_time_s > 0.0)
+                .then(|| (l.mean_step_time_s / b.mean_step_time_s - 1.0) * 100.0)
+        })
+        .collect()
 }
 
 fn read_run(name: &str, seed: u64, dir: &Path) -> Result<RunResult> {
@@ -439,8 +459,17 @@ pub fn markdown(report: &SweepReport) -> String {
         ));
     }
     if let Some(o) = report.lambda_step_time_overhead_pct {
+        let by_seed = report
+            .lambda_step_time_overhead_pct_by_seed
+            .map(|m| {
+                format!(
+                    "; per seed {:+.2} ± {:.2}% over {} pairs",
+                    m.mean, m.std, m.n
+                )
+            })
+            .unwrap_or_default();
         s.push_str(&format!(
-            "\nStep time of the λ-weighted config relative to the unweighted one: {o:+.2}% (this includes differences in completion length between the runs; the process-set column is the direct cost).\n"
+            "\nStep time of the λ-weighted config relative to the unweighted one: {o:+.2}%{by_seed} (this includes differences in completion length and machine load between the runs; the process-set column is the direct cost).\n"
         ));
     }
     s.push_str("\n![training curves](curves.png)\n");
@@ -466,6 +495,48 @@ pub fn markdown(report: &SweepReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run(weighting: &str, seed: u64, grid: &[&str], step: f64) -> RunResult {
+        RunResult {
+            config: weighting.into(),
+            grid: grid.iter().map(|g| g.to_string()).collect(),
+            run_dir: PathBuf::new(),
+            loss_type: String::new(),
+            process_weighting: weighting.into(),
+            seed,
+            steps: 1,
+            initial_val_accuracy: None,
+            peak_val_accuracy: None,
+            final_val_accuracy: None,
+            steps_to_95pct_peak: None,
+            last50_train_accuracy: 0.0,
+            train_accuracy_all_steps: 0.0,
+            last50_entropy: 0.0,
+            mean_step_time_s: step,
+            process_set_time_fraction: 0.0,
+            wall_time_s: 0.0,
+            val_curve: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn overheads_pair_runs_by_seed_and_grid_point() {
+        let runs = [
+            run("none", 1, &["a=1"], 2.0),
+            run("none", 2, &["a=1"], 4.0),
+            run("none", 1, &["a=2"], 1.0),
+            run("lambda", 2, &["a=1"], 4.4), // +10% over seed 2, not over seed 1's 2.0
+            run("lambda", 1, &["a=1"], 1.9), // −5%
+            run("lambda", 1, &["a=2"], 1.5), // +50%: its own grid point
+            run("lambda", 3, &["a=1"], 9.0), // no partner: left out
+        ];
+        let got = paired_overheads(&runs);
+        let want = [10.0, -5.0, 50.0];
+        assert_eq!(got.len(), 3);
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-9, "{got:?}");
+        }
+    }
 
     #[test]
     fn mean_std_is_sample_std() {
