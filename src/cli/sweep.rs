@@ -16,10 +16,13 @@ use crate::trainer::sweep::{markdown, sweep, SweepSpec};
 Each (config, grid point, seed) run trains in OUT/runs/<name>-seed<S>/ with the normal trainer. Then
 OUT/report.md and OUT/report.json hold, per config, mean ± std over seeds of: validation
 accuracy before training, its peak, the first step reaching 95% of the peak, the final value,
-training accuracy over the last 50 steps, step time, the share of step time spent on process
-sets (λ-GRPO's whole extra cost), and wall time; plus every run's numbers; OUT/curves.png and
-OUT/curves.svg overlay the runs' training curves (seeds of one config as mean ± std). Finished runs are
-skipped, so an interrupted sweep continues where it stopped.
+training accuracy over the last 50 steps and over all steps, entropy over the last 50 steps,
+step time, the share of step time spent on process sets (λ-GRPO's direct extra cost), and wall
+time; the step-time overhead of the λ-weighted config, overall and per seed; plus every run's
+numbers; OUT/curves.png and OUT/curves.svg overlay the runs' training curves (seeds of one
+config as mean ± std). Finished runs (summary.json and metrics.jsonl present) are skipped, so an
+interrupted sweep continues where it stopped and re-running a finished sweep only rewrites the
+report; a run whose metrics.jsonl is missing is trained again (runs are deterministic).
 
 Examples:
   grpo sweep --config configs/lambda.toml --config configs/grpo.toml --seeds 1,2,3 --out results/default

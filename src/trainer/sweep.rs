@@ -197,7 +197,10 @@ pub fn variants(spec: &SweepSpec) -> Result<Vec<Variant>> {
     Ok(out)
 }
 
-/// Trains every (variant, seed) run that has no `summary.json` yet, then writes the report.
+/// Trains every (variant, seed) run that has no `summary.json` and `metrics.jsonl` yet, then
+/// writes the report. A run with a summary but no metrics (a clone of a results folder whose
+/// large metrics files are not committed) is trained again from scratch; runs are deterministic,
+/// so the report comes out the same up to timings.
 pub fn sweep(spec: &SweepSpec, interrupted: Arc<AtomicBool>) -> Result<SweepReport> {
     if spec.configs.is_empty() || spec.seeds.is_empty() {
         bail!("sweep: expected at least one --config and one seed");
@@ -211,9 +214,18 @@ pub fn sweep(spec: &SweepSpec, interrupted: Arc<AtomicBool>) -> Result<SweepRepo
         for &seed in &spec.seeds {
             k += 1;
             let run_dir = spec.out.join("runs").join(format!("{}-seed{seed}", v.name));
-            if run_dir.join("summary.json").exists() {
+            let summary = run_dir.join("summary.json").exists();
+            if summary && run_dir.join("metrics.jsonl").exists() {
                 tracing::info!("[{k}/{total}] {} already finished", run_dir.display());
                 continue;
+            }
+            if summary {
+                tracing::info!(
+                    "[{k}/{total}] {} has no metrics.jsonl: training it again",
+                    run_dir.display()
+                );
+                std::fs::remove_dir_all(&run_dir)
+                    .with_context(|| format!("removing {}", run_dir.display()))?;
             }
             let mut overrides = spec.overrides.clone();
             overrides.extend(v.grid.iter().cloned());
