@@ -381,6 +381,7 @@ fn restricted_generation_only_samples_allowed_tokens() {
         &f.prompts,
         3,
         &params,
+        None,
         &allowed,
     )
     .unwrap();

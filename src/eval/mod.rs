@@ -23,7 +23,7 @@ use crate::data::dataset::{load_benchmark, Example};
 use crate::data::prompt::BOXED_INSTRUCTION;
 use crate::model::{Policy, Tokenizer};
 use crate::rewards::{verify_completion, EquivOptions, ExtractPolicy};
-use crate::sampler::{generate, SamplingParams, TokenEvent};
+use crate::sampler::{generate_restricted, SamplingParams, TokenEvent};
 use crate::trainer::rollout::{mix_seed, PromptFormat};
 
 pub use summary::{average, summarize, BenchmarkResult, Breakdown, Interval};
@@ -53,6 +53,9 @@ pub struct EvalSettings {
     /// Completions end before these strings.
     pub stop: Vec<String>,
     pub equiv: EquivOptions,
+    /// Only these token ids can be sampled (`sampling.allowed_tokens` of the toy tasks); empty =
+    /// the whole vocabulary.
+    pub allowed_tokens: Vec<u32>,
 }
 
 impl Default for EvalSettings {
@@ -72,6 +75,7 @@ impl Default for EvalSettings {
             max_batch_rows: 0,
             stop: Vec::new(),
             equiv: EquivOptions::default(),
+            allowed_tokens: Vec::new(),
         }
     }
 }
@@ -324,14 +328,21 @@ pub fn run_benchmark(
                         }
                     }
                 };
-                let completions =
-                    generate(policy, tokenizer, &prompts, n, &params, Some(&mut on_token))
-                        .with_context(|| {
-                            format!(
-                                "{}: generating problems {}..{}",
-                                set.name, batch.start, batch.end
-                            )
-                        })?;
+                let completions = generate_restricted(
+                    policy,
+                    tokenizer,
+                    &prompts,
+                    n,
+                    &params,
+                    Some(&mut on_token),
+                    &settings.allowed_tokens,
+                )
+                .with_context(|| {
+                    format!(
+                        "{}: generating problems {}..{}",
+                        set.name, batch.start, batch.end
+                    )
+                })?;
                 for c in &completions {
                     push(
                         batch.start + c.prompt_index,

@@ -120,7 +120,12 @@ pub fn verify_completion(
     opts: &EquivOptions,
 ) -> Verdict {
     let gold_parsed = gold_answer(gold);
-    let pred_parsed = extract_answer(completion, policy);
+    // A completion that is the gold answer itself counts even when no extraction rule applies
+    // (answers that are not maths, such as the toy task's `LRRL`).
+    let pred_parsed = extract_answer(completion, policy).or_else(|| {
+        let whole = completion.trim();
+        (!whole.is_empty() && whole == gold.trim()).then(|| whole.to_string())
+    });
     let correct = match (&gold_parsed, &pred_parsed) {
         (Some(g), Some(p)) => is_equiv(g, p, opts),
         _ => false,
@@ -355,6 +360,23 @@ pub fn score_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completion_that_is_the_gold_answer_counts_without_extraction() {
+        let policy = ExtractPolicy::by_name("default").unwrap();
+        let opts = EquivOptions::default();
+        let v = verify_completion(" LRRL\n", "LRRL", &policy, &opts);
+        assert!(v.correct, "{v:?}");
+        assert_eq!(v.pred_parsed.as_deref(), Some("LRRL"));
+        for wrong in ["LRRR", "LRRLL", "", "path LRRL"] {
+            assert!(
+                !verify_completion(wrong, "LRRL", &policy, &opts).correct,
+                "{wrong}"
+            );
+        }
+        // Extraction still comes first: the last boxed answer decides.
+        assert!(!verify_completion("\\boxed{3}", "\\boxed{4}", &policy, &opts).correct);
+    }
 
     #[test]
     fn unknown_reward_lists_valid_names() {

@@ -51,12 +51,14 @@ pub fn generate(
 
 /// [`generate`] where only the `allowed` tokens can be sampled (a fixed alphabet, as in the
 /// `tree` toy task); log-probs are those of the distribution renormalised over `allowed`.
+/// An empty `allowed` means the whole vocabulary, as [`generate`].
 pub fn generate_restricted(
     policy: &Policy,
     tokenizer: &Tokenizer,
     prompts: &[Vec<u32>],
     num_samples: usize,
     params: &SamplingParams,
+    on_token: Option<OnToken<'_>>,
     allowed: &[u32],
 ) -> Result<Vec<Completion>> {
     generate_with_prefill_chunk(
@@ -65,7 +67,7 @@ pub fn generate_restricted(
         prompts,
         num_samples,
         params,
-        None,
+        on_token,
         None,
         allowed,
     )

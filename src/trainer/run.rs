@@ -155,24 +155,11 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         ids => Some(allowed_bias(ids, policy.config.vocab_size, &device)?),
     };
     let pad = tokenizer.pad_token_id();
-    // Validation runs the same code as `grpo eval` (mean pass@1 over `eval.n` samples); the
-    // restricted-alphabet toy tasks use the trainer's own loop, which knows `allowed_tokens`.
+    // Validation runs the same code as `grpo eval` (mean pass@1 over `eval.n` samples), with the
+    // toy tasks' restricted alphabet when there is one.
     let validate = |policy: &Policy| -> Result<Option<f64>> {
         if val_set.is_empty() {
             return Ok(None);
-        }
-        if !allowed.is_empty() {
-            let acc = validation_accuracy(
-                policy,
-                &tokenizer,
-                &val_set,
-                &format,
-                cfg,
-                &eos,
-                &reward_cfg,
-                &allowed,
-            )?;
-            return Ok(Some(acc));
         }
         let set = crate::eval::EvalSet::new("validation", val_set.clone(), reward_cfg.policy);
         let settings = crate::eval::EvalSettings {
@@ -184,6 +171,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             prompt: format.clone(),
             stop: cfg.sampling.stop.clone(),
             equiv: reward_cfg.opts.clone(),
+            allowed_tokens: allowed.clone(),
             ..crate::eval::EvalSettings::default()
         };
         let result = crate::eval::evaluate(policy, &tokenizer, &set, &settings, None)?;
@@ -247,8 +235,15 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             max_batch_rows: 0,
         };
         let g = cfg.sampling.num_generations;
-        let completions =
-            sampler::generate_restricted(&policy, &tokenizer, &prompt_ids, g, &params, &allowed)?;
+        let completions = sampler::generate_restricted(
+            &policy,
+            &tokenizer,
+            &prompt_ids,
+            g,
+            &params,
+            None,
+            &allowed,
+        )?;
         let time_generate = ts.elapsed().as_secs_f64();
 
         // Rewards and advantages.
@@ -673,46 +668,6 @@ pub fn load_examples(spec: &str, cfg: &Config) -> Result<Vec<Example>> {
     Ok(examples)
 }
 
-/// Greedy (or `eval.temperature`) accuracy on the validation examples.
-#[allow(clippy::too_many_arguments)]
-pub fn validation_accuracy(
-    policy: &Policy,
-    tokenizer: &Tokenizer,
-    examples: &[Example],
-    format: &PromptFormat,
-    cfg: &Config,
-    eos: &[u32],
-    reward_cfg: &RewardConfig,
-    allowed: &[u32],
-) -> Result<f64> {
-    let prompts: Vec<Vec<u32>> = examples
-        .iter()
-        .map(|e| format.encode(tokenizer, &e.question))
-        .collect::<Result<_>>()?;
-    let params = SamplingParams {
-        temperature: cfg.eval.temperature,
-        max_new_tokens: cfg.eval.max_completion_length,
-        stop: cfg.sampling.stop.clone(),
-        eos_token_ids: eos.to_vec(),
-        seed: cfg.train.seed,
-        ..SamplingParams::default()
-    };
-    let n = cfg.eval.n.max(1);
-    let mut correct = 0usize;
-    for chunk in (0..prompts.len()).collect::<Vec<_>>().chunks(64) {
-        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
-        let completions =
-            sampler::generate_restricted(policy, tokenizer, &batch, n, &params, allowed)?;
-        for c in &completions {
-            let gold = &examples[chunk[c.prompt_index]].answer;
-            if is_correct(&c.text, gold, reward_cfg) {
-                correct += 1;
-            }
-        }
-    }
-    Ok(correct as f64 / (prompts.len() * n) as f64)
-}
-
 fn write_rollouts(
     out: &Path,
     step: usize,
@@ -781,9 +736,7 @@ fn progress_bar(total: usize, start: usize) -> indicatif::ProgressBar {
 /// The verifier's verdict under the configured extraction policy; a completion that is
 /// exactly the gold answer (e.g. a `tree` path) is correct too.
 pub fn is_correct(completion: &str, gold: &str, reward_cfg: &RewardConfig) -> bool {
-    completion.trim() == gold.trim()
-        || rewards::verify_completion(completion, gold, &reward_cfg.policy, &reward_cfg.opts)
-            .correct
+    rewards::verify_completion(completion, gold, &reward_cfg.policy, &reward_cfg.opts).correct
 }
 
 /// Token ids of `sampling.allowed_tokens`; each entry must be exactly one token.
