@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use grpo::data::dataset::load_jsonl;
+use grpo::data::prompt::PromptFormat;
 use grpo::model::{Policy, Tokenizer};
 use grpo::sampler::{self, SamplingParams};
 use grpo::trainer::loss::{self, LossType, ProcessWeighting, SeqLayout};
 use grpo::trainer::process_sets;
-use grpo::trainer::rollout::{pack, PromptFormat};
+use grpo::trainer::rollout::pack;
 
 const B: usize = 8;
 const G: usize = 8;

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 
 use crate::data::benchmarks::{benchmark_set, BenchmarkSpec};
+use crate::data::prompt::PromptFormat;
 use crate::data::prompt::PromptTemplate;
 use crate::eval::{
     self, average, fewshot, run_benchmark, BenchmarkResult, EvalSet, EvalSettings, Progress,
@@ -21,7 +22,6 @@ use crate::eval::{
 };
 use crate::model::checkpoint::dtype_from_name;
 use crate::model::{resolve_model_dir, Policy, Tokenizer};
-use crate::trainer::rollout::PromptFormat;
 
 /// `grpo eval --help` text: what is measured, where results go, examples.
 pub const LONG_ABOUT: &str = "\

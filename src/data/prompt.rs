@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::dataset::Example;
+use crate::model::{ChatMessage, Tokenizer};
 
 /// The instruction Qwen2.5-Math was trained with; the verifiers read the `\boxed{}` it asks for.
 pub const BOXED_INSTRUCTION: &str =
@@ -119,6 +120,47 @@ impl PromptTemplate {
         let mut out = self.messages(example);
         out.push(Message::new("assistant", solution.clone()));
         Some(out)
+    }
+}
+
+/// How prompts are rendered: system message, user template with `{question}`, chat template.
+#[derive(Debug, Clone)]
+pub struct PromptFormat {
+    pub system: Option<String>,
+    pub user_template: String,
+    pub use_chat_template: bool,
+    /// Keep at most this many trailing prompt tokens; 0 = no limit.
+    pub max_prompt_length: usize,
+}
+
+impl PromptFormat {
+    pub fn render(&self, tokenizer: &Tokenizer, question: &str) -> Result<String> {
+        let user = self.user_template.replace("{question}", question);
+        if self.use_chat_template && tokenizer.has_chat_template() {
+            let mut messages = Vec::new();
+            if let Some(system) = &self.system {
+                messages.push(ChatMessage::new("system", system.clone()));
+            }
+            messages.push(ChatMessage::new("user", user));
+            tokenizer.apply_chat_template(&messages, true)
+        } else {
+            Ok(match &self.system {
+                Some(system) => format!("{system}\n\n{user}"),
+                None => user,
+            })
+        }
+    }
+
+    /// Token ids of the rendered prompt. A chat template already spells its special tokens, so
+    /// the tokenizer adds none then; raw text gets them (e.g. Llama's BOS).
+    pub fn encode(&self, tokenizer: &Tokenizer, question: &str) -> Result<Vec<u32>> {
+        let text = self.render(tokenizer, question)?;
+        let chat = self.use_chat_template && tokenizer.has_chat_template();
+        let mut ids = tokenizer.encode(&text, !chat)?;
+        if self.max_prompt_length > 0 && ids.len() > self.max_prompt_length {
+            ids.drain(..ids.len() - self.max_prompt_length);
+        }
+        Ok(ids)
     }
 }
 

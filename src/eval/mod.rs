@@ -20,11 +20,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::benchmarks::BenchmarkSpec;
 use crate::data::dataset::{load_benchmark, Example};
+use crate::data::prompt::PromptFormat;
 use crate::data::prompt::BOXED_INSTRUCTION;
 use crate::model::{Policy, Tokenizer};
 use crate::rewards::{verify_completion, EquivOptions, ExtractPolicy};
+use crate::sampler::mix_seed;
 use crate::sampler::{generate_restricted, SamplingParams, TokenEvent};
-use crate::trainer::rollout::{mix_seed, PromptFormat};
 
 pub use summary::{average, summarize, BenchmarkResult, Breakdown, Interval};
 

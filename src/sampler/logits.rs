@@ -36,6 +36,16 @@ pub struct LogitsProcessor {
     pub min_p: f64,
 }
 
+/// SplitMix64: decorrelates (seed, step) pairs into independent RNG seeds.
+pub fn mix_seed(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(0x632B_E59B_D9B3_E50F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The RNG of one output row, seeded from `(seed, prompt_index, sample_index)` only, so a row's
 /// tokens do not depend on which other rows share its batch or on the thread count.
 pub fn row_rng(seed: u64, prompt_index: usize, sample_index: usize) -> ChaCha8Rng {

@@ -14,7 +14,7 @@ pub mod stop;
 use serde::{Deserialize, Serialize};
 
 pub use batch::{generate, generate_restricted, OnToken};
-pub use logits::{LogitsProcessor, Sampled};
+pub use logits::{mix_seed, LogitsProcessor, Sampled};
 pub use stop::FinishReason;
 
 /// How to sample. Field names follow vLLM / TRL.

@@ -7,58 +7,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::{ChatMessage, Tokenizer};
-
-/// How prompts are rendered: system message, user template with `{question}`, chat template.
-#[derive(Debug, Clone)]
-pub struct PromptFormat {
-    pub system: Option<String>,
-    pub user_template: String,
-    pub use_chat_template: bool,
-    /// Keep at most this many trailing prompt tokens; 0 = no limit.
-    pub max_prompt_length: usize,
-}
-
-impl PromptFormat {
-    pub fn render(&self, tokenizer: &Tokenizer, question: &str) -> Result<String> {
-        let user = self.user_template.replace("{question}", question);
-        if self.use_chat_template && tokenizer.has_chat_template() {
-            let mut messages = Vec::new();
-            if let Some(system) = &self.system {
-                messages.push(ChatMessage::new("system", system.clone()));
-            }
-            messages.push(ChatMessage::new("user", user));
-            tokenizer.apply_chat_template(&messages, true)
-        } else {
-            Ok(match &self.system {
-                Some(system) => format!("{system}\n\n{user}"),
-                None => user,
-            })
-        }
-    }
-
-    /// Token ids of the rendered prompt. A chat template already spells its special tokens, so
-    /// the tokenizer adds none then; raw text gets them (e.g. Llama's BOS).
-    pub fn encode(&self, tokenizer: &Tokenizer, question: &str) -> Result<Vec<u32>> {
-        let text = self.render(tokenizer, question)?;
-        let chat = self.use_chat_template && tokenizer.has_chat_template();
-        let mut ids = tokenizer.encode(&text, !chat)?;
-        if self.max_prompt_length > 0 && ids.len() > self.max_prompt_length {
-            ids.drain(..ids.len() - self.max_prompt_length);
-        }
-        Ok(ids)
-    }
-}
-
-/// SplitMix64: decorrelates (seed, step) pairs into independent RNG seeds.
-pub fn mix_seed(a: u64, b: u64) -> u64 {
-    let mut z = a ^ b
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(0x632B_E59B_D9B3_E50F);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use crate::sampler::mix_seed;
 
 /// The dataset indices of step `step`'s prompts: epochs of a seeded permutation, consumed
 /// `batch_size` at a time. Pure in (seed, step), so a resumed run draws the same prompts.

@@ -25,14 +25,16 @@ use serde_json::{json, Map, Value};
 
 use crate::config::Config;
 use crate::data::dataset::Example;
+use crate::data::prompt::PromptFormat;
 use crate::model::{resolve_model_dir, Policy, Tokenizer};
 use crate::rewards::{self, RewardConfig, RewardSpec};
+use crate::sampler::mix_seed;
 use crate::sampler::{self, Completion, FinishReason, SamplingParams};
 use crate::trainer::advantages::{advantages, zero_std_groups};
 use crate::trainer::loss::{self, LossStats, SeqLayout};
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::process_sets;
-use crate::trainer::rollout::{mix_seed, pack, step_prompt_indices, PromptFormat};
+use crate::trainer::rollout::{pack, step_prompt_indices};
 use crate::trainer::state::{
     latest_checkpoint, load_state, prune_checkpoints, save_checkpoint, TrainerState,
 };

@@ -32,11 +32,13 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::data::dataset::Example;
+use crate::data::prompt::PromptFormat;
 use crate::model::{copy_tokenizer_files, resolve_model_dir, ModelConfig, Policy, Tokenizer};
 use crate::rewards::{self, EquivOptions, ExtractPolicy};
+use crate::sampler::mix_seed;
 use crate::sampler::{self, SamplingParams};
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
-use crate::trainer::rollout::{mix_seed, pack, PackedBatch, PromptFormat};
+use crate::trainer::rollout::{pack, PackedBatch};
 use crate::trainer::run::{load_examples, parse_device};
 
 /// Where the SFT policy's weights start.
