@@ -24,8 +24,7 @@ use crate::data::prompt::PromptFormat;
 use crate::data::prompt::BOXED_INSTRUCTION;
 use crate::model::{Policy, Tokenizer};
 use crate::rewards::{verify_completion, EquivOptions, ExtractPolicy};
-use crate::sampler::mix_seed;
-use crate::sampler::{generate_restricted, SamplingParams, TokenEvent};
+use crate::sampler::{generate_restricted, mix_seed, SamplingParams, TokenEvent};
 
 pub use summary::{average, summarize, BenchmarkResult, Breakdown, Interval};
 
