@@ -24,18 +24,23 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train a policy with GRPO or λ-GRPO on a TOML config.
+    #[command(long_about = cli::train::LONG_ABOUT)]
     Train(cli::train::TrainArgs),
     /// Train several configs over several seeds and write one comparison report.
+    #[command(long_about = cli::sweep::LONG_ABOUT)]
     Sweep(cli::sweep::SweepArgs),
     /// Write a randomly initialised Qwen2 model (HF layout) for a tokenizer.
+    #[command(long_about = cli::init_model::LONG_ABOUT)]
     InitModel(cli::init_model::InitModelArgs),
     /// Inspect configuration files (`grpo config show`).
     Config(cli::config::ConfigArgs),
     /// Build the built-in task's data, train the tiny tokenizer, list benchmarks.
     Data(cli::data::DataArgs),
     /// Supervised warm start on worked solutions (builds the shipped tiny policy).
+    #[command(long_about = cli::sft::LONG_ABOUT)]
     Sft(cli::sft::SftArgs),
     /// Sample completions from a model (batched, KV-cached).
+    #[command(long_about = cli::generate::LONG_ABOUT)]
     Generate(cli::generate::GenerateArgs),
     /// Score models on math benchmarks (pass@k, maj@k; resumable; comparisons).
     #[command(long_about = cli::eval::LONG_ABOUT)]

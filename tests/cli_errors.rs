@@ -134,3 +134,28 @@ fn unsupported_model_type_lists_supported() {
     let out = train_with_model(tmp.path(), &model);
     fails_with(&out, &["gpt2", "qwen2", "llama"]);
 }
+
+/// Every subcommand's `--help` carries its long text with examples (a doc comment on the
+/// subcommand's enum variant in main.rs would silently replace it).
+#[test]
+fn every_subcommand_help_has_examples() {
+    for cmd in [
+        "train",
+        "sweep",
+        "init-model",
+        "sft",
+        "generate",
+        "eval",
+        "verify",
+        "analyze",
+        "plot",
+    ] {
+        let out = grpo(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Examples:"),
+            "`grpo {cmd} --help` has no examples:\n{text}"
+        );
+    }
+}

@@ -337,3 +337,32 @@ fn direct_answer_fraction_replaces_that_share_of_targets_with_the_boxed_answer()
         "the seed picks the subset"
     );
 }
+
+#[test]
+fn interrupted_sft_saves_the_model_and_fails() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-math");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/arith/validation.jsonl");
+    let out = tmp.path().join("out");
+    let toml = format!(
+        "[model]\npath = {:?}\n[data]\ntrain = {:?}\nvalidation = \"\"\n[output]\ndir = {:?}\n\
+         [sft]\ninit = \"pretrained\"\nmax_steps = 5\nbatch_size = 2\n",
+        model_dir, data, out
+    );
+    let cfg = Config::from_toml_str(&toml, "test", &[]).unwrap();
+    // The flag is already set, as after a Ctrl-C during loading: stop before the first step.
+    let err = grpo::trainer::sft::sft(&cfg, Arc::new(AtomicBool::new(true)))
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(err.contains("interrupted at step 0 of 5"), "{err}");
+    let saved = Policy::load(&out.join("checkpoint-0"), DType::F32, &Device::Cpu).unwrap();
+    let shipped = Policy::load(&model_dir, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(saved.num_parameters(), shipped.num_parameters());
+    assert!(
+        !out.join("summary.json").exists(),
+        "an interrupted run writes no summary"
+    );
+}

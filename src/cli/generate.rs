@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 use crate::model::{resolve_model_dir, ChatMessage, Policy, Tokenizer};
 use crate::sampler::{generate, Completion, SamplingParams, TokenEvent};
 
-/// Sample completions from a model (batched, KV-cached).
-#[derive(Debug, Clone, Args)]
-#[command(long_about = "Sample completions from a model (batched, KV-cached).
+/// The long `--help` text. main.rs attaches it to the subcommand: the variant's doc comment
+/// there would otherwise replace it.
+pub const LONG_ABOUT: &str = "Sample completions from a model (batched, KV-cached).
 
 Prompts come from --prompt (repeatable) or --input (JSONL with a `prompt` or `question` field per
 line). Each prompt is wrapped in the checkpoint's chat template (with --system as the system
@@ -30,7 +30,11 @@ Examples:
   grpo generate --model ../shared/fixtures/tiny-qwen2 --prompt 'What is 2+3?' --max-new-tokens 32
   grpo generate --model Qwen/Qwen2.5-0.5B-Instruct --input prompts.jsonl -n 8 --temperature 0.7 --json
   grpo generate --model runs/lambda/checkpoint-20 --prompt 'Q: 12*7?' --temperature 0 --stop '\\n\\n'
-  grpo generate --model ../shared/fixtures/tiny-qwen2 --bench")]
+  grpo generate --model ../shared/fixtures/tiny-qwen2 --bench";
+
+/// Sample completions from a model (batched, KV-cached).
+#[derive(Debug, Clone, Args)]
+#[command(long_about = LONG_ABOUT)]
 pub struct GenerateArgs {
     /// Local Hugging Face directory or hub id (found in the local hub cache).
     #[arg(long, short = 'm', value_name = "DIR|HUB_ID")]

@@ -9,10 +9,9 @@ use clap::Args;
 use crate::model::{copy_tokenizer_files, Policy, Tokenizer};
 use crate::trainer::sft::{random_model_config, SftSection};
 
-/// Write a randomly initialised Qwen2 model (HF layout) for a tokenizer.
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Write a randomly initialised Qwen2 model in Hugging Face layout.
+/// The long `--help` text. main.rs attaches it to the subcommand: the variant's doc comment
+/// there would otherwise replace it.
+pub const LONG_ABOUT: &str = "Write a randomly initialised Qwen2 model in Hugging Face layout.
 
 The vocabulary and special tokens come from the tokenizer folder, whose tokenizer files are
 copied beside the weights, so the result loads in `grpo` and in `transformers` as is. Useful for
@@ -20,8 +19,11 @@ toy tasks and benchmarks; `grpo sft` starts from the same initialisation.
 
 Examples:
   grpo init-model --tokenizer models/tiny-math --out models/tiny-tree --hidden-size 64 --layers 2
-  grpo init-model --tokenizer models/tiny-math --out /tmp/m10 --hidden-size 256 --layers 6 --heads 8 --kv-heads 2"
-)]
+  grpo init-model --tokenizer models/tiny-math --out /tmp/m10 --hidden-size 256 --layers 6 --heads 8 --kv-heads 2";
+
+/// Write a randomly initialised Qwen2 model (HF layout) for a tokenizer.
+#[derive(Debug, Args)]
+#[command(long_about = LONG_ABOUT)]
 pub struct InitModelArgs {
     /// Folder with tokenizer.json / tokenizer_config.json.
     #[arg(long)]

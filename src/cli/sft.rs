@@ -8,10 +8,10 @@ use clap::Args;
 use crate::config::Config;
 use crate::trainer::sft::sft;
 
-/// Supervised fine-tuning on worked solutions (the warm start before RL).
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Supervised fine-tuning on worked solutions (the warm start before RL).
+/// The long `--help` text. main.rs attaches it to the subcommand: the variant's doc comment
+/// there would otherwise replace it.
+pub const LONG_ABOUT: &str =
+    "Supervised fine-tuning on worked solutions (the warm start before RL).
 
 Trains on `data.train` rows that have a `solution` field: the prompt is built exactly as
 `grpo train` builds it (`data.system_prompt`, `data.prompt_template`, `data.use_chat_template`),
@@ -20,12 +20,17 @@ cross-entropy. `sft.init = \"random\"` starts from a fresh Qwen2 decoder sized b
 keys, with the tokenizer found in `model.path`; `\"pretrained\"` starts from `model.path`'s
 weights. Writes `metrics.jsonl`, the final model (Hugging Face layout, with tokenizer files) and
 `summary.json` into `output.dir`, and prints validation accuracy greedy and sampled.
+`sft.direct_answer_fraction` trains that share of the rows to answer with `\\boxed{answer}` alone.
+Ctrl-C saves the model so far to `output.dir/checkpoint-N` and stops (exit code 2).
 
 Examples:
   grpo sft --config configs/sft.toml
   grpo sft --config configs/sft.toml --set sft.max_steps=20 --set output.dir=runs/sft-try
-  grpo sft --config configs/sft.toml --export models/tiny-math   # rebuild the shipped policy"
-)]
+  grpo sft --config configs/sft.toml --export models/tiny-math   # rebuild the shipped policy";
+
+/// Supervised fine-tuning on worked solutions (the warm start before RL).
+#[derive(Debug, Args)]
+#[command(long_about = LONG_ABOUT)]
 pub struct SftArgs {
     /// The TOML config file (its `[sft]` section and the shared sections).
     #[arg(long, short = 'c')]
@@ -41,7 +46,8 @@ pub struct SftArgs {
 
 pub fn run(args: &SftArgs) -> Result<()> {
     let cfg = Config::load(&args.config, &args.overrides)?;
-    let summary = sft(&cfg)?;
+    let interrupted = super::interrupt_flag("saving the model so far, then stopping");
+    let summary = sft(&cfg, interrupted)?;
     let fmt = |v: Option<f64>| v.map(|a| format!("{a:.4}")).unwrap_or_else(|| "n/a".into());
     println!(
         "sft: {} steps in {:.1}s, {} parameters, final loss {:.4}; validation accuracy greedy {}, T={} {}; model in {}",

@@ -8,10 +8,9 @@ use clap::Args;
 use crate::analysis::plot::{plot_runs, PlotOptions, Run};
 use crate::trainer::sweep::{markdown, sweep, SweepSpec};
 
-/// Train several configs over several seeds and write one comparison report.
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Train several configs over several seeds and write one comparison report.
+/// The long `--help` text. main.rs attaches it to the subcommand: the variant's doc comment
+/// there would otherwise replace it.
+pub const LONG_ABOUT: &str = "Train several configs over several seeds and write one comparison report.
 
 Each (config, grid point, seed) run trains in OUT/runs/<name>-seed<S>/ with the normal trainer. Then
 OUT/report.md and OUT/report.json hold, per config, mean ± std over seeds of: validation
@@ -28,8 +27,11 @@ Examples:
   grpo sweep --config configs/lambda.toml --config configs/grpo.toml --seeds 1,2,3 --out results/default
   grpo sweep -c configs/tree/lambda.toml -c configs/tree/grpo.toml --seeds 1,2,3,4,5 \\
       --grid rewards.tree_n=1,2 --grid rewards.tree_r_neg=-0.5,-1,-1.5 --out results/tree
-  grpo sweep -c configs/lambda.toml -c configs/grpo.toml --seeds 1,2 --set train.max_steps=20 --out runs/quick"
-)]
+  grpo sweep -c configs/lambda.toml -c configs/grpo.toml --seeds 1,2 --set train.max_steps=20 --out runs/quick";
+
+/// Train several configs over several seeds and write one comparison report.
+#[derive(Debug, Args)]
+#[command(long_about = LONG_ABOUT)]
 pub struct SweepArgs {
     /// A TOML config (repeatable); runs are named after the file stem.
     #[arg(long = "config", short = 'c', required = true)]

@@ -8,9 +8,9 @@ use clap::Args;
 use crate::config::Config;
 use crate::trainer::run::{train, Resume};
 
-/// Train a policy with GRPO or λ-GRPO on a TOML config.
-#[derive(Debug, Args)]
-#[command(long_about = "Train a policy with GRPO or λ-GRPO on a TOML config.
+/// The long `--help` text. main.rs attaches it to the subcommand: the variant's doc comment
+/// there would otherwise replace it.
+pub const LONG_ABOUT: &str = "Train a policy with GRPO or λ-GRPO on a TOML config.
 
 Samples `sampling.num_generations` completions for each of `train.batch_size` prompts per step,
 scores them with the reward functions, and updates the policy with the loss chosen by
@@ -22,7 +22,11 @@ Examples:
   grpo train --config configs/lambda.toml
   grpo train --config configs/grpo.toml --set train.max_steps=4 --set output.dir=runs/try
   grpo train --config configs/lambda.toml --resume            # newest checkpoint in output.dir
-  grpo train --config configs/lambda.toml --resume runs/lambda/checkpoint-20")]
+  grpo train --config configs/lambda.toml --resume runs/lambda/checkpoint-20";
+
+/// Train a policy with GRPO or λ-GRPO on a TOML config.
+#[derive(Debug, Args)]
+#[command(long_about = LONG_ABOUT)]
 pub struct TrainArgs {
     /// The TOML config file.
     #[arg(long, short = 'c')]

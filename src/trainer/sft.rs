@@ -20,6 +20,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -389,12 +391,20 @@ fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
 
 /// Runs `[sft]` on `cfg`; writes `metrics.jsonl`, checkpoints, the final model and
 /// `summary.json` into `output.dir`.
-pub fn sft(cfg: &Config) -> Result<SftSummary> {
-    Ok(train_sft(cfg)?.0)
+///
+/// When `interrupted` becomes true (Ctrl-C), the model so far is saved to
+/// `output.dir/checkpoint-N` and the run stops with an error saying so.
+pub fn sft(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<SftSummary> {
+    Ok(train_sft_until(cfg, interrupted)?.0)
 }
 
-/// [`sft`], also handing back the trained policy (tests compare it with what was saved).
+/// [`sft`] without interruption, also handing back the trained policy (tests compare it with
+/// what was saved).
 pub fn train_sft(cfg: &Config) -> Result<(SftSummary, Policy)> {
+    train_sft_until(cfg, Arc::new(AtomicBool::new(false)))
+}
+
+fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSummary, Policy)> {
     let t0 = Instant::now();
     let s = &cfg.sft;
     s.validate()?;
@@ -484,6 +494,15 @@ pub fn train_sft(cfg: &Config) -> Result<(SftSummary, Policy)> {
     let mut final_loss = f64::NAN;
     let mut last_greedy = None;
     for step in 0..max_steps {
+        if interrupted.load(Ordering::SeqCst) {
+            bar.finish_and_clear();
+            let dir = out.join(format!("checkpoint-{step}"));
+            save_model(&policy, &model_dir, &dir)?;
+            bail!(
+                "interrupted at step {step} of {max_steps}: the model so far is in {}",
+                dir.display()
+            );
+        }
         // The step's rows: the next slice of this epoch's shuffle (a short last batch is kept).
         if cursor >= order.len() {
             if step > 0 {
