@@ -346,3 +346,37 @@ fn plot_real_runs_png_and_svg() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("metrics.jsonl"));
 }
+
+/// Grid points of a sweep share a loss: their legend entries are told apart by the run folder
+/// name without `-seedN` (the grid point's name in `grpo sweep`).
+#[test]
+fn grid_points_with_one_loss_get_their_sweep_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dirs = Vec::new();
+    for (name, n, seed) in [
+        ("lam_n1-seed1", 1, 1),
+        ("lam_n1-seed2", 1, 2),
+        ("lam_n2-seed1", 2, 1),
+        ("lam_n2-seed2", 2, 2),
+    ] {
+        let d = fake_run(tmp.path(), name, "lambda_grpo", seed, &[1.0, 2.0]);
+        let path = d.join("summary.json");
+        let mut summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        summary["config"]["rewards"] = json!({"tree_n": n});
+        std::fs::write(&path, summary.to_string()).unwrap();
+        dirs.push(d);
+    }
+    let runs: Vec<Run> = dirs.iter().map(|d| Run::load(d).unwrap()).collect();
+    let labels: Vec<String> = group_runs(&runs, true)
+        .into_iter()
+        .map(|s| s.label)
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "lambda_grpo (mean ± std, seeds 1,2) [lam_n1]",
+            "lambda_grpo (mean ± std, seeds 1,2) [lam_n2]"
+        ]
+    );
+}

@@ -210,14 +210,35 @@ pub fn group_runs(runs: &[Run], aggregate_seeds: bool) -> Vec<Series> {
             Series { label, runs: g }
         })
         .collect();
-    // Colliding labels get the first run's path, so the legend stays unambiguous.
-    let labels: Vec<String> = series.iter().map(|s| s.label.clone()).collect();
-    for s in &mut series {
-        if labels.iter().filter(|l| **l == s.label).count() > 1 {
-            s.label = format!("{} [{}]", s.label, runs[s.runs[0]].dir.display());
+    // Colliding labels (a sweep's grid points share a loss) get the first run's folder name
+    // without its `-seedN` suffix, which `grpo sweep` makes the grid point's name; where that
+    // still collides, the whole path.
+    for disambiguate in [run_stem as fn(&Run) -> String, |r: &Run| {
+        r.dir.display().to_string()
+    }] {
+        let labels: Vec<String> = series.iter().map(|s| s.label.clone()).collect();
+        for s in &mut series {
+            if labels.iter().filter(|l| **l == s.label).count() > 1 {
+                s.label = format!("{} [{}]", s.label, disambiguate(&runs[s.runs[0]]));
+            }
         }
     }
     series
+}
+
+/// A run folder's name without a trailing `-seed<N>`.
+fn run_stem(run: &Run) -> String {
+    let name = run
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.rsplit_once("-seed") {
+        Some((stem, seed)) if !seed.is_empty() && seed.bytes().all(|b| b.is_ascii_digit()) => {
+            stem.to_string()
+        }
+        _ => name,
+    }
 }
 
 /// A curve ready to draw: per step the mean over the series' runs, and the std when several.
