@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The probes behind results/tree-why/README.md: why the paper's toy result does not reproduce
 # on our tiny models. Each is one `grpo sweep`; re-running skips finished runs and rewrites the
-# reports. About 15 minutes on one core.
+# reports. About 35 minutes on one core.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grpo=${GRPO:-target/release/grpo}
@@ -21,3 +21,9 @@ $grpo sweep "${tree[@]}" --set model.path=models/tiny-tree-untied \
 # 4. Group size: more samples per group find the target more often, but |λ| grows with G.
 $grpo sweep "${tree[@]}" --set model.path=models/tiny-tree-uniform --set optim.learning_rate=1e-4 \
     --grid sampling.num_generations=8,32 --out results/tree-why/group-size
+# 5. Longer training: 1000 steps instead of the paper's 250 (uniform model, Adam 1e-4), 5 seeds,
+#    n = 1 and n = 2 (r_neg = -1).
+long=(-c configs/tree/lambda.toml -c configs/tree/grpo.toml --seeds 1,2,3,4,5
+      --set model.path=models/tiny-tree-uniform --set optim.learning_rate=1e-4 --set train.max_steps=1000)
+$grpo sweep "${long[@]}" --out results/tree-why/long-run
+$grpo sweep "${long[@]}" --set rewards.tree_n=2 --out results/tree-why/long-run-n2
