@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The probes behind results/tree-why/README.md: why the paper's toy result does not reproduce
 # on our tiny models. Each is one `grpo sweep`; re-running skips finished runs and rewrites the
-# reports. About 35 minutes on one core.
+# reports. About an hour on one core.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grpo=${GRPO:-target/release/grpo}
@@ -27,3 +27,7 @@ long=(-c configs/tree/lambda.toml -c configs/tree/grpo.toml --seeds 1,2,3,4,5
       --set model.path=models/tiny-tree-uniform --set optim.learning_rate=1e-4 --set train.max_steps=1000)
 $grpo sweep "${long[@]}" --out results/tree-why/long-run
 $grpo sweep "${long[@]}" --set rewards.tree_n=2 --out results/tree-why/long-run-n2
+# 6. The rest of the paper's table at 1000 steps: r_neg = -0.5 and -1.5, n = 1 and 2.
+$grpo sweep "${long[@]}" --grid rewards.tree_r_neg=-0.5,-1.5 --out results/tree-why/long-run-rneg
+$grpo sweep "${long[@]}" --grid rewards.tree_r_neg=-0.5,-1.5 --set rewards.tree_n=2 \
+    --out results/tree-why/long-run-rneg-n2
