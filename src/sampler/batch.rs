@@ -37,14 +37,13 @@ pub fn generate(
     params: &SamplingParams,
     on_token: Option<OnToken<'_>>,
 ) -> Result<Vec<Completion>> {
-    generate_with_prefill_chunk(
+    generate_restricted(
         policy,
         tokenizer,
         prompts,
         num_samples,
         params,
         on_token,
-        None,
         &[],
     )
 }

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::data::dataset::Example;
 use crate::data::prompt::PromptFormat;
 use crate::model::{resolve_model_dir, Policy, Tokenizer};
-use crate::rewards::{self, RewardConfig, RewardSpec};
+use crate::rewards::{self, RewardSpec};
 use crate::sampler::{self, mix_seed, Completion, FinishReason, SamplingParams};
 use crate::trainer::advantages::{advantages, zero_std_groups};
 use crate::trainer::loss::{self, LossStats, SeqLayout};
@@ -260,7 +260,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             None => texts
                 .iter()
                 .zip(&golds)
-                .map(|(t, g)| f64::from(u8::from(is_correct(t, g, &reward_cfg))))
+                .map(|(t, g)| {
+                    let v = rewards::verify_completion(t, g, &reward_cfg.policy, &reward_cfg.opts);
+                    f64::from(u8::from(v.correct))
+                })
                 .collect(),
         };
         let adv = advantages(&rewards_total, g, cfg.loss.scale_rewards)?;
@@ -732,12 +735,6 @@ fn progress_bar(total: usize, start: usize) -> indicatif::ProgressBar {
     );
     bar.set_position(start as u64);
     bar
-}
-
-/// The verifier's verdict under the configured extraction policy; a completion that is
-/// exactly the gold answer (e.g. a `tree` path) is correct too.
-pub fn is_correct(completion: &str, gold: &str, reward_cfg: &RewardConfig) -> bool {
-    rewards::verify_completion(completion, gold, &reward_cfg.policy, &reward_cfg.opts).correct
 }
 
 /// Token ids of `sampling.allowed_tokens`; each entry must be exactly one token.
