@@ -18,7 +18,7 @@ const SAMPLES: usize = 8;
 const NEW_TOKENS: usize = 128;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")).join(name)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")).join(name)
 }
 
 fn params() -> SamplingParams {

@@ -4,60 +4,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn grpo(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_grpo"))
-        .args(args)
-        .output()
-        .expect("running grpo")
-}
+mod common;
+use common::{grpo, write_train_config};
 
 /// Trains 2 steps, 2 prompts × 6 completions, at a temperature low enough for shared prefixes.
 fn train(dir: &Path) -> PathBuf {
     let out = dir.join("run");
-    let cfg = format!(
-        r#"
-[model]
-path = "{model}"
-[data]
-train = "{data}/arith/train.jsonl"
-validation = "{data}/arith/validation.jsonl"
-[sampling]
-num_generations = 6
-max_completion_length = 12
-temperature = 0.5
-[rewards]
-funcs = ["length", "accuracy"]
-length_target = 8
-length_window = 30
-[loss]
-type = "lambda_grpo"
-[optim]
-learning_rate = 1e-3
-[train]
-batch_size = 2
-max_steps = 2
-save_steps = 0
-save_rollouts = true
-[eval]
-limit = 2
-max_completion_length = 4
-[output]
-dir = "{out}"
-"#,
-        model = repo().join("../shared/fixtures/tiny-qwen2").display(),
-        data = repo().join("data").display(),
-        out = out.display(),
+    let path = write_train_config(
+        dir,
+        "config.toml",
+        &out,
+        &[
+            ("sampling.num_generations", "6"),
+            ("sampling.temperature", "0.5"),
+            ("eval.limit", "2"),
+            ("eval.max_completion_length", "4"),
+            ("train.save_rollouts", "true"),
+        ],
     );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, cfg).unwrap();
     let o = grpo(&["train", "--config", path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out

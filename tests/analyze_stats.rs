@@ -1,22 +1,17 @@
 //! `grpo analyze` on hand-built groups whose trees are worked out by hand, and on the groups of
-//! `shared/fixtures/losses.json` (whose `group_stats` it must reproduce), through the library and
+//! `tests/fixtures/losses.json` (whose `group_stats` it must reproduce), through the library and
 //! through the binary (`--json`, gzip, directories, `--group` text and pictures, errors).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use grpo::analysis::{analyze_groups, read_rollouts, report, RolloutCompletion, RolloutGroup};
 use serde_json::{json, Value};
 
 const TOL: f64 = 1e-12;
 
-fn grpo(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_grpo"))
-        .args(args)
-        .output()
-        .expect("running grpo")
-}
+mod common;
+use common::{fixture, grpo};
 
 fn ok_stdout(args: &[&str]) -> String {
     let out = grpo(args);
@@ -295,7 +290,7 @@ fn group_tree_text_and_pictures() {
 #[test]
 fn group_tree_decodes_with_tokenizer() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-qwen2");
+    let dir = fixture("tiny-qwen2");
     let tok = grpo::model::Tokenizer::load(&dir).unwrap();
     let a = tok.encode("12 + 7 = 19", false).unwrap();
     let b = tok.encode("12 + 7 = 20", false).unwrap();
@@ -362,13 +357,10 @@ fn errors_name_the_file_and_line() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// shared/fixtures/losses.json: the analyze path reproduces every expected `group_stats`.
+// tests/fixtures/losses.json: the analyze path reproduces every expected `group_stats`.
 
 fn fixture_groups() -> Vec<(String, RolloutGroup, Value)> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/losses.json"
-    );
+    let path = fixture("losses.json");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut out = Vec::new();
     for (ci, case) in v["cases"].as_array().unwrap().iter().enumerate() {

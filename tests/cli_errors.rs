@@ -2,14 +2,10 @@
 //! exit: never a panic, never a silent default.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn grpo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grpo"))
-        .args(args)
-        .output()
-        .expect("running grpo")
-}
+mod common;
+use common::{fixture, grpo};
 
 fn fails_with(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
@@ -97,7 +93,7 @@ fn missing_model_dir() {
 }
 
 fn copy_fixture(to: &Path) {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-qwen2");
+    let from = fixture("tiny-qwen2");
     std::fs::create_dir_all(to).unwrap();
     for f in [
         "config.json",

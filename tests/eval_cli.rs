@@ -15,8 +15,10 @@ struct Cli {
     args: EvalArgs,
 }
 
+mod common;
+
 fn fixture() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/tiny-qwen2").to_string()
+    common::fixture("tiny-qwen2").display().to_string()
 }
 
 fn eval(args: &[&str]) -> anyhow::Result<()> {

@@ -18,8 +18,10 @@ use grpo::trainer::process_sets::lambda_sizes;
 use grpo::trainer::rollout::pack;
 use grpo::trainer::run::completion_logprobs;
 
+mod common;
+
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-qwen2")
+    common::fixture("tiny-qwen2")
 }
 
 struct Batch {

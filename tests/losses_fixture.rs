@@ -1,4 +1,5 @@
-//! Reproduces every case of `shared/fixtures/losses.json` (definitions: `shared/docs/lambda-grpo.md`)
+//! Reproduces every case of `tests/fixtures/losses.json` (definitions: `src/trainer/loss.rs`;
+//! origin: `tests/fixtures/README.md`)
 //! and checks the invariants of §5–§6 on it and on random groups.
 
 use anyhow::{Context, Result};
@@ -12,10 +13,7 @@ use grpo::trainer::process_sets::{group_stats, lambda_sizes, ProcessTree};
 use proptest::prelude::*;
 use serde::Deserialize;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/losses.json"
-);
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/losses.json");
 const TOL: f64 = 1e-6;
 
 #[derive(Deserialize)]

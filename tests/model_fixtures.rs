@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 
 const FIXTURES: [&str; 2] = ["tiny-qwen2", "tiny-llama"];
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")).join(name)
-}
+mod common;
+use common::fixture;
 
 fn reference(name: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu)

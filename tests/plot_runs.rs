@@ -3,22 +3,13 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use grpo::analysis::plot::{curve, group_runs, smooth};
 use grpo::analysis::{plot_runs, PlotOptions, Run};
 use serde_json::json;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn grpo(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_grpo"))
-        .args(args)
-        .output()
-        .expect("running grpo")
-}
+mod common;
+use common::{grpo, write_train_config};
 
 /// A fake run directory: `reward_mean` per step, and a summary whose config differs by `loss`/`seed`.
 fn fake_run(dir: &Path, name: &str, loss: &str, seed: u64, rewards: &[f64]) -> PathBuf {
@@ -124,44 +115,24 @@ fn seed_groups_mean_std_and_smoothing() {
 
 fn train(dir: &Path, name: &str, loss: &str, seed: u64) -> PathBuf {
     let out = dir.join(name);
-    let cfg = format!(
-        r#"
-[model]
-path = "{model}"
-[data]
-train = "{data}/arith/train.jsonl"
-validation = "{data}/arith/validation.jsonl"
-[sampling]
-num_generations = 4
-max_completion_length = 8
-temperature = 0.7
-[rewards]
-funcs = ["length", "accuracy"]
-length_target = 6
-length_window = 30
-[loss]
-type = "{loss}"
-beta = 0.04
-[optim]
-learning_rate = 1e-3
-[train]
-batch_size = 2
-max_steps = 3
-save_steps = 0
-seed = {seed}
-[eval]
-every = 2
-limit = 2
-max_completion_length = 4
-[output]
-dir = "{out}"
-"#,
-        model = repo().join("../shared/fixtures/tiny-qwen2").display(),
-        data = repo().join("data").display(),
-        out = out.display(),
+    let (loss, seed) = (format!("{loss:?}"), seed.to_string());
+    let path = write_train_config(
+        dir,
+        &format!("{name}.toml"),
+        &out,
+        &[
+            ("sampling.max_completion_length", "8"),
+            ("sampling.temperature", "0.7"),
+            ("rewards.length_target", "6"),
+            ("loss.type", &loss),
+            ("loss.beta", "0.04"),
+            ("train.max_steps", "3"),
+            ("train.seed", &seed),
+            ("eval.every", "2"),
+            ("eval.limit", "2"),
+            ("eval.max_completion_length", "4"),
+        ],
     );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, cfg).unwrap();
     let o = grpo(&["train", "--config", path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out

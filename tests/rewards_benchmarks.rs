@@ -1,4 +1,4 @@
-//! The verifier against the public benchmark sets in `../shared/data/benchmarks`.
+//! The verifier against the public benchmark sets in `data/benchmarks`.
 
 use grpo::rewards::equiv::{parse_answer, Answer};
 use grpo::rewards::latex::normalize;
@@ -7,7 +7,7 @@ use serde_json::Value;
 
 fn rows(rel: &str) -> Vec<Value> {
     let path = format!(
-        "{}/../shared/data/benchmarks/{rel}",
+        "{}/data/benchmarks/{rel}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

@@ -8,9 +8,8 @@ use grpo::model::{Policy, Tokenizer};
 use grpo::sampler::logits::row_rng;
 use grpo::sampler::{generate, Completion, FinishReason, SamplingParams, TokenEvent};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures")).join(name)
-}
+mod common;
+use common::fixture;
 
 struct Fixture {
     policy: Policy,

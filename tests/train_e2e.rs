@@ -3,65 +3,28 @@
 //! uninterrupted one metric for metric.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{DType, Device};
 use grpo::model::Policy;
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture() -> PathBuf {
-    repo().join("../shared/fixtures/tiny-qwen2")
-}
+mod common;
+use common::{fixture, grpo, write_train_config};
 
 fn write_config(dir: &Path, loss: &str) -> PathBuf {
-    let text = format!(
-        r#"
-[model]
-path = "{model}"
-[data]
-train = "{data}/arith/train.jsonl"
-validation = "{data}/arith/validation.jsonl"
-[sampling]
-num_generations = 4
-max_completion_length = 12
-[rewards]
-funcs = ["length", "accuracy"]
-length_target = 8
-length_window = 30
-[loss]
-type = "{loss}"
-beta = 0.04
-[optim]
-learning_rate = 1e-3
-[train]
-batch_size = 2
-gradient_accumulation_steps = 2
-max_steps = 4
-save_steps = 2
-[eval]
-limit = 4
-max_completion_length = 8
-[output]
-dir = "{out}"
-"#,
-        model = fixture().display(),
-        data = repo().join("data").display(),
-        out = dir.join("run").display(),
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn grpo(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_grpo"))
-        .args(args)
-        .output()
-        .expect("running grpo")
+    let loss = format!("{loss:?}");
+    write_train_config(
+        dir,
+        "config.toml",
+        &dir.join("run"),
+        &[
+            ("loss.type", &loss),
+            ("loss.beta", "0.04"),
+            ("train.gradient_accumulation_steps", "2"),
+            ("train.max_steps", "4"),
+            ("train.save_steps", "2"),
+        ],
+    )
 }
 
 fn metrics(dir: &Path) -> Vec<Value> {
@@ -158,7 +121,7 @@ fn train_checkpoint_reload_and_resume() {
             .join(format!("checkpoint-{step}/tokenizer.json"))
             .exists());
     }
-    let before = Policy::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
+    let before = Policy::load(&fixture("tiny-qwen2"), DType::F32, &Device::Cpu).unwrap();
     let after = Policy::load(&out.join("checkpoint-4"), DType::F32, &Device::Cpu).unwrap();
     let mut changed = 0;
     for ((name, a), (_, b)) in before.named_vars().iter().zip(after.named_vars().iter()) {

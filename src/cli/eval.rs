@@ -54,7 +54,7 @@ Examples:
   grpo eval -m runs/lambda/final -b math500 -n 8 --k 1,4,8 --temperature 0.6 --out runs/eval-l
   grpo eval -m Qwen/Qwen2.5-Math-1.5B -m runs/lambda/final -b gsm8k --limit 200
   grpo eval -m runs/arith/final -b arith --prompt-template plain --max-new-tokens 64
-  grpo eval -m ../shared/fixtures/tiny-qwen2 --data my.jsonl --question-field q --answer-field a
+  grpo eval -m tests/fixtures/tiny-qwen2 --data my.jsonl --question-field q --answer-field a
   grpo eval -m Qwen/Qwen2.5-0.5B-Instruct -b gsm8k --few-shot 4 --limit 100
   grpo eval --oracle -b paper,gsm8k
   grpo eval --compare runs/eval-base runs/eval-l";

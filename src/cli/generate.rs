@@ -27,10 +27,10 @@ logprobs, finish_reason). Log-probs are those of log_softmax(logits / T) over th
 vocabulary, as the trainer computes them.
 
 Examples:
-  grpo generate --model ../shared/fixtures/tiny-qwen2 --prompt 'What is 2+3?' --max-new-tokens 32
+  grpo generate --model tests/fixtures/tiny-qwen2 --prompt 'What is 2+3?' --max-new-tokens 32
   grpo generate --model Qwen/Qwen2.5-0.5B-Instruct --input prompts.jsonl -n 8 --temperature 0.7 --json
   grpo generate --model runs/lambda/checkpoint-20 --prompt 'Q: 12*7?' --temperature 0 --stop '\\n\\n'
-  grpo generate --model ../shared/fixtures/tiny-qwen2 --bench";
+  grpo generate --model tests/fixtures/tiny-qwen2 --bench";
 
 /// Sample completions from a model (batched, KV-cached).
 #[derive(Debug, Clone, Args)]

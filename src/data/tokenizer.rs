@@ -32,7 +32,7 @@ pub const EOS_ID: u32 = 2;
 /// Qwen2's pre-tokenizer regex: single digits, words with one leading non-letter, punctuation runs.
 pub const QWEN2_SPLIT_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// The ChatML template of Qwen2 checkpoints (as in `../shared/fixtures/tiny-qwen2`).
+/// The ChatML template of Qwen2 checkpoints (as in `tests/fixtures/tiny-qwen2`).
 pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// Renders messages the way [`CHAT_TEMPLATE`] does, so the trainer sees the text the model will.

@@ -455,7 +455,7 @@ mod tests {
     fn chunked_prefill_matches_reference() {
         let dir = std::path::Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/tiny-qwen2"
+            "/tests/fixtures/tiny-qwen2"
         ));
         let policy = Policy::load(dir, DType::F32, &Device::Cpu).unwrap();
         let tok = Tokenizer::load(dir).unwrap();
