@@ -6,10 +6,7 @@ use grpo::rewards::{extract_answer, is_equiv, last_boxed, EquivOptions, ExtractP
 use serde_json::Value;
 
 fn rows(rel: &str) -> Vec<Value> {
-    let path = format!(
-        "{}/data/benchmarks/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/data/benchmarks/{rel}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .filter(|l| !l.trim().is_empty())
