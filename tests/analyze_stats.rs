@@ -3,7 +3,7 @@
 //! through the binary (`--json`, gzip, directories, `--group` text and pictures, errors).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use grpo::analysis::{analyze_groups, read_rollouts, report, RolloutCompletion, RolloutGroup};
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use grpo::model::{ChatMessage, KvCache, ModelConfig, Policy, Tokenizer};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const FIXTURES: [&str; 2] = ["tiny-qwen2", "tiny-llama"];
 

@@ -1,8 +1,6 @@
 //! `grpo::sampler::generate` against the tiny fixtures: greedy tokens of `transformers`, cache vs
 //! full recomputation, log-probs vs a full forward, seeds vs batch layout, stop strings and EOS.
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Device, Tensor};
 use grpo::model::{Policy, Tokenizer};
 use grpo::sampler::logits::row_rng;
