@@ -1,5 +1,5 @@
-//! What λ-GRPO adds to a training step, measured on one machine in one process: the update
-//! (coefficients → log-probs → clipped loss → backward) of one real rollout batch of the shipped
+//! What λ-GRPO adds to a training step, measured on one machine in one process: the trainer's
+//! update (coefficients → log-probs → clipped loss → backward) of one real rollout batch of the shipped
 //! default run (`models/tiny-math`, 8 prompts × 8 completions at temperature 1), once with the
 //! `dapo` coefficients and once with `lambda_grpo`'s, which also build every group's prefix
 //! tree for |λ|. Both variants run interleaved under criterion, so machine load hits them alike;
@@ -10,15 +10,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
 use grpo::data::dataset::load_jsonl;
 use grpo::data::prompt::PromptFormat;
 use grpo::model::{Policy, Tokenizer};
+use grpo::process_sets;
 use grpo::sampler::{self, SamplingParams};
 use grpo::trainer::loss::{self, LossType, ProcessWeighting, SeqLayout};
-use grpo::trainer::process_sets;
-use grpo::trainer::rollout::pack;
+use grpo::trainer::update::{accumulate, FrozenLogprobs, LossSettings, UpdateBatch};
 
 const B: usize = 8;
 const G: usize = 8;
@@ -27,8 +27,9 @@ struct Rollout {
     policy: Policy,
     prompts: Vec<Vec<u32>>,
     completions: Vec<Vec<u32>>,
-    advantages: Vec<f32>,
+    advantages: Vec<f64>,
     pad: u32,
+    vars: Vec<Var>,
 }
 
 fn rollout() -> Rollout {
@@ -62,7 +63,8 @@ fn rollout() -> Rollout {
     };
     let out = sampler::generate(&policy, &tokenizer, &prompts, G, &params, None).expect("rollout");
     // Fixed non-zero advantages: the cost does not depend on their values.
-    let advantages = (0..B * G).map(|i| (i % 3) as f32 - 1.0).collect();
+    let advantages = (0..B * G).map(|i| (i % 3) as f64 - 1.0).collect();
+    let vars = policy.named_vars().into_iter().map(|(_, v)| v).collect();
     Rollout {
         pad: tokenizer.pad_token_id(),
         prompts: out
@@ -71,12 +73,16 @@ fn rollout() -> Rollout {
             .collect(),
         completions: out.into_iter().map(|c| c.token_ids).collect(),
         advantages,
+        vars,
         policy,
     }
 }
 
-/// One update's work after sampling and scoring; returns the loss so nothing is optimised away.
-fn update(r: &Rollout, weighting: ProcessWeighting) -> f32 {
+/// One update's work after sampling and scoring, by the trainer's own code: the step's
+/// coefficients (with the prefix trees for |λ| under `lambda_grpo`), then one pass of
+/// `trainer::update::accumulate` (log-probs → clipped loss → backward → summed gradients).
+/// Returns the loss so nothing is optimised away.
+fn update(r: &Rollout, weighting: ProcessWeighting) -> f64 {
     let loss_type = match weighting {
         ProcessWeighting::None => LossType::Dapo,
         ProcessWeighting::Lambda => LossType::LambdaGrpo,
@@ -103,27 +109,33 @@ fn update(r: &Rollout, weighting: ProcessWeighting) -> f32 {
     let coef = loss::token_coefficients(&layouts, resolved, 64).expect("coefficients");
     let prompts: Vec<&[u32]> = r.prompts.iter().map(|p| p.as_slice()).collect();
     let completions: Vec<&[u32]> = r.completions.iter().map(|c| c.as_slice()).collect();
-    let batch = pack(&prompts, &completions, r.pad, &Device::Cpu).expect("pack");
-    let (logp, _) = r
-        .policy
-        .completion_logprobs(
-            &batch.input_ids,
-            Some(&batch.attention_mask),
-            batch.prompt_len - 1,
-            &batch.targets,
-            1.0,
-            None,
-        )
-        .expect("log-probs");
-    let coef_t = loss::coefficients_tensor(&coef, batch.completion_len, DType::F32, &Device::Cpu)
-        .expect("coefficient tensor");
-    let adv = Tensor::new(r.advantages.as_slice(), &Device::Cpu).expect("advantages");
-    let (loss, _) =
-        loss::token_loss_candle(&logp, &logp.detach(), None, &adv, &coef_t, 0.2, 0.2, 0.0)
-            .expect("loss");
-    let grads = loss.backward().expect("backward");
-    std::hint::black_box(grads);
-    loss.to_scalar::<f32>().expect("scalar")
+    let batch = UpdateBatch {
+        prompts: &prompts,
+        completions: &completions,
+        advantages: &r.advantages,
+        coefficients: &coef,
+        micro_batch: completions.len(),
+        pad: r.pad,
+        sampler_logprobs: None,
+    };
+    let settings = LossSettings {
+        temperature: 1.0,
+        epsilon_low: 0.2,
+        epsilon_high: 0.2,
+        beta: 0.0,
+        vocab_bias: None,
+    };
+    let pass = accumulate(
+        &r.policy,
+        None,
+        &r.vars,
+        &batch,
+        &settings,
+        &mut FrozenLogprobs::default(),
+    )
+    .expect("update");
+    std::hint::black_box(pass.grads);
+    pass.loss
 }
 
 fn bench(c: &mut Criterion) {

@@ -5,10 +5,16 @@
 //! exists (`num_generations`, `beta`, `epsilon`, `max_completion_length`, `temperature`,
 //! `scale_rewards`, ...), so a TRL user can read a config without a manual.
 //!
-//! Loading is two-staged, as in ripgrep's low/high args: the file (plus `--set` overrides) is
-//! parsed into [`Config`] with `deny_unknown_fields`, then [`Config::validate`] checks keys against
-//! each other, the way TRL's `__post_init__` does. Every error names the file, the key and what
-//! was expected; for an unknown key it also names the closest valid one.
+//! Loading is staged, as in ripgrep's low → high args: the file (plus `--set` overrides) is
+//! parsed into [`Config`] with `deny_unknown_fields`; [`Config::validate`] checks keys against
+//! each other, the way TRL's `__post_init__` does; and `Config::resolve` (in
+//! [`crate::resolve`], the layer that knows the sampler, rewards and prompt types) builds what
+//! a run needs from it once. Every error names the file, the key and what was expected; for an
+//! unknown key it also names the closest valid one.
+//!
+//! This module is the ground floor: it imports nothing else of the crate. It owns the enums its
+//! keys hold ([`LossType`], [`ProcessWeighting`], [`ScaleRewards`], [`DType`], ...), the loss
+//! shorthand ([`LossType::resolve`]) and the device / dtype names every subcommand accepts.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,9 +22,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::trainer::advantages::ScaleRewards;
-use crate::trainer::loss::{LossType, ProcessWeighting};
-use crate::trainer::sft::SftSection;
+mod device;
+mod loss;
+mod sft;
+
+pub use device::{parse_device, DType, Device};
+pub use loss::{Aggregation, LossSection, LossType, ProcessWeighting, ResolvedLoss, ScaleRewards};
+pub use sft::{SftInit, SftSection};
 
 /// The whole run, one struct per TOML section.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -47,7 +57,7 @@ pub struct ModelSection {
     /// `f32` (CPU default), `bf16` or `f16` (for devices that support them).
     pub dtype: DType,
     /// `cpu` or `cuda` / `cuda:N` (needs a build with the `cuda` feature).
-    pub device: String,
+    pub device: Device,
 }
 
 impl Default for ModelSection {
@@ -56,25 +66,7 @@ impl Default for ModelSection {
             path: "models/tiny-math".into(),
             revision: None,
             dtype: DType::F32,
-            device: "cpu".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum DType {
-    F32,
-    Bf16,
-    F16,
-}
-
-impl DType {
-    pub fn to_candle(self) -> candle_core::DType {
-        match self {
-            DType::F32 => candle_core::DType::F32,
-            DType::Bf16 => candle_core::DType::BF16,
-            DType::F16 => candle_core::DType::F16,
+            device: Device::Cpu,
         }
     }
 }
@@ -196,92 +188,41 @@ impl Default for RewardsSection {
 }
 
 impl RewardsSection {
-    /// The reward functions' shared settings.
-    pub fn reward_config(&self) -> Result<crate::rewards::RewardConfig> {
-        use crate::rewards::{ExtractPolicy, FormatMode, Length, LengthUnit, RewardConfig};
-        let policy = ExtractPolicy::by_name(&self.extract).ok_or_else(|| {
-            anyhow!(
+    /// `rewards.extract` spellings: the documented four, then the verifier's aliases for them
+    /// (`Config::resolve` maps a name to its extraction policy).
+    pub const EXTRACT_NAMES: &'static [&'static str] = &[
+        "default",
+        "math",
+        "gsm8k",
+        "boxed",
+        "lenient",
+        "math500",
+        "minerva",
+        "minerva_math",
+        "olympiadbench",
+        "aime",
+        "aime24",
+        "amc",
+        "amc23",
+        "boxed_only",
+        "strict",
+    ];
+
+    /// Names checked here, so that `grpo config show` rejects what a run would reject.
+    fn validate(&self) -> Result<()> {
+        if !Self::EXTRACT_NAMES.contains(&self.extract.to_ascii_lowercase().as_str()) {
+            bail!(
                 "rewards.extract: expected one of default, math, gsm8k, boxed; got `{}`",
                 self.extract
-            )
-        })?;
-        let format = match self.format.as_str() {
-            "boxed" => FormatMode::OneBoxed,
-            "think" => FormatMode::ThinkThenAnswer,
-            other => bail!("rewards.format: expected `boxed` or `think`, got `{other}`"),
-        };
-        Ok(RewardConfig {
-            policy,
-            format,
-            length: Length {
-                target: self.length_target,
-                window: self.length_window.max(1),
-                unit: LengthUnit::Chars,
-            },
-            tree: crate::rewards::tree::TreePath {
-                n: self.tree_n,
-                r_neg: self.tree_r_neg,
-                r_other: self.tree_r_other,
-            },
-            ..RewardConfig::default()
-        })
-    }
-}
-
-/// `[loss]`: the policy objective (see `docs` in `src/trainer/loss.rs`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LossSection {
-    /// `grpo`, `bnpo`, `dapo`, `dr_grpo` or `lambda_grpo`.
-    #[serde(rename = "type")]
-    pub loss_type: LossType,
-    /// `none` or `lambda` (divide each token's term by its process-set size |λ|). Unset means
-    /// `none`, except under `lambda_grpo`, which implies `lambda`.
-    pub process_weighting: Option<ProcessWeighting>,
-    /// KL coefficient to the frozen reference model; 0 = no reference model is loaded.
-    pub beta: f64,
-    /// Lower PPO clip range ε.
-    pub epsilon: f64,
-    /// Upper clip range; defaults to `epsilon`.
-    pub epsilon_high: Option<f64>,
-    /// μ: optimizer passes over each generated batch.
-    pub num_iterations: usize,
-    /// `group`, `batch` or `none`.
-    pub scale_rewards: ScaleRewards,
-    /// Mask completions cut at `max_completion_length` out of the loss.
-    pub mask_truncated_completions: bool,
-    /// Leave groups whose rewards are all equal out of the loss (they still count in metrics).
-    pub skip_zero_std_groups: bool,
-}
-
-impl LossSection {
-    /// The process weighting in force (`lambda_grpo` implies `lambda`, doc §6).
-    pub fn weighting(&self) -> ProcessWeighting {
-        match (self.loss_type, self.process_weighting) {
-            (_, Some(w)) => w,
-            (LossType::LambdaGrpo, None) => ProcessWeighting::Lambda,
-            (_, None) => ProcessWeighting::None,
+            );
         }
-    }
-
-    pub fn epsilon_high(&self) -> f64 {
-        self.epsilon_high.unwrap_or(self.epsilon)
-    }
-}
-
-impl Default for LossSection {
-    fn default() -> Self {
-        Self {
-            loss_type: LossType::Grpo,
-            process_weighting: None,
-            beta: 0.0,
-            epsilon: 0.2,
-            epsilon_high: None,
-            num_iterations: 1,
-            scale_rewards: ScaleRewards::Group,
-            mask_truncated_completions: false,
-            skip_zero_std_groups: false,
+        if !matches!(self.format.as_str(), "boxed" | "think") {
+            bail!(
+                "rewards.format: expected `boxed` or `think`, got `{}`",
+                self.format
+            );
         }
+        Ok(())
     }
 }
 
@@ -490,13 +431,7 @@ impl Config {
             );
         }
         let l = &self.loss;
-        if l.loss_type == LossType::LambdaGrpo
-            && l.process_weighting == Some(ProcessWeighting::None)
-        {
-            bail!(
-                "loss.process_weighting: `lambda_grpo` is `dapo` with process weighting `lambda`, so `none` contradicts it; drop the key or use type = \"dapo\""
-            );
-        }
+        l.resolved()?;
         if l.beta < 0.0 {
             bail!("loss.beta: expected >= 0, got {}", l.beta);
         }
@@ -532,7 +467,7 @@ impl Config {
                 self.rewards.weights.len()
             );
         }
-        self.rewards.reward_config()?;
+        self.rewards.validate()?;
         if self.rewards.funcs.is_empty() {
             bail!("rewards.funcs: expected at least one reward function, e.g. [\"accuracy\"]");
         }

@@ -1,6 +1,6 @@
 //! §7 statistics of rollout groups (`docs/lambda-grpo.md`), per group, per step and overall.
 //!
-//! The trees and per-group numbers come from [`crate::trainer::process_sets`], the same code the
+//! The trees and per-group numbers come from [`crate::process_sets`], the same code the
 //! trainer logs `process/*` metrics with, so `grpo analyze` on a dump reproduces those metrics.
 
 use std::fmt::Write as _;
@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::analysis::rollouts::RolloutGroup;
-use crate::trainer::process_sets::{batch_stats, GroupStats, ProcessTree};
+use crate::process_sets::{batch_stats, GroupStats, ProcessTree};
 
 /// One process set (node of the compressed trie) with its Monte-Carlo step reward.
 #[derive(Debug, Clone, PartialEq, Serialize)]

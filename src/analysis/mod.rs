@@ -2,7 +2,7 @@
 //! (`grpo analyze`, `docs/lambda-grpo.md` §7) and training curves (`grpo plot`).
 //!
 //! Everything here reads what `grpo train` wrote (`rollouts/step-N.jsonl`, `metrics.jsonl`,
-//! `summary.json`); the tree statistics reuse [`crate::trainer::process_sets`].
+//! `summary.json`); the tree statistics reuse [`crate::process_sets`].
 
 pub mod font;
 pub mod groups;

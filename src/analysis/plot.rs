@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::analysis::font::ensure_fonts;
 use crate::analysis::ImageFormat;
+use crate::config::{LossType, ProcessWeighting};
+use crate::record::{read_metrics, read_summary, StepMetrics, TrainSummary};
 
 /// Panels drawn when `--metrics` is not given (those without data in any run are left out).
 pub const DEFAULT_METRICS: &[&str] = &[
@@ -33,9 +35,10 @@ pub struct Run {
     pub dir: PathBuf,
     /// The directory's name, the default legend label.
     pub name: String,
-    /// One object per logged step.
-    pub metrics: Vec<Map<String, Value>>,
-    pub summary: Option<Value>,
+    /// One record per logged step.
+    pub metrics: Vec<StepMetrics>,
+    /// `summary.json` of a `grpo train` run (None when absent, or for other runs such as SFT).
+    pub summary: Option<TrainSummary>,
 }
 
 impl Run {
@@ -46,37 +49,15 @@ impl Run {
         } else {
             path.to_path_buf()
         };
-        let mpath = dir.join("metrics.jsonl");
-        let text = std::fs::read_to_string(&mpath).with_context(|| {
-            format!(
-                "reading {} (expected a run directory written by grpo train)",
-                mpath.display()
-            )
-        })?;
-        let mut metrics = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
+        let metrics = read_metrics(&dir)?;
+        let summary = if dir.join("summary.json").is_file() {
+            match read_summary(&dir) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!("{e:#}: plotting without it");
+                    None
+                }
             }
-            let at = || format!("{}:{}", mpath.display(), i + 1);
-            let v: Value = serde_json::from_str(line)
-                .with_context(|| format!("{}: expected a JSON object per line", at()))?;
-            let Value::Object(m) = v else {
-                bail!("{}: expected a JSON object", at());
-            };
-            if !m.get("step").is_some_and(Value::is_number) {
-                bail!("{}: expected a numeric \"step\" key", at());
-            }
-            metrics.push(m);
-        }
-        let spath = dir.join("summary.json");
-        let summary = if spath.is_file() {
-            let t = std::fs::read_to_string(&spath)
-                .with_context(|| format!("reading {}", spath.display()))?;
-            Some(
-                serde_json::from_str(&t)
-                    .with_context(|| format!("{}: expected a JSON object", spath.display()))?,
-            )
         } else {
             None
         };
@@ -103,18 +84,18 @@ impl Run {
         let mut pts: Vec<(f64, f64)> = self
             .metrics
             .iter()
-            .filter_map(|m| Some((m.get("step")?.as_f64()?, m.get(key)?.as_f64()?)))
+            .filter_map(|m| Some((m.step as f64, m.get(key)?)))
             .filter(|(_, v)| v.is_finite())
             .collect();
         if key == "eval/accuracy" {
             if let Some(s) = &self.summary {
-                let get = |k: &str| s.get(k).and_then(Value::as_f64);
-                if let Some(v) = get("initial_val_accuracy") {
+                if let Some(v) = s.initial_val_accuracy {
                     if !pts.iter().any(|p| p.0 == 0.0) {
                         pts.insert(0, (0.0, v));
                     }
                 }
-                if let (Some(v), Some(steps)) = (get("final_val_accuracy"), get("steps")) {
+                let steps = s.steps as f64;
+                if let (Some(v), true) = (s.final_val_accuracy, s.steps > 0) {
                     if !pts.iter().any(|p| p.0 == steps) {
                         pts.push((steps, v));
                     }
@@ -127,15 +108,16 @@ impl Run {
 
     /// Whether any logged step has a numeric value for `key`.
     pub fn has_metric(&self, key: &str) -> bool {
-        self.metrics
-            .iter()
-            .any(|m| m.get(key).is_some_and(Value::is_number))
+        self.metrics.iter().any(|m| m.has(key))
     }
 
     /// The resolved config with the seed and the output directory removed: runs with equal keys
     /// are repetitions of one experiment.
     pub fn config_key(&self) -> Option<Value> {
-        let mut cfg = self.summary.as_ref()?.get("config")?.clone();
+        let mut cfg = self.summary.as_ref()?.config.clone();
+        if cfg.is_null() {
+            return None;
+        }
         if let Some(t) = cfg.get_mut("train").and_then(Value::as_object_mut) {
             t.remove("seed");
         }
@@ -146,20 +128,15 @@ impl Run {
     }
 
     pub fn seed(&self) -> Option<u64> {
-        let s = self.summary.as_ref()?;
-        s.get("seed")
-            .and_then(Value::as_u64)
-            .or_else(|| s.get("config")?.get("train")?.get("seed")?.as_u64())
+        self.summary.as_ref()?.seed()
     }
 
     /// `loss_type`, with `+λ` when process weighting is added to a non-λ loss.
     pub fn loss_label(&self) -> Option<String> {
         let s = self.summary.as_ref()?;
-        let loss = s.get("loss_type")?.as_str()?.to_string();
-        let weighting = s.get("process_weighting").and_then(Value::as_str);
-        Some(match weighting {
-            Some("lambda") if loss != "lambda_grpo" => format!("{loss}+λ"),
-            _ => loss,
+        Some(match (s.loss_type, s.process_weighting) {
+            (LossType::LambdaGrpo, _) | (_, ProcessWeighting::None) => s.loss_type.to_string(),
+            (t, ProcessWeighting::Lambda) => format!("{t}+λ"),
         })
     }
 }
@@ -430,9 +407,7 @@ fn resolve_metrics(runs: &[Run], wanted: &[String]) -> Result<Vec<String>> {
             let mut avail: Vec<String> = runs
                 .iter()
                 .flat_map(|r| r.metrics.iter())
-                .flat_map(|m| m.iter())
-                .filter(|(_, v)| v.is_number())
-                .map(|(k, _)| k.clone())
+                .flat_map(StepMetrics::numeric_keys)
                 .collect();
             avail.sort();
             avail.dedup();

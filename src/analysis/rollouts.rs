@@ -5,48 +5,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// One sampled completion of a group, as dumped by the trainer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutCompletion {
-    /// Completion token ids (prompt excluded).
-    pub token_ids: Vec<u32>,
-    #[serde(default)]
-    pub text: String,
-    /// Outcome reward `r_i` (weighted sum of the reward functions).
-    pub reward: f64,
-    #[serde(default)]
-    pub advantage: f64,
-}
-
-/// One group: the `G` completions of one prompt at one training step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RolloutGroup {
-    pub step: usize,
-    #[serde(default)]
-    pub prompt: String,
-    #[serde(default)]
-    pub answer: String,
-    pub completions: Vec<RolloutCompletion>,
-    /// Where the group was read from (`file:line`), for messages.
-    #[serde(skip)]
-    pub source: String,
-}
-
-impl RolloutGroup {
-    /// The completions' token ids, in group order.
-    pub fn token_ids(&self) -> Vec<&[u32]> {
-        self.completions
-            .iter()
-            .map(|c| c.token_ids.as_slice())
-            .collect()
-    }
-
-    pub fn rewards(&self) -> Vec<f64> {
-        self.completions.iter().map(|c| c.reward).collect()
-    }
-}
+pub use crate::record::{RolloutCompletion, RolloutGroup};
 
 /// Like [`RolloutGroup`] but with an optional step, filled from the file name when absent.
 #[derive(Deserialize)]

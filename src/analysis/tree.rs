@@ -12,7 +12,7 @@ use crate::analysis::groups::{mc_rewards, node_depths, one_line};
 use crate::analysis::rollouts::RolloutGroup;
 use crate::analysis::ImageFormat;
 use crate::model::Tokenizer;
-use crate::trainer::process_sets::ProcessTree;
+use crate::process_sets::ProcessTree;
 
 /// A group's tree with everything the text and the picture show.
 pub struct TreeView<'a> {
@@ -283,7 +283,7 @@ impl Layout {
         // Post-order walk: children are placed before their parent is centred on them.
         fn place(
             id: usize,
-            nodes: &[crate::trainer::process_sets::ProcessNode],
+            nodes: &[crate::process_sets::ProcessNode],
             y: &mut [i32],
             row: &mut i32,
         ) {

@@ -1,27 +1,25 @@
 //! `grpo eval`: score models on math benchmarks (pass@k, maj@k), resumable, with side-by-side
 //! comparisons.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::DType;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
+use crate::cli::args::{generation_config, ModelArgs, SamplingArgs};
 use crate::data::benchmarks::{benchmark_set, BenchmarkSpec};
 use crate::data::prompt::PromptFormat;
 use crate::data::prompt::PromptTemplate;
+use crate::eval::store::Store;
 use crate::eval::{
-    self, average, fewshot, run_benchmark, BenchmarkResult, EvalSet, EvalSettings, Progress,
+    self, fewshot, report, run_benchmark, BenchmarkResult, EvalSet, EvalSettings, Progress,
     SampleRecord, Solver,
 };
-use crate::model::checkpoint::dtype_from_name;
-use crate::model::{resolve_model_dir, Policy, Tokenizer};
+use crate::model::{Policy, Tokenizer};
 
 /// `grpo eval --help` text: what is measured, where results go, examples.
 pub const LONG_ABOUT: &str = "\
@@ -66,9 +64,10 @@ pub struct EvalArgs {
     /// Local Hugging Face directory or hub id (repeatable: several models are compared).
     #[arg(long, short = 'm', value_name = "DIR|HUB_ID")]
     pub model: Vec<String>,
-    /// Hub revision (hub ids only).
-    #[arg(long)]
-    pub revision: Option<String>,
+    #[command(flatten)]
+    pub load: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Benchmark name or comma list (repeatable); `paper` = the paper's five.
     #[arg(long, short = 'b', value_name = "NAME")]
     pub benchmark: Vec<String>,
@@ -87,40 +86,16 @@ pub struct EvalArgs {
     /// The k of pass@k and maj@k, comma-separated [default: 1, and n when n > 1].
     #[arg(long, value_delimiter = ',', value_name = "K,K")]
     pub k: Vec<usize>,
-    /// Sampling temperature, 0 = greedy [default: 0 for -n 1, else generation_config or 0.6].
-    #[arg(long, short = 't')]
-    pub temperature: Option<f64>,
-    /// Nucleus mass, 1 = off [default: generation_config or 0.95 when sampling].
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    /// Keep the k most likely tokens, 0 = off [default: generation_config when sampling].
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Most new tokens per completion.
-    #[arg(long, default_value_t = 2048)]
-    pub max_new_tokens: usize,
-    /// Base seed of the sampler (each batch derives its own).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Only the first N problems of each benchmark.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
     /// Problems per generation batch (sampled runs depend on it; greedy ones do not).
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Most rows (problems × samples) per forward pass, 0 = a whole batch (memory bound only).
-    #[arg(long, default_value_t = 0)]
-    pub max_batch_rows: usize,
-    /// System message (overrides the template's).
-    #[arg(long, value_name = "TEXT")]
-    pub system: Option<String>,
     /// `math` (question + "reason step by step … \boxed{}"), `qwen_math` (that instruction as
     /// the system turn), `qwen_boxed`, `plain`, or a literal template with {question}.
     #[arg(long, default_value = "math", value_name = "NAME|TEMPLATE")]
     pub prompt_template: String,
-    /// Tokenize the rendered prompt as it is, without the model's chat template.
-    #[arg(long)]
-    pub no_chat_template: bool,
     /// Keep at most this many trailing prompt tokens, 0 = no limit.
     #[arg(long, default_value_t = 0)]
     pub max_prompt_length: usize,
@@ -128,9 +103,6 @@ pub struct EvalArgs {
     /// a note, for benchmarks without one).
     #[arg(long, value_name = "K")]
     pub few_shot: Option<usize>,
-    /// End completions before this string (repeatable).
-    #[arg(long, value_name = "TEXT")]
-    pub stop: Vec<String>,
     /// Output directory (summary.json, samples.jsonl); re-running resumes.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -140,12 +112,6 @@ pub struct EvalArgs {
     /// Print result directories side by side (their summary.json) and exit.
     #[arg(long, num_args = 1.., value_name = "DIR", conflicts_with_all = ["model", "oracle"])]
     pub compare: Vec<PathBuf>,
-    /// Compute dtype: f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -176,7 +142,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     if summaries.len() > 1 {
         println!();
-        print_comparison(&summaries);
+        print!("{}", report::comparison_table(&summaries));
     }
     Ok(())
 }
@@ -267,18 +233,6 @@ fn model_labels(args: &EvalArgs) -> Vec<String> {
     out
 }
 
-/// generation_config.json of a model directory (`Null` when absent).
-fn generation_config(dir: Option<&Path>) -> Result<Value> {
-    let Some(path) = dir.map(|d| d.join("generation_config.json")) else {
-        return Ok(Value::Null);
-    };
-    if !path.is_file() {
-        return Ok(Value::Null);
-    }
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
 fn prompt_format(args: &EvalArgs) -> Result<PromptFormat> {
     let mut format = match args.prompt_template.as_str() {
         "math" => eval::math_prompt(),
@@ -300,18 +254,19 @@ fn prompt_format(args: &EvalArgs) -> Result<PromptFormat> {
             }
         }
     };
-    if let Some(system) = &args.system {
+    if let Some(system) = &args.sampling.system {
         format.system = Some(system.clone());
     }
-    format.use_chat_template = !args.no_chat_template;
+    format.use_chat_template = !args.sampling.no_chat_template;
     format.max_prompt_length = args.max_prompt_length;
     Ok(format)
 }
 
 /// Settings from the command line, then the model's generation_config.json.
 fn settings(args: &EvalArgs, gen: &Value) -> Result<EvalSettings> {
+    let a = &args.sampling;
     let sampling_default = args.n > 1;
-    let temperature = match args.temperature {
+    let temperature = match a.temperature {
         Some(t) => t,
         None if !sampling_default => 0.0,
         None if gen.get("do_sample").and_then(Value::as_bool) == Some(false) => 0.6,
@@ -321,12 +276,12 @@ fn settings(args: &EvalArgs, gen: &Value) -> Result<EvalSettings> {
             .unwrap_or(0.6),
     };
     let sampling = temperature > 0.0;
-    let top_p = args.top_p.unwrap_or(if sampling {
+    let top_p = a.top_p.unwrap_or(if sampling {
         gen.get("top_p").and_then(Value::as_f64).unwrap_or(0.95)
     } else {
         1.0
     });
-    let top_k = args.top_k.unwrap_or(if sampling {
+    let top_k = a.top_k.unwrap_or(if sampling {
         gen.get("top_k").and_then(Value::as_u64).unwrap_or(0) as usize
     } else {
         0
@@ -346,13 +301,13 @@ fn settings(args: &EvalArgs, gen: &Value) -> Result<EvalSettings> {
         temperature,
         top_p,
         top_k,
-        max_new_tokens: args.max_new_tokens,
-        seed: args.seed,
+        max_new_tokens: a.max_new_tokens.unwrap_or(2048),
+        seed: a.seed,
         limit: args.limit,
         prompt: prompt_format(args)?,
         batch_size: args.batch_size,
-        max_batch_rows: args.max_batch_rows,
-        stop: args.stop.clone(),
+        max_batch_rows: a.max_batch_rows,
+        stop: a.stop.clone(),
         ..EvalSettings::default()
     };
     s.validate().context("eval settings")?;
@@ -369,7 +324,7 @@ fn settings(args: &EvalArgs, gen: &Value) -> Result<EvalSettings> {
 fn identity(args: &EvalArgs, model: Option<&str>, s: &EvalSettings) -> Value {
     json!({
         "model": model.unwrap_or("oracle"),
-        "revision": args.revision,
+        "revision": args.load.revision,
         "n": s.n,
         "temperature": s.temperature,
         "top_p": s.top_p,
@@ -383,7 +338,7 @@ fn identity(args: &EvalArgs, model: Option<&str>, s: &EvalSettings) -> Value {
         "max_prompt_length": s.prompt.max_prompt_length,
         "few_shot": args.few_shot,
         "stop": s.stop,
-        "dtype": args.dtype,
+        "dtype": args.load.dtype,
     })
 }
 
@@ -395,15 +350,7 @@ fn eval_one(
     out: Option<&Path>,
 ) -> Result<Value> {
     let loaded = match model {
-        Some(m) => {
-            let dir = resolve_model_dir(m, args.revision.as_deref())?;
-            let dtype = parse_dtype(&args.dtype)?;
-            let device = crate::trainer::run::parse_device(&args.device).context("--device")?;
-            let tokenizer = Tokenizer::load(&dir)?;
-            let policy = Policy::load(&dir, dtype, &device)
-                .with_context(|| format!("loading the model from {}", dir.display()))?;
-            Some((dir, tokenizer, policy))
-        }
+        Some(m) => Some(args.load.load(m)?),
         None => None,
     };
     let gen = generation_config(loaded.as_ref().map(|l| l.0.as_path()))?;
@@ -477,27 +424,15 @@ fn eval_one(
         results.push(result);
     }
 
-    let summary = summary_json(model, args, &settings, &results);
+    let summary = report::summary_json(model, args.few_shot, &settings, &results);
     if let Some(dir) = out {
         let path = dir.join("summary.json");
         let text = serde_json::to_string_pretty(&summary)? + "\n";
         fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("model: {}", model.unwrap_or("oracle (reference solutions)"));
-    print_results(&results);
+    print!("{}", report::results_table(&results));
     Ok(summary)
-}
-
-fn parse_dtype(s: &str) -> Result<DType> {
-    let name = match s {
-        "f32" => "float32",
-        "f16" => "float16",
-        other => other,
-    };
-    match dtype_from_name(name) {
-        Some(d) if d != DType::F64 => Ok(d),
-        _ => bail!("--dtype: expected f32, bf16 or f16, got `{s}`"),
-    }
 }
 
 /// Warns when prompts plus --max-new-tokens exceed the model's context.
@@ -536,395 +471,11 @@ fn progress_bar(name: &str) -> ProgressBar {
     bar
 }
 
-fn summary_json(
-    model: Option<&str>,
-    args: &EvalArgs,
-    s: &EvalSettings,
-    results: &[BenchmarkResult],
-) -> Value {
-    let mut benchmarks = Map::new();
-    for r in results {
-        benchmarks.insert(r.benchmark.clone(), r.to_json());
-    }
-    let mut out = json!({
-        "model": model.unwrap_or("oracle"),
-        "settings": {
-            "n": s.n,
-            "ks": s.ks,
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "top_k": s.top_k,
-            "max_new_tokens": s.max_new_tokens,
-            "seed": s.seed,
-            "limit": s.limit,
-            "batch_size": s.batch_size,
-            "system": s.prompt.system,
-            "user_template": s.prompt.user_template,
-            "chat_template": s.prompt.use_chat_template,
-            "few_shot": args.few_shot,
-        },
-        "benchmarks": benchmarks,
-    });
-    if results.len() > 1 {
-        out["average"] = average(results);
-    }
-    out
-}
-
-fn pct(v: f64) -> String {
-    format!("{:.1}", 100.0 * v)
-}
-
-/// The per-benchmark table of one model (scores in %).
-fn print_results(results: &[BenchmarkResult]) {
-    let Some(first) = results.first() else {
-        return;
-    };
-    let keys: Vec<String> = first.scores().into_iter().map(|(k, _)| k).collect();
-    let mut header = vec!["benchmark".to_string(), "problems".into(), "n".into()];
-    header.push(keys[0].clone());
-    header.push("95% CI".into());
-    header.extend(keys[1..].iter().cloned());
-    header.extend(["mean len".into(), "no answer".into()]);
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    for r in results {
-        let scores = r.scores();
-        let mut row = vec![
-            r.benchmark.clone(),
-            r.num_problems.to_string(),
-            r.n.to_string(),
-        ];
-        row.push(pct(r.pass1));
-        row.push(format!("[{}, {}]", pct(r.ci.lower), pct(r.ci.upper)));
-        row.extend(scores[1..].iter().map(|(_, v)| pct(*v)));
-        row.push(format!("{:.0}", r.mean_length));
-        row.push(pct(r.no_answer_fraction));
-        rows.push(row);
-    }
-    if results.len() > 1 {
-        let avg = average(results);
-        let mut row = vec![
-            "average".to_string(),
-            results
-                .iter()
-                .map(|r| r.num_problems)
-                .sum::<usize>()
-                .to_string(),
-            String::new(),
-        ];
-        let get = |k: &str| {
-            avg.get(k)
-                .and_then(Value::as_f64)
-                .map(pct)
-                .unwrap_or_default()
-        };
-        row.push(get(&keys[0]));
-        row.push(String::new());
-        row.extend(keys[1..].iter().map(|k| get(k)));
-        row.extend([String::new(), String::new()]);
-        rows.push(row);
-    }
-    print_table(&header, &rows, 1);
-    for r in results {
-        for (what, b) in [("subject", &r.by_subject), ("level", &r.by_level)] {
-            if b.is_empty() {
-                continue;
-            }
-            let parts: Vec<String> = b
-                .iter()
-                .map(|(k, v)| format!("{k} {} ({})", pct(v.pass1), v.num_problems))
-                .collect();
-            println!("{} pass@1 by {what}: {}", r.benchmark, parts.join(", "));
-        }
-    }
-}
-
-/// Prints aligned columns; the first `left` are left-aligned (names), the rest right (numbers).
-fn print_table(header: &[String], rows: &[Vec<String>], left: usize) {
-    let cols = header.len();
-    let width: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .chain(std::iter::once(&header[c]))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| -> String {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(c, s)| {
-                if c < left {
-                    format!("{s:<w$}", w = width[c])
-                } else {
-                    format!("{s:>w$}", w = width[c])
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let _ = writeln!(out, "{}", line(header));
-    let _ = writeln!(
-        out,
-        "{}",
-        width
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .join("  ")
-    );
-    for r in rows {
-        let _ = writeln!(out, "{}", line(r));
-    }
-}
-
-/// `(benchmark, [(metric, value)])` rows of one summary.
-type ScoreRows = Vec<(String, Vec<(String, f64)>)>;
-
-/// Scores per benchmark (and `average`) from a summary.json value, in file order.
-fn scores_of(summary: &Value) -> ScoreRows {
-    let mut out = Vec::new();
-    let score_keys = |obj: &Map<String, Value>| -> Vec<(String, f64)> {
-        obj.iter()
-            .filter(|(k, _)| k.starts_with("pass@") || k.starts_with("maj@"))
-            .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
-            .collect()
-    };
-    if let Some(b) = summary.get("benchmarks").and_then(Value::as_object) {
-        for (name, v) in b {
-            if let Some(obj) = v.as_object() {
-                out.push((name.clone(), score_keys(obj)));
-            }
-        }
-    }
-    if let Some(obj) = summary.get("average").and_then(Value::as_object) {
-        out.push(("average".into(), score_keys(obj)));
-    }
-    out
-}
-
-/// Side-by-side table: one row per (benchmark, metric), one column per model, and B − A when
-/// there are two.
-fn print_comparison(summaries: &[(String, Value)]) {
-    let per_model: Vec<ScoreRows> = summaries.iter().map(|(_, s)| scores_of(s)).collect();
-    // Rows in first-seen order over all models.
-    let mut order: Vec<(String, String)> = Vec::new();
-    let mut values: BTreeMap<(String, String), Vec<Option<f64>>> = BTreeMap::new();
-    for (m, model) in per_model.iter().enumerate() {
-        for (bench, scores) in model {
-            for (key, v) in scores {
-                let id = (bench.clone(), key.clone());
-                if !values.contains_key(&id) {
-                    order.push(id.clone());
-                }
-                values
-                    .entry(id)
-                    .or_insert_with(|| vec![None; summaries.len()])[m] = Some(*v);
-            }
-        }
-    }
-    let mut header = vec!["benchmark".to_string(), "metric".into()];
-    header.extend(summaries.iter().map(|(l, _)| l.clone()));
-    let two = summaries.len() == 2;
-    if two {
-        header.push("Δ".into());
-    }
-    let rows: Vec<Vec<String>> = order
-        .iter()
-        .map(|id| {
-            let v = &values[id];
-            let mut row = vec![id.0.clone(), id.1.clone()];
-            row.extend(v.iter().map(|x| x.map(pct).unwrap_or_else(|| "-".into())));
-            if two {
-                row.push(match (v[0], v[1]) {
-                    (Some(a), Some(b)) => format!("{:+.1}", 100.0 * (b - a)),
-                    _ => "-".into(),
-                });
-            }
-            row
-        })
-        .collect();
-    print_table(&header, &rows, 2);
-}
-
-/// `--compare`: each DIR's summary.json, or the per-model summaries one level down.
+/// `--compare`: the side-by-side table of result directories.
 fn compare(dirs: &[PathBuf]) -> Result<()> {
-    let mut summaries = Vec::new();
-    for dir in dirs {
-        let direct = dir.join("summary.json");
-        let mut paths = Vec::new();
-        if direct.is_file() {
-            paths.push((dir.display().to_string(), direct));
-        } else {
-            let entries = fs::read_dir(dir)
-                .with_context(|| format!("--compare: reading {}", dir.display()))?;
-            let mut subs: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join("summary.json").is_file())
-                .collect();
-            subs.sort();
-            for s in subs {
-                paths.push((s.display().to_string(), s.join("summary.json")));
-            }
-        }
-        if paths.is_empty() {
-            bail!("--compare: {} holds no summary.json", dir.display());
-        }
-        for (label, path) in paths {
-            let text =
-                fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let v: Value = serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", path.display()))?;
-            if v.get("benchmarks").and_then(Value::as_object).is_none() {
-                bail!("{}: expected a `benchmarks` object", path.display());
-            }
-            summaries.push((label, v));
-        }
-    }
-    print_comparison(&summaries);
+    print!(
+        "{}",
+        report::comparison_table(&report::load_summaries(dirs)?)
+    );
     Ok(())
-}
-
-/// An output directory: run.json (the run's identity), samples.jsonl (appended per batch).
-struct Store {
-    samples: PathBuf,
-    /// Saved rows per benchmark, not yet handed to a benchmark of this run.
-    saved: BTreeMap<String, Vec<SampleRecord>>,
-}
-
-impl Store {
-    /// Opens (or creates) `dir`, checks that a previous run used the same settings, and compacts
-    /// samples.jsonl to whole problems (dropping a line cut off by an interruption).
-    fn open(dir: &Path, ident: &Value) -> Result<Store> {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let run = dir.join("run.json");
-        if run.is_file() {
-            let text =
-                fs::read_to_string(&run).with_context(|| format!("reading {}", run.display()))?;
-            let old: Value = serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", run.display()))?;
-            if &old != ident {
-                let diff: Vec<String> = ident
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(k, v)| old.get(k.as_str()) != Some(*v))
-                    .map(|(k, v)| {
-                        format!(
-                            "{k}: was {}, now {v}",
-                            old.get(k.as_str()).unwrap_or(&Value::Null)
-                        )
-                    })
-                    .collect();
-                bail!(
-                    "{} was written with other settings ({}): use another --out or the same \
-                     settings to resume",
-                    dir.display(),
-                    diff.join("; ")
-                );
-            }
-        } else {
-            fs::write(&run, serde_json::to_string_pretty(ident)? + "\n")
-                .with_context(|| format!("writing {}", run.display()))?;
-        }
-        let samples = dir.join("samples.jsonl");
-        let mut saved: BTreeMap<String, Vec<SampleRecord>> = BTreeMap::new();
-        let mut cut = false;
-        if samples.is_file() {
-            let text = fs::read_to_string(&samples)
-                .with_context(|| format!("reading {}", samples.display()))?;
-            let lines: Vec<&str> = text.lines().collect();
-            for (i, line) in lines.iter().enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<SampleRecord>(line) {
-                    Ok(r) => saved.entry(r.benchmark.clone()).or_default().push(r),
-                    // The last line may be cut off by an interruption.
-                    Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => cut = true,
-                    Err(e) => bail!("{}:{}: {e}", samples.display(), i + 1),
-                }
-            }
-        }
-        let store = Store { samples, saved };
-        if cut {
-            // Appending after a cut-off line would glue two records together.
-            let rows: Vec<SampleRecord> = store.saved.values().flatten().cloned().collect();
-            store.write_all(&rows)?;
-        }
-        Ok(store)
-    }
-
-    /// The saved, complete problems of `set`; rewrites samples.jsonl without partial problems.
-    fn take(&mut self, set: &EvalSet, n: usize) -> Result<Vec<SampleRecord>> {
-        let rows = self.saved.remove(&set.name).unwrap_or_default();
-        let before = rows.len();
-        let kept = eval::complete_problems(set, n, rows)?;
-        if kept.len() != before || !self.samples.is_file() {
-            self.rewrite(&set.name, &kept)?;
-        }
-        Ok(kept)
-    }
-
-    /// Rewrites samples.jsonl: other benchmarks' lines as they are, `name`'s replaced by `rows`.
-    fn rewrite(&self, name: &str, rows: &[SampleRecord]) -> Result<()> {
-        let mut text = String::new();
-        if self.samples.is_file() {
-            let old = fs::read_to_string(&self.samples)
-                .with_context(|| format!("reading {}", self.samples.display()))?;
-            for line in old.lines() {
-                if let Ok(r) = serde_json::from_str::<SampleRecord>(line) {
-                    if r.benchmark != name {
-                        text.push_str(line);
-                        text.push('\n');
-                    }
-                }
-            }
-        }
-        for r in rows {
-            text.push_str(&serde_json::to_string(r)?);
-            text.push('\n');
-        }
-        self.write_all_text(text)
-    }
-
-    fn write_all(&self, rows: &[SampleRecord]) -> Result<()> {
-        let mut text = String::new();
-        for r in rows {
-            text.push_str(&serde_json::to_string(r)?);
-            text.push('\n');
-        }
-        self.write_all_text(text)
-    }
-
-    /// Replaces samples.jsonl atomically.
-    fn write_all_text(&self, text: String) -> Result<()> {
-        let tmp = self.samples.with_extension("jsonl.tmp");
-        fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &self.samples)
-            .with_context(|| format!("replacing {}", self.samples.display()))
-    }
-
-    fn append(&mut self, rows: &[SampleRecord]) -> Result<()> {
-        let mut text = String::new();
-        for r in rows {
-            text.push_str(&serde_json::to_string(r)?);
-            text.push('\n');
-        }
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.samples)
-            .with_context(|| format!("opening {}", self.samples.display()))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.flush())
-            .with_context(|| format!("appending to {}", self.samples.display()))
-    }
 }

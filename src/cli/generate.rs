@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use candle_core::DType;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::model::{resolve_model_dir, ChatMessage, Policy, Tokenizer};
+use crate::cli::args::{generation_config, ModelArgs, SamplingArgs};
+use crate::model::{ChatMessage, Policy, Tokenizer};
 use crate::sampler::{generate, Completion, SamplingParams, TokenEvent};
 
 /// The long `--help` text. main.rs attaches it to the subcommand: the variant's doc comment
@@ -39,9 +39,10 @@ pub struct GenerateArgs {
     /// Local Hugging Face directory or hub id (found in the local hub cache).
     #[arg(long, short = 'm', value_name = "DIR|HUB_ID")]
     pub model: String,
-    /// Hub revision (hub ids only).
-    #[arg(long)]
-    pub revision: Option<String>,
+    #[command(flatten)]
+    pub load: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// A prompt (repeatable).
     #[arg(long, short = 'p', value_name = "TEXT", conflicts_with = "input")]
     pub prompt: Vec<String>,
@@ -51,45 +52,12 @@ pub struct GenerateArgs {
     /// Completions per prompt.
     #[arg(long, short = 'n', default_value_t = 1)]
     pub num_samples: usize,
-    /// Sampling temperature; 0 = greedy [default: generation_config.json, else 1.0].
-    #[arg(long, short = 't')]
-    pub temperature: Option<f64>,
-    /// Nucleus sampling mass, 1 = off [default: generation_config.json, else 1.0].
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    /// Keep the k most likely tokens, 0 = off [default: generation_config.json, else 0].
-    #[arg(long)]
-    pub top_k: Option<usize>,
     /// Drop tokens less likely than min_p × the top token's probability, 0 = off.
     #[arg(long)]
     pub min_p: Option<f64>,
-    /// Most new tokens per completion.
-    #[arg(long, default_value_t = 256)]
-    pub max_new_tokens: usize,
-    /// Seed of the per-completion RNGs (same seed, same completions).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// End a completion before this string (repeatable; excluded from the text).
-    #[arg(long, value_name = "TEXT")]
-    pub stop: Vec<String>,
     /// Keep generating past EOS tokens.
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Tokenize prompts as they are, without the chat template.
-    #[arg(long)]
-    pub no_chat_template: bool,
-    /// System message for the chat template.
-    #[arg(long, value_name = "TEXT")]
-    pub system: Option<String>,
-    /// Compute dtype: f32, bf16 or f16 (bf16/f16 need a GPU build).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Most rows (prompts × samples) per forward pass; 0 = all at once.
-    #[arg(long, default_value_t = 0)]
-    pub max_batch_rows: usize,
     /// One JSON object per completion on stdout.
     #[arg(long)]
     pub json: bool,
@@ -99,12 +67,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let dtype = parse_dtype(&args.dtype)?;
-    let device = crate::trainer::run::parse_device(&args.device)?;
-    let dir = resolve_model_dir(&args.model, args.revision.as_deref())?;
-    let tokenizer = Tokenizer::load(&dir)?;
-    let policy = Policy::load(&dir, dtype, &device)
-        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let (dir, tokenizer, policy) = args.load.load(&args.model)?;
     let mut params = sampling_params(args, &dir, &tokenizer)?;
 
     if args.bench {
@@ -147,46 +110,32 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
-        other => bail!("--dtype: expected f32, bf16 or f16, got `{other}`"),
-    }
-}
-
 /// Command-line values, else the checkpoint's generation_config.json, else HF's defaults.
 fn sampling_params(args: &GenerateArgs, dir: &Path, tok: &Tokenizer) -> Result<SamplingParams> {
     let path = dir.join("generation_config.json");
-    let gen: Value = if path.is_file() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-    } else {
-        Value::Null
-    };
+    let gen = generation_config(Some(dir))?;
+    let a = &args.sampling;
     let num = |key: &str| gen.get(key).and_then(Value::as_f64);
     let greedy_by_default = gen.get("do_sample").and_then(Value::as_bool) == Some(false);
-    let temperature = args.temperature.unwrap_or(if greedy_by_default {
+    let temperature = a.temperature.unwrap_or(if greedy_by_default {
         0.0
     } else {
         num("temperature").unwrap_or(1.0)
     });
     let params = SamplingParams {
         temperature,
-        top_p: args.top_p.or(num("top_p")).unwrap_or(1.0),
-        top_k: args
+        top_p: a.top_p.or(num("top_p")).unwrap_or(1.0),
+        top_k: a
             .top_k
             .or(gen.get("top_k").and_then(Value::as_u64).map(|k| k as usize))
             .unwrap_or(0),
         min_p: args.min_p.or(num("min_p")).unwrap_or(0.0),
-        max_new_tokens: args.max_new_tokens,
-        stop: args.stop.clone(),
+        max_new_tokens: a.max_new_tokens.unwrap_or(256),
+        stop: a.stop.clone(),
         eos_token_ids: tok.eos_token_ids(),
         ignore_eos: args.ignore_eos,
-        seed: args.seed,
-        max_batch_rows: args.max_batch_rows,
+        seed: a.seed,
+        max_batch_rows: a.max_batch_rows,
     };
     params
         .logits_processor()
@@ -230,14 +179,14 @@ fn prompt_texts(args: &GenerateArgs) -> Result<Vec<String>> {
 }
 
 fn prepare_prompt(args: &GenerateArgs, tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    if args.no_chat_template || !tok.has_chat_template() {
-        if args.system.is_some() {
+    if args.sampling.no_chat_template || !tok.has_chat_template() {
+        if args.sampling.system.is_some() {
             bail!("--system needs a chat template (the model has none, or --no-chat-template)");
         }
         return tok.encode(text, true);
     }
     let mut messages = Vec::new();
-    if let Some(system) = &args.system {
+    if let Some(system) = &args.sampling.system {
         messages.push(ChatMessage::new("system", system.clone()));
     }
     messages.push(ChatMessage::new("user", text));

@@ -6,8 +6,7 @@ use anyhow::Result;
 use candle_core::{DType, Device};
 use clap::Args;
 
-use crate::model::{copy_tokenizer_files, Policy, Tokenizer};
-use crate::trainer::sft::{random_model_config, SftSection};
+use crate::model::{copy_tokenizer_files, random_qwen2_config, Policy, Qwen2Shape, Tokenizer};
 
 /// The long `--help` text. main.rs attaches it to the subcommand: the variant's doc comment
 /// there would otherwise replace it.
@@ -63,18 +62,18 @@ pub fn run(args: &InitModelArgs) -> Result<()> {
         );
     }
     let tokenizer = Tokenizer::load(&args.tokenizer)?;
-    let arch = SftSection {
+    let shape = Qwen2Shape {
         hidden_size: args.hidden_size,
         intermediate_size: args.intermediate_size.unwrap_or(3 * args.hidden_size),
         num_hidden_layers: args.layers,
         num_attention_heads: args.heads,
         num_key_value_heads: args.kv_heads,
         max_position_embeddings: args.max_position_embeddings,
+        rope_theta: 10000.0,
         tie_word_embeddings: !args.untied,
         initializer_range: args.initializer_range,
-        ..SftSection::default()
     };
-    let config = random_model_config(&arch, &tokenizer)?;
+    let config = random_qwen2_config(&shape, &tokenizer, "init-model")?;
     let policy = Policy::new_random(config, args.seed, DType::F32, &Device::Cpu)?;
     policy.save(&args.out)?;
     copy_tokenizer_files(&args.tokenizer, &args.out)?;

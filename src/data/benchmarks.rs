@@ -95,11 +95,6 @@ impl BenchmarkSpec {
             data_root().join(&self.file)
         }
     }
-
-    /// Whether the benchmark belongs to the paper's evaluation set.
-    pub fn in_paper_set(&self) -> bool {
-        PAPER_SET.contains(&self.name.as_str())
-    }
 }
 
 /// The folder holding `benchmarks/` and `arith/`.
@@ -288,8 +283,6 @@ mod tests {
         );
         assert!(benchmark_set(" , ").is_err());
         assert!(benchmark_set("paper,nope").is_err());
-        assert!(benchmark("aime24").unwrap().in_paper_set());
-        assert!(!benchmark("gsm8k").unwrap().in_paper_set());
     }
 
     #[test]

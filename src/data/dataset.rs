@@ -216,6 +216,24 @@ fn example_from_row(
     })
 }
 
+/// Loads a training / validation set as `data.train` / `data.validation` name it: a shipped
+/// benchmark or task split by name, else a JSONL file with the given question / answer fields.
+pub fn load_examples(spec: &str, question_field: &str, answer_field: &str) -> Result<Vec<Example>> {
+    let examples = if let Ok(b) = super::benchmarks::benchmark(spec) {
+        load_benchmark(&b)?
+    } else {
+        let path = Path::new(spec);
+        if !path.exists() {
+            bail!("data: `{spec}` is neither a shipped benchmark name nor an existing JSONL file");
+        }
+        load_jsonl(path, question_field, answer_field)?
+    };
+    if examples.is_empty() {
+        bail!("data: `{spec}` holds no examples");
+    }
+    Ok(examples)
+}
+
 /// Loads every row of a benchmark described by `spec`.
 pub fn load_benchmark(spec: &BenchmarkSpec) -> Result<Vec<Example>> {
     let path = spec.path();

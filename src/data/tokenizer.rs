@@ -26,7 +26,6 @@ use super::prompt::{Message, PromptTemplate};
 /// Special tokens in id order: pad, chat turn start, chat turn end (= eos).
 pub const SPECIAL_TOKENS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 pub const PAD_ID: u32 = 0;
-pub const IM_START_ID: u32 = 1;
 pub const EOS_ID: u32 = 2;
 
 /// Qwen2's pre-tokenizer regex: single digits, words with one leading non-letter, punctuation runs.

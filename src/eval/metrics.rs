@@ -131,11 +131,6 @@ pub fn normal_interval(values: &[f64], z: f64) -> Result<MeanCi> {
     })
 }
 
-/// pass@1 with a 95 % Wilson interval from one graded sample per problem.
-pub fn pass1_wilson(correct: &[bool]) -> Result<MeanCi> {
-    wilson_interval(correct.iter().filter(|&&c| c).count(), correct.len(), Z_95)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +186,5 @@ mod tests {
         let ci = normal_interval(&[0.0, 1.0, 1.0, 0.0], 2.0).unwrap();
         // s = sqrt(1/3), half = 2·s/2 = 0.57735.
         assert!((ci.upper - 0.5 - (1.0f64 / 3.0).sqrt()).abs() < 1e-12);
-        let ci = pass1_wilson(&[true, false, true, true]).unwrap();
-        assert_eq!(ci.mean, 0.75);
     }
 }

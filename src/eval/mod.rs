@@ -13,6 +13,8 @@
 
 pub mod fewshot;
 pub mod metrics;
+pub mod report;
+pub mod store;
 pub mod summary;
 
 use anyhow::{bail, Context, Result};

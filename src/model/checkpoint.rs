@@ -120,14 +120,15 @@ fn st_dtype(d: safetensors::Dtype, name: &str, file: &Path) -> Result<DType> {
     })
 }
 
-/// candle dtype for a transformers dtype name (`torch_dtype` / `dtype`).
+/// candle dtype for a transformers dtype name (`torch_dtype` / `dtype`): the names of
+/// [`crate::config::DType`] (the one parser `model.dtype` and `--dtype` use), plus `float64`.
 pub fn dtype_from_name(name: &str) -> Option<DType> {
     match name {
-        "float32" | "fp32" => Some(DType::F32),
-        "bfloat16" | "bf16" => Some(DType::BF16),
-        "float16" | "fp16" | "half" => Some(DType::F16),
-        "float64" => Some(DType::F64),
-        _ => None,
+        "float64" | "f64" => Some(DType::F64),
+        other => other
+            .parse::<crate::config::DType>()
+            .ok()
+            .map(crate::config::DType::to_candle),
     }
 }
 

@@ -261,11 +261,6 @@ impl ModelConfig {
         }
     }
 
-    /// Number of query heads sharing one key/value head.
-    pub fn kv_groups(&self) -> usize {
-        self.num_attention_heads / self.num_key_value_heads
-    }
-
     /// The raw JSON with the typed fields written back, so edits to the struct are saved while
     /// every other key (and the rope layout) stays as loaded.
     pub fn to_json(&self) -> Value {

@@ -8,10 +8,12 @@ pub mod kv_cache;
 mod ops;
 pub mod policy;
 pub mod qwen2;
+pub mod random;
 pub mod tokenizer;
 
 pub use checkpoint::{copy_tokenizer_files, resolve_model_dir};
 pub use config::ModelConfig;
 pub use kv_cache::KvCache;
 pub use policy::Policy;
+pub use random::{random_qwen2_config, Qwen2Shape};
 pub use tokenizer::{ChatMessage, Tokenizer};

@@ -57,14 +57,6 @@ pub fn row_rng(seed: u64, prompt_index: usize, sample_index: usize) -> ChaCha8Rn
     ChaCha8Rng::from_seed(bytes)
 }
 
-/// `log_softmax(logits / temperature)[token]`, with `temperature <= 0` read as 1.
-pub fn log_softmax_at(logits: &[f32], temperature: f64, token: u32) -> f32 {
-    let inv_t = inv_temperature(temperature);
-    let (max, _) = argmax(logits);
-    let sum = sum_exp(logits, max, inv_t);
-    ((f64::from(logits[token as usize]) - f64::from(max)) * inv_t - sum.ln()) as f32
-}
-
 /// An unnormalised probability `exp((logit - max) / T)` and its token id. Truncation works on
 /// a contiguous array of these, so selections compare neighbours in memory, not through ids.
 type Weighted = (f32, u32);
@@ -240,14 +232,6 @@ fn smallest_prefix_reaching(pairs: &mut [Weighted], target: f64) -> usize {
     hi.max(1)
 }
 
-fn inv_temperature(temperature: f64) -> f64 {
-    if temperature > 0.0 {
-        1.0 / temperature
-    } else {
-        1.0
-    }
-}
-
 /// First index of the maximum (matches `torch.argmax` on ties); NaNs never win.
 fn argmax(logits: &[f32]) -> (f32, usize) {
     let mut best = f32::NEG_INFINITY;
@@ -394,7 +378,6 @@ mod tests {
             let z: f64 = logits.iter().map(|&x| (f64::from(x) / 0.7).exp()).sum();
             let expect = f64::from(logits[s.token as usize]) / 0.7 - z.ln();
             assert!((f64::from(s.logprob) - expect).abs() < 1e-5);
-            assert!((s.logprob - log_softmax_at(&logits, 0.7, s.token)).abs() < 1e-6);
         }
     }
 

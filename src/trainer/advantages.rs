@@ -4,7 +4,6 @@
 //! [`ScaleRewards`]. Standard deviations are sample ones (divide by `n − 1`, as `torch.std`).
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 
 /// `eps` of §2, added to the standard deviation (the authors' value, and TRL's).
 pub const STD_EPS: f64 = 1e-4;
@@ -12,18 +11,7 @@ pub const STD_EPS: f64 = 1e-4;
 /// Below this standard deviation a group counts as zero-variance (TRL: `isclose(std, 0)`).
 const ZERO_STD_ATOL: f64 = 1e-8;
 
-/// `scale_rewards` of §2 (TRL's names).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScaleRewards {
-    /// `s_i` = sample std of the rewards of `g(i)`.
-    #[default]
-    Group,
-    /// `s_i` = sample std of all `N` rewards of the step (the mean stays the group's).
-    Batch,
-    /// `s_i = 1 − eps`: no division.
-    None,
-}
+pub use crate::config::ScaleRewards;
 
 /// Advantages `a_i` of §2 for a step whose rewards hold the groups back to back, `group_size` each.
 ///
@@ -58,16 +46,6 @@ pub fn zero_std_groups(rewards: &[f64], group_size: usize) -> Result<Vec<bool>> 
         .chunks(group_size)
         .map(|g| sample_std(g) <= ZERO_STD_ATOL)
         .collect())
-}
-
-/// Share of groups with zero reward variance (the §2 metric to log).
-pub fn zero_std_fraction(rewards: &[f64], group_size: usize) -> Result<f64> {
-    let z = zero_std_groups(rewards, group_size)?;
-    Ok(if z.is_empty() {
-        0.0
-    } else {
-        z.iter().filter(|&&b| b).count() as f64 / z.len() as f64
-    })
 }
 
 fn mean(x: &[f64]) -> f64 {
@@ -126,7 +104,6 @@ mod tests {
     fn zero_std_and_errors() {
         let r = [1.0, 1.0, 0.0, 1.0, 0.5, 0.5];
         assert_eq!(zero_std_groups(&r, 2).unwrap(), vec![true, false, true]);
-        assert!((zero_std_fraction(&r, 2).unwrap() - 2.0 / 3.0).abs() < 1e-15);
         assert!(advantages(&r, 4, ScaleRewards::Group).is_err());
         assert!(advantages(&r, 0, ScaleRewards::Group).is_err());
         assert!(advantages(&[f64::NAN, 1.0], 2, ScaleRewards::Group).is_err());

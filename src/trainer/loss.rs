@@ -10,80 +10,10 @@
 //! candle ops for the trainer.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-/// `loss.type` (§4, §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossType {
-    Grpo,
-    Bnpo,
-    Dapo,
-    DrGrpo,
-    /// Shorthand for `dapo` + `process_weighting = "lambda"` (§6).
-    LambdaGrpo,
-}
-
-/// `loss.process_weighting` (§6): `lambda` divides each token's term by `|λ_{i,t}|`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProcessWeighting {
-    #[default]
-    None,
-    Lambda,
-}
-
-/// The normaliser `Z` of §4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Aggregation {
-    /// `N·|y_i|`: token mean per completion, then mean over the step's `N` completions.
-    Grpo,
-    /// Token total of the micro-batch.
-    Bnpo,
-    /// Token total of the whole step.
-    Dapo,
-    /// `N·max_completion_length` over the step.
-    DrGrpo,
-}
-
-/// A `loss.type` + `process_weighting` pair after §6's shorthand is expanded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ResolvedLoss {
-    pub aggregation: Aggregation,
-    pub weighting: ProcessWeighting,
-}
-
-impl LossType {
-    /// Expands `lambda_grpo` to `dapo` + `lambda`; `lambda_grpo` with weighting `none` contradicts
-    /// itself and is an error (§6).
-    pub fn resolve(self, weighting: ProcessWeighting) -> Result<ResolvedLoss> {
-        let aggregation = match self {
-            LossType::Grpo => Aggregation::Grpo,
-            LossType::Bnpo => Aggregation::Bnpo,
-            LossType::Dapo => Aggregation::Dapo,
-            LossType::DrGrpo => Aggregation::DrGrpo,
-            LossType::LambdaGrpo => {
-                if weighting == ProcessWeighting::None {
-                    bail!(
-                        "loss.type = \"lambda_grpo\" with loss.process_weighting = \"none\": \
-                         lambda_grpo means dapo with lambda weighting; use type = \"dapo\" for \
-                         no weighting, or process_weighting = \"lambda\""
-                    );
-                }
-                return Ok(ResolvedLoss {
-                    aggregation: Aggregation::Dapo,
-                    weighting: ProcessWeighting::Lambda,
-                });
-            }
-        };
-        Ok(ResolvedLoss {
-            aggregation,
-            weighting,
-        })
-    }
-}
+pub use crate::config::{Aggregation, LossType, ProcessWeighting, ResolvedLoss};
 
 /// What the coefficients of one completion depend on.
 #[derive(Debug, Clone, Copy)]
@@ -442,13 +372,6 @@ pub fn token_loss_candle(
     Ok((loss, stats))
 }
 
-/// Entropy of the next-token distribution per position: `[.., V]` logits → `[..]` (for logging).
-pub fn entropy_from_logits(logits: &Tensor) -> candle_core::Result<Tensor> {
-    let logits = logits.to_dtype(DType::F32)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    logp.exp()?.mul(&logp)?.sum(D::Minus1)?.neg()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,18 +523,6 @@ mod tests {
         );
         assert!(stats.clip_fraction() > 0.0);
         assert!((stats.kl_sum - want.stats.kl_sum).abs() < 1e-6);
-        Ok(())
-    }
-
-    #[test]
-    fn entropy_of_uniform_and_peaked() -> Result<()> {
-        let l = Tensor::new(
-            &[[0f32, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]],
-            &Device::Cpu,
-        )?;
-        let h = entropy_from_logits(&l)?.to_vec1::<f32>()?;
-        assert!((f64::from(h[0]) - 4f64.ln()).abs() < 1e-6);
-        assert!(h[1].abs() < 1e-6);
         Ok(())
     }
 }

@@ -80,10 +80,6 @@ impl Optimizer {
         &self.names
     }
 
-    pub fn steps_taken(&self) -> usize {
-        self.step
-    }
-
     /// One update with `grads[i]` the gradient of `vars()[i]`.
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
         if grads.len() != self.vars.len() {
@@ -271,7 +267,7 @@ mod tests {
                 "{got:?} vs {want:?}"
             );
         }
-        assert_eq!(opt.steps_taken(), 2);
+        assert_eq!(opt.step, 2);
     }
 
     #[test]
@@ -286,7 +282,7 @@ mod tests {
         let var2 = Var::new(&var.as_tensor().to_vec1::<f32>().unwrap()[..], &Device::Cpu).unwrap();
         let mut opt2 = Optimizer::new(vec![("w".into(), var2.clone())], &cfg).unwrap();
         opt2.load(&dir.path().join("opt.safetensors")).unwrap();
-        assert_eq!(opt2.steps_taken(), 1);
+        assert_eq!(opt2.step, 1);
         opt.step(std::slice::from_ref(&g), 0.01).unwrap();
         opt2.step(&[g], 0.01).unwrap();
         assert_eq!(

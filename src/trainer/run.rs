@@ -1,15 +1,16 @@
-//! The training loop, in the order a reader expects (nanoGPT's shape):
+//! The training loop, in the order a reader expects (nanoGPT's shape); each line below is one
+//! function of this file:
 //!
 //! ```text
+//! setup:      config → model (+ reference when β > 0), tokenizer, data, reward functions
 //! for step in start..max_steps:
-//!     lr = learning_rate(step)
-//!     prompts     = the step's B prompts (pure in seed and step)
-//!     completions = sample G per prompt (KV-cached sampler)
-//!     rewards     = reward functions on each completion
-//!     advantages  = group-relative (r − mean) / (std + eps)
-//!     |λ|         = process-set sizes from each group's prefix tree
-//!     for μ iterations: loss over micro-batches → backward → clip → AdamW
-//!     log metrics; checkpoint every save_steps; validate every eval.every
+//!     rollout:    the step's B prompts (pure in seed and step) → G completions each
+//!     score:      reward functions on each completion
+//!     credit:     advantages (r − mean) / (std + eps), and |λ| from each group's prefix tree
+//!     update:     for μ iterations: loss over micro-batches → backward → clip → AdamW
+//!     log:        one metrics.jsonl line (validation every eval.every steps)
+//!     checkpoint: every save_steps
+//! finish:     final checkpoint, final validation, summary.json
 //! ```
 
 use std::io::Write;
@@ -19,24 +20,28 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use candle_core::{Device, Tensor};
 
 use crate::config::Config;
-use crate::data::dataset::Example;
-use crate::data::prompt::PromptFormat;
+use crate::data::dataset::{load_examples, Example};
+use crate::eval::{evaluate, EvalSet, EvalSettings};
 use crate::model::{resolve_model_dir, Policy, Tokenizer};
-use crate::rewards::{self, RewardSpec};
+use crate::process_sets::{self, BatchProcessStats};
+use crate::record::{RewardScores, RolloutCompletion, RolloutGroup, StepMetrics};
+use crate::resolve::Resolved;
+use crate::rewards::{self, RewardFn};
 use crate::sampler::{self, mix_seed, Completion, FinishReason, SamplingParams};
 use crate::trainer::advantages::{advantages, zero_std_groups};
 use crate::trainer::loss::{self, LossStats, SeqLayout};
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
-use crate::trainer::process_sets;
-use crate::trainer::rollout::{pack, step_prompt_indices};
+use crate::trainer::rollout::step_prompt_indices;
 use crate::trainer::state::{
-    latest_checkpoint, load_state, prune_checkpoints, save_checkpoint, TrainerState,
+    checkpoint_dir, latest_checkpoint, load_state, prune_checkpoints, save_checkpoint, TrainerState,
 };
+use crate::trainer::update::{accumulate, FrozenLogprobs, LossSettings, UpdateBatch};
+
+pub use crate::record::TrainSummary;
+pub use crate::trainer::update::completion_logprobs;
 
 /// Where to resume from.
 #[derive(Debug, Clone)]
@@ -48,31 +53,173 @@ pub enum Resume {
     Dir(PathBuf),
 }
 
-/// What `summary.json` holds.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainSummary {
-    pub steps: usize,
-    pub wall_time_s: f64,
-    pub initial_val_accuracy: Option<f64>,
-    pub final_val_accuracy: Option<f64>,
-    pub final_checkpoint: PathBuf,
-    pub mean_step_time_s: f64,
-    pub loss_type: String,
-    pub process_weighting: String,
-    pub seed: u64,
-    pub config: Value,
-}
-
+/// Runs `cfg` to `train.max_steps`; writes metrics, checkpoints and the summary into
+/// `output.dir`. When `interrupted` becomes true (Ctrl-C), saves a checkpoint and stops with an
+/// error saying so.
 pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Result<TrainSummary> {
     let t0 = Instant::now();
+    let run = setup(cfg, &resume)?;
+    let mut opt = Optimizer::new(run.policy.named_vars(), &cfg.optim)?;
+    let mut state = TrainerState {
+        step: 0,
+        nonfinite_streak: 0,
+        initial_val_accuracy: None,
+        elapsed_s: 0.0,
+        config: cfg.to_toml()?,
+    };
+    let metrics_path = run.out.join("metrics.jsonl");
+    if let Some(dir) = &run.resume_dir {
+        state = load_state(dir)?;
+        opt.load(&dir.join("optimizer.safetensors"))?;
+        tracing::info!(step = state.step, dir = %dir.display(), "resumed");
+        truncate_metrics(&metrics_path, state.step)?;
+    } else {
+        let _ = std::fs::remove_file(&metrics_path);
+        state.initial_val_accuracy = run.validate(cfg)?;
+        if let Some(acc) = state.initial_val_accuracy {
+            tracing::info!("validation accuracy before training: {acc:.4}");
+        }
+    }
+
+    let mut metrics_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("opening {}", metrics_path.display()))?;
+    let bar = progress_bar(cfg.train.max_steps, state.step);
+    let loop_start = Instant::now();
+    let mut step_times = Vec::new();
+    let mut last_saved = None;
+    let mut final_val = None;
+
+    while state.step < cfg.train.max_steps {
+        if interrupted.load(Ordering::SeqCst) {
+            tracing::warn!("interrupted: saving checkpoint-{} and stopping", state.step);
+            state.elapsed_s += loop_start.elapsed().as_secs_f64();
+            save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &state)?;
+            bail!(
+                "interrupted at step {} (checkpoint saved; continue with --resume)",
+                state.step
+            );
+        }
+        let ts = Instant::now();
+        let lr = learning_rate(&cfg.optim, state.step, cfg.train.max_steps);
+        let rollout = run.rollout(cfg, state.step)?;
+        let ts_score = Instant::now();
+        let scores = run.score(&rollout);
+        let credit = credit(cfg, &rollout, &scores)?;
+        let time_score = ts_score.elapsed().as_secs_f64();
+        let update = run.update(cfg, &mut opt, &mut state, &rollout, &credit, lr)?;
+        state.step += 1;
+        let step_time = ts.elapsed().as_secs_f64();
+        step_times.push(step_time);
+
+        let times = StepTimes {
+            generate: rollout.time_generate,
+            score: time_score,
+            process_sets: credit.time_process_sets,
+            update: update.time,
+            step: step_time,
+        };
+        let mut m = step_metrics(
+            state.step, lr, &run, &rollout, &scores, &credit, &update, &times,
+        );
+        if cfg.train.save_rollouts {
+            write_rollouts(&run.out, state.step, &rollout, &scores, &credit)?;
+        }
+        let last = state.step == cfg.train.max_steps;
+        if last || (cfg.eval.every > 0 && state.step.is_multiple_of(cfg.eval.every)) {
+            if let Some(v) = run.validate(cfg)? {
+                m.eval_accuracy = Some(v);
+                if last {
+                    final_val = Some(v);
+                }
+            }
+        }
+        writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
+        metrics_file.flush()?;
+        bar.set_position(state.step as u64);
+        bar.set_message(format!(
+            "reward {:.3} acc {:.3} len {:.0} {step_time:.1}s/step",
+            m.reward_mean.unwrap_or(0.0),
+            m.accuracy.unwrap_or(0.0),
+            m.completion_length_mean.unwrap_or(0.0),
+        ));
+        if state.step.is_multiple_of(cfg.train.logging_steps) {
+            tracing::debug!(step = state.step, loss = update.loss, "step");
+        }
+        if cfg.train.save_steps > 0 && state.step.is_multiple_of(cfg.train.save_steps) {
+            let mut s = state.clone();
+            s.elapsed_s += loop_start.elapsed().as_secs_f64();
+            last_saved = Some(save_checkpoint(
+                &run.out,
+                &run.policy,
+                &run.base_dir,
+                &opt,
+                &s,
+            )?);
+            prune_checkpoints(&run.out, cfg.train.save_total_limit)?;
+        }
+    }
+    bar.finish_and_clear();
+
+    state.elapsed_s += loop_start.elapsed().as_secs_f64();
+    let final_checkpoint = match last_saved {
+        Some(p) if p == checkpoint_dir(&run.out, state.step) => p,
+        _ => {
+            let p = save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &state)?;
+            prune_checkpoints(&run.out, cfg.train.save_total_limit)?;
+            p
+        }
+    };
+    if final_val.is_none() {
+        final_val = run.validate(cfg)?;
+    }
+    let summary = TrainSummary {
+        steps: state.step,
+        wall_time_s: t0.elapsed().as_secs_f64(),
+        initial_val_accuracy: state.initial_val_accuracy,
+        final_val_accuracy: final_val,
+        final_checkpoint,
+        mean_step_time_s: mean(&step_times),
+        loss_type: cfg.loss.loss_type,
+        process_weighting: run.res.loss.weighting,
+        seed: Some(cfg.train.seed),
+        config: serde_json::to_value(cfg)?,
+    };
+    let path = run.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(summary)
+}
+
+/// What the loop reads and never changes (besides the policy's weights).
+struct Run {
+    out: PathBuf,
+    /// The model the run started from (tokenizer files, reference model).
+    base_dir: PathBuf,
+    resume_dir: Option<PathBuf>,
+    res: Resolved,
+    policy: Policy,
+    /// The frozen reference model, loaded only when β > 0.
+    reference: Option<Policy>,
+    tokenizer: Tokenizer,
+    train_set: Vec<Example>,
+    /// `data.validation`, cut to `eval.limit`.
+    val_set: Vec<Example>,
+    reward_fns: Vec<Box<dyn RewardFn>>,
+    /// `sampling.allowed_tokens` as ids, and the matching `[V]` logit bias.
+    allowed: Vec<u32>,
+    vocab_bias: Option<Tensor>,
+}
+
+/// Model, reference model, tokenizer, data and reward functions, from the config.
+fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
     let out = cfg.output.dir.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-
-    // Model, reference model (only when beta > 0), tokenizer.
-    let device = parse_device(&cfg.model.device)?;
-    let dtype = cfg.model.dtype.to_candle();
+    let res = cfg.resolve()?;
     let base_dir = resolve_model_dir(&cfg.model.path, cfg.model.revision.as_deref())?;
-    let resume_dir = match &resume {
+    let resume_dir = match resume {
         Resume::No => {
             if let Some(existing) = latest_checkpoint(&out)? {
                 bail!(
@@ -92,10 +239,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         Resume::Dir(d) => Some(d.clone()),
     };
     let weights_dir = resume_dir.clone().unwrap_or_else(|| base_dir.clone());
-    let policy = Policy::load(&weights_dir, dtype, &device)?;
+    let policy = Policy::load(&weights_dir, res.dtype, &res.device)?;
     let tokenizer = Tokenizer::load(&base_dir)?;
     let reference = if cfg.loss.beta > 0.0 {
-        Some(Policy::load(&base_dir, dtype, &device)?)
+        Some(Policy::load(&base_dir, res.dtype, &res.device)?)
     } else {
         None
     };
@@ -103,199 +250,191 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         model = %base_dir.display(),
         params = policy.num_parameters(),
         loss = ?cfg.loss.loss_type,
-        weighting = ?cfg.loss.weighting(),
+        weighting = ?res.loss.weighting,
         "loaded policy"
     );
 
-    let train_set = load_examples(&cfg.data.train, cfg)?;
-    let val_set = if cfg.data.validation.is_empty() {
+    let (qf, af) = (&cfg.data.question_field, &cfg.data.answer_field);
+    let train_set = load_examples(&cfg.data.train, qf, af)?;
+    let mut val_set = if cfg.data.validation.is_empty() {
         Vec::new()
     } else {
-        let mut v = load_examples(&cfg.data.validation, cfg)?;
-        if cfg.eval.limit > 0 {
-            v.truncate(cfg.eval.limit);
-        }
-        v
+        load_examples(&cfg.data.validation, qf, af)?
     };
-    let format = PromptFormat {
-        system: (!cfg.data.system_prompt.is_empty()).then(|| cfg.data.system_prompt.clone()),
-        user_template: cfg.data.prompt_template.clone(),
-        use_chat_template: cfg.data.use_chat_template,
-        max_prompt_length: cfg.data.max_prompt_length,
-    };
-    let specs: Vec<RewardSpec> = cfg
-        .reward_weights()
-        .into_iter()
-        .map(|(name, weight)| RewardSpec { name, weight })
-        .collect();
-    let reward_cfg = cfg.rewards.reward_config()?;
-    let reward_fns = rewards::build_rewards(&specs, &reward_cfg)?;
-
-    let resolved = cfg.loss.loss_type.resolve(cfg.loss.weighting())?;
-    let mut opt = Optimizer::new(policy.named_vars(), &cfg.optim)?;
-    let mut state = TrainerState {
-        step: 0,
-        nonfinite_streak: 0,
-        initial_val_accuracy: None,
-        elapsed_s: 0.0,
-        config: cfg.to_toml()?,
-    };
-    if let Some(dir) = &resume_dir {
-        state = load_state(dir)?;
-        opt.load(&dir.join("optimizer.safetensors"))?;
-        tracing::info!(step = state.step, dir = %dir.display(), "resumed");
-        truncate_metrics(&out.join("metrics.jsonl"), state.step)?;
-    } else {
-        let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+    if cfg.eval.limit > 0 {
+        val_set.truncate(cfg.eval.limit);
     }
-
-    let eos = tokenizer.eos_token_ids();
+    let reward_fns = rewards::build_rewards(&res.rewards, &res.reward_config)?;
     let allowed = allowed_token_ids(&tokenizer, &cfg.sampling.allowed_tokens)?;
     let vocab_bias = match &allowed[..] {
         [] => None,
-        ids => Some(allowed_bias(ids, policy.config.vocab_size, &device)?),
+        ids => Some(allowed_bias(ids, policy.config.vocab_size, &res.device)?),
     };
-    let pad = tokenizer.pad_token_id();
-    // Validation runs the same code as `grpo eval` (mean pass@1 over `eval.n` samples), with the
-    // toy tasks' restricted alphabet when there is one.
-    let validate = |policy: &Policy| -> Result<Option<f64>> {
-        if val_set.is_empty() {
-            return Ok(None);
-        }
-        let set = crate::eval::EvalSet::new("validation", val_set.clone(), reward_cfg.policy);
-        let settings = crate::eval::EvalSettings {
-            n: cfg.eval.n.max(1),
-            ks: vec![1],
-            temperature: cfg.eval.temperature,
-            max_new_tokens: cfg.eval.max_completion_length,
-            seed: cfg.train.seed,
-            prompt: format.clone(),
-            stop: cfg.sampling.stop.clone(),
-            equiv: reward_cfg.opts.clone(),
-            allowed_tokens: allowed.clone(),
-            ..crate::eval::EvalSettings::default()
-        };
-        let result = crate::eval::evaluate(policy, &tokenizer, &set, &settings, None)?;
-        Ok(Some(result.pass1))
-    };
-    if resume_dir.is_none() {
-        state.initial_val_accuracy = validate(&policy)?;
-        if let Some(acc) = state.initial_val_accuracy {
-            tracing::info!("validation accuracy before training: {acc:.4}");
-        }
-    }
+    Ok(Run {
+        out,
+        base_dir,
+        resume_dir,
+        res,
+        policy,
+        reference,
+        tokenizer,
+        train_set,
+        val_set,
+        reward_fns,
+        allowed,
+        vocab_bias,
+    })
+}
 
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(out.join("metrics.jsonl"))
-        .with_context(|| format!("opening {}", out.join("metrics.jsonl").display()))?;
-    let bar = progress_bar(cfg.train.max_steps, state.step);
-    let loop_start = Instant::now();
-    let mut step_times = Vec::new();
-    let mut last_saved = None;
-    let mut final_val = None;
+/// One step's prompts and the completions sampled for them (`G` per prompt, in prompt order).
+struct Rollout<'a> {
+    examples: Vec<&'a Example>,
+    prompt_ids: Vec<Vec<u32>>,
+    completions: Vec<Completion>,
+    time_generate: f64,
+}
 
-    while state.step < cfg.train.max_steps {
-        if interrupted.load(Ordering::SeqCst) {
-            tracing::warn!("interrupted: saving checkpoint-{} and stopping", state.step);
-            state.elapsed_s += loop_start.elapsed().as_secs_f64();
-            save_checkpoint(&out, &policy, &base_dir, &opt, &state)?;
-            bail!(
-                "interrupted at step {} (checkpoint saved; continue with --resume)",
-                state.step
-            );
-        }
-        let step = state.step;
+/// Outcome rewards of a rollout.
+struct Scores {
+    /// `r_i`: the weighted sum of the reward functions.
+    total: Vec<f64>,
+    /// Each function's unweighted scores, in `rewards.funcs` order.
+    per_function: Vec<Vec<f64>>,
+    /// 1 when the answer is correct (the `accuracy` reward, or the verifier without it).
+    correct: Vec<f64>,
+}
+
+/// Who gets credit for what: advantages, zero-variance groups and process sets.
+struct Credit {
+    advantages: Vec<f64>,
+    zero_std: Vec<bool>,
+    /// `|λ_{i,t}|` of every completion token.
+    lambda: Vec<Vec<u32>>,
+    process: BatchProcessStats,
+    time_process_sets: f64,
+}
+
+/// The outcome of a step's update.
+struct Update {
+    /// The loss of the first of the μ passes.
+    loss: f64,
+    /// Token statistics and entropy of the first pass.
+    stats: LossStats,
+    entropy_sum: f64,
+    logprob_diff: f64,
+    grad_norm: f64,
+    /// The update was skipped (non-finite loss or gradient).
+    skipped: bool,
+    time: f64,
+}
+
+struct StepTimes {
+    generate: f64,
+    score: f64,
+    process_sets: f64,
+    update: f64,
+    step: f64,
+}
+
+impl Run {
+    /// The step's `B` prompts and `G` completions for each.
+    fn rollout(&self, cfg: &Config, step: usize) -> Result<Rollout<'_>> {
         let ts = Instant::now();
-        let lr = learning_rate(&cfg.optim, step, cfg.train.max_steps);
-
-        // Rollout.
         let idx = step_prompt_indices(
-            train_set.len(),
+            self.train_set.len(),
             cfg.train.batch_size,
             cfg.train.seed,
             step,
             cfg.data.shuffle,
         );
-        let examples: Vec<&Example> = idx.iter().map(|&i| &train_set[i]).collect();
+        let examples: Vec<&Example> = idx.iter().map(|&i| &self.train_set[i]).collect();
         let prompt_ids: Vec<Vec<u32>> = examples
             .iter()
-            .map(|e| format.encode(&tokenizer, &e.question))
+            .map(|e| self.res.prompt.encode(&self.tokenizer, &e.question))
             .collect::<Result<_>>()?;
         let params = SamplingParams {
-            temperature: cfg.sampling.temperature,
-            top_p: cfg.sampling.top_p,
-            top_k: cfg.sampling.top_k,
-            min_p: cfg.sampling.min_p,
-            max_new_tokens: cfg.sampling.max_completion_length,
-            stop: cfg.sampling.stop.clone(),
-            eos_token_ids: eos.clone(),
-            ignore_eos: false,
+            eos_token_ids: self.tokenizer.eos_token_ids(),
             seed: mix_seed(cfg.train.seed, step as u64 + 1),
-            max_batch_rows: 0,
+            ..self.res.sampling.clone()
         };
-        let g = cfg.sampling.num_generations;
         let completions = sampler::generate_restricted(
-            &policy,
-            &tokenizer,
+            &self.policy,
+            &self.tokenizer,
             &prompt_ids,
-            g,
+            cfg.sampling.num_generations,
             &params,
             None,
-            &allowed,
+            &self.allowed,
         )?;
-        let time_generate = ts.elapsed().as_secs_f64();
+        Ok(Rollout {
+            examples,
+            prompt_ids,
+            completions,
+            time_generate: ts.elapsed().as_secs_f64(),
+        })
+    }
 
-        // Rewards and advantages.
-        let ts_score = Instant::now();
-        let texts: Vec<&str> = completions.iter().map(|c| c.text.as_str()).collect();
-        let golds: Vec<&str> = completions
+    /// Every reward function on every completion.
+    fn score(&self, rollout: &Rollout) -> Scores {
+        let texts: Vec<&str> = rollout
+            .completions
             .iter()
-            .map(|c| examples[c.prompt_index].answer.as_str())
+            .map(|c| c.text.as_str())
             .collect();
-        let (rewards_total, per_function) = rewards::score_all(&reward_fns, &texts, &golds);
-        let correct: Vec<f64> = match reward_fns.iter().position(|r| r.name() == "accuracy") {
+        let golds: Vec<&str> = rollout
+            .completions
+            .iter()
+            .map(|c| rollout.examples[c.prompt_index].answer.as_str())
+            .collect();
+        let (total, per_function) = rewards::score_all(&self.reward_fns, &texts, &golds);
+        let rc = &self.res.reward_config;
+        let correct = match self.reward_fns.iter().position(|r| r.name() == "accuracy") {
             Some(k) => per_function[k].clone(),
             None => texts
                 .iter()
                 .zip(&golds)
                 .map(|(t, g)| {
-                    let v = rewards::verify_completion(t, g, &reward_cfg.policy, &reward_cfg.opts);
+                    let v = rewards::verify_completion(t, g, &rc.policy, &rc.opts);
                     f64::from(u8::from(v.correct))
                 })
                 .collect(),
         };
-        let adv = advantages(&rewards_total, g, cfg.loss.scale_rewards)?;
-        let zero_std = zero_std_groups(&rewards_total, g)?;
-        let token_ids: Vec<&[u32]> = completions.iter().map(|c| c.token_ids.as_slice()).collect();
-        let ts_process = Instant::now();
-        // One prefix tree per group serves both the loss weights and the logged statistics.
-        let trees: Vec<_> = token_ids.chunks(g).map(process_sets::build).collect();
-        let lambda: Vec<Vec<u32>> = trees.iter().flat_map(|t| t.lambda_sizes()).collect();
-        let group_stats: Vec<_> = trees.iter().map(|t| t.stats()).collect();
-        let proc_stats = process_sets::batch_stats(&group_stats);
-        let time_process_sets = ts_process.elapsed().as_secs_f64();
-        let time_score = ts_score.elapsed().as_secs_f64();
+        Scores {
+            total,
+            per_function,
+            correct,
+        }
+    }
 
-        // Token masks and the step's loss coefficients (normalisers over the whole step).
-        let ts_update = Instant::now();
-        let n = completions.len();
+    /// `num_iterations` passes of loss → backward → clip → optimizer step over the rollout.
+    fn update(
+        &self,
+        cfg: &Config,
+        opt: &mut Optimizer,
+        state: &mut TrainerState,
+        rollout: &Rollout,
+        credit: &Credit,
+        lr: f64,
+    ) -> Result<Update> {
+        let ts = Instant::now();
+        let comps = &rollout.completions;
+        let n = comps.len();
+        let g = cfg.sampling.num_generations;
         let mb = n / cfg.train.gradient_accumulation_steps;
-        let masks: Vec<Vec<bool>> = completions
+        // Token masks and the step's loss coefficients (normalisers over the whole step).
+        let masks: Vec<Vec<bool>> = comps
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let truncated =
                     cfg.loss.mask_truncated_completions && c.finish_reason == FinishReason::Length;
-                let skipped = cfg.loss.skip_zero_std_groups && zero_std[i / g];
-                let keep = !truncated && !skipped;
-                vec![keep; c.token_ids.len()]
+                let skipped = cfg.loss.skip_zero_std_groups && credit.zero_std[i / g];
+                vec![!truncated && !skipped; c.token_ids.len()]
             })
             .collect();
         let layouts: Vec<SeqLayout> = masks
             .iter()
-            .zip(&lambda)
+            .zip(&credit.lambda)
             .enumerate()
             .map(|(i, (m, l))| SeqLayout {
                 mask: m,
@@ -304,337 +443,189 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             })
             .collect();
         let coef =
-            loss::token_coefficients(&layouts, resolved, cfg.sampling.max_completion_length)?;
-
-        let prompt_of: Vec<&[u32]> = completions
+            loss::token_coefficients(&layouts, self.res.loss, cfg.sampling.max_completion_length)?;
+        let prompts: Vec<&[u32]> = comps
             .iter()
-            .map(|c| prompt_ids[c.prompt_index].as_slice())
+            .map(|c| rollout.prompt_ids[c.prompt_index].as_slice())
             .collect();
-        let mut old_logp: Vec<Option<Tensor>> = vec![None; n.div_ceil(mb)];
-        let mut ref_logp: Vec<Option<Tensor>> = vec![None; n.div_ceil(mb)];
-        let mut acc = StepAccumulator::default();
-        let mut skipped = false;
-        let mut grad_norm = 0.0;
-        let mut logprob_diff = (0.0f64, 0usize);
-        for iteration in 0..cfg.loss.num_iterations {
-            let mut grads: Vec<Option<Tensor>> = vec![None; opt.vars().len()];
-            let mut loss_sum = 0.0;
-            for (k, start) in (0..n).step_by(mb).enumerate() {
-                let rows = start..(start + mb).min(n);
-                let batch = pack(
-                    &prompt_of[rows.clone()],
-                    &token_ids[rows.clone()],
-                    pad,
-                    &device,
-                )?;
-                let (logp, entropy) = completion_logprobs(
-                    &policy,
-                    &batch,
-                    cfg.sampling.temperature,
-                    vocab_bias.as_ref(),
-                )?;
-                if iteration == 0 {
-                    // How far the trainer's log-probs are from the sampler's (same weights,
-                    // other code path): should be float noise; a gap means the update is off-policy.
-                    let trainer_lp = logp.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-                    for (row, c) in trainer_lp.iter().zip(&completions[rows.clone()]) {
-                        for (a, b) in row.iter().zip(&c.logprobs) {
-                            logprob_diff.0 += f64::from((a - b).abs());
-                            logprob_diff.1 += 1;
-                        }
-                    }
-                    old_logp[k] = Some(logp.detach());
-                    if let Some(reference) = &reference {
-                        let (r, _) = completion_logprobs(
-                            reference,
-                            &batch,
-                            cfg.sampling.temperature,
-                            vocab_bias.as_ref(),
-                        )?;
-                        ref_logp[k] = Some(r.detach());
-                    }
-                }
-                let lc = batch.completion_len;
-                let coef_t =
-                    loss::coefficients_tensor(&coef[rows.clone()], lc, DType::F32, &device)?;
-                let adv_t = Tensor::from_vec(
-                    adv[rows.clone()]
-                        .iter()
-                        .map(|&a| a as f32)
-                        .collect::<Vec<_>>(),
-                    rows.len(),
-                    &device,
-                )?;
-                let old = old_logp[k].as_ref().context("old log-probs")?;
-                let (loss_t, stats) = loss::token_loss_candle(
-                    &logp,
-                    old,
-                    ref_logp[k].as_ref(),
-                    &adv_t,
-                    &coef_t,
-                    cfg.loss.epsilon,
-                    cfg.loss.epsilon_high(),
-                    cfg.loss.beta,
-                )?;
-                let value = loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                loss_sum += value;
-                if iteration == 0 {
-                    acc.add(&entropy, &coef_t, stats)?;
-                }
-                let store = loss_t.backward()?;
-                for (slot, var) in grads.iter_mut().zip(opt.vars()) {
-                    if let Some(gr) = store.get(var.as_tensor()) {
-                        *slot = Some(match slot.take() {
-                            Some(prev) => (prev + gr)?,
-                            None => gr.clone(),
-                        });
-                    }
-                }
+        let completions: Vec<&[u32]> = comps.iter().map(|c| c.token_ids.as_slice()).collect();
+        let sampled: Vec<Vec<f32>> = comps.iter().map(|c| c.logprobs.clone()).collect();
+        let batch = UpdateBatch {
+            prompts: &prompts,
+            completions: &completions,
+            advantages: &credit.advantages,
+            coefficients: &coef,
+            micro_batch: mb,
+            pad: self.tokenizer.pad_token_id(),
+            sampler_logprobs: Some(&sampled),
+        };
+        let settings = LossSettings {
+            temperature: cfg.sampling.temperature,
+            epsilon_low: cfg.loss.epsilon,
+            epsilon_high: cfg.loss.epsilon_high(),
+            beta: cfg.loss.beta,
+            vocab_bias: self.vocab_bias.as_ref(),
+        };
+        let mut frozen = FrozenLogprobs::default();
+        let mut first = None;
+        let (mut grad_norm, mut skipped) = (0.0, false);
+        for _ in 0..cfg.loss.num_iterations {
+            let mut pass = accumulate(
+                &self.policy,
+                self.reference.as_ref(),
+                opt.vars(),
+                &batch,
+                &settings,
+                &mut frozen,
+            )?;
+            grad_norm = clip_grad_norm(&mut pass.grads, cfg.optim.max_grad_norm)?;
+            let loss = pass.loss;
+            if first.is_none() {
+                first = Some((pass.loss, pass.stats, pass.entropy_sum, pass.logprob_diff));
             }
-            let mut grads: Vec<Tensor> = grads
-                .into_iter()
-                .zip(opt.vars())
-                .map(|(gr, var)| match gr {
-                    Some(gr) => Ok(gr),
-                    None => var.as_tensor().zeros_like(),
-                })
-                .collect::<candle_core::Result<_>>()?;
-            grad_norm = clip_grad_norm(&mut grads, cfg.optim.max_grad_norm)?;
-            if !loss_sum.is_finite() || !grad_norm.is_finite() {
+            if !loss.is_finite() || !grad_norm.is_finite() {
                 skipped = true;
                 state.nonfinite_streak += 1;
                 tracing::warn!(
-                    step,
-                    loss = loss_sum,
+                    step = state.step,
+                    loss,
                     grad_norm,
                     "non-finite loss or gradient: update skipped"
                 );
                 if state.nonfinite_streak >= cfg.train.max_nonfinite_steps.max(1) {
                     bail!(
-                        "{} consecutive steps with a NaN/Inf loss or gradient (last: loss {loss_sum}, grad norm {grad_norm}); lower optim.learning_rate or check the data",
+                        "{} consecutive steps with a NaN/Inf loss or gradient (last: loss {loss}, grad norm {grad_norm}); lower optim.learning_rate or check the data",
                         state.nonfinite_streak
                     );
                 }
                 break;
             }
             state.nonfinite_streak = 0;
-            opt.step(&grads, lr)?;
-            if iteration == 0 {
-                acc.loss = loss_sum;
-            }
+            opt.step(&pass.grads, lr)?;
         }
-        let time_update = ts_update.elapsed().as_secs_f64();
-        state.step += 1;
-        let step_time = ts.elapsed().as_secs_f64();
-        step_times.push(step_time);
-
-        // Metrics.
-        let new_tokens: usize = completions.iter().map(|c| c.token_ids.len()).sum();
-        let lens: Vec<usize> = completions.iter().map(|c| c.token_ids.len()).collect();
-        let mut m = Map::new();
-        m.insert("step".into(), json!(state.step));
-        m.insert("loss".into(), json!(acc.loss));
-        let reward_mean = mean(&rewards_total);
-        m.insert("reward_mean".into(), json!(reward_mean));
-        m.insert("reward_std".into(), json!(std_dev(&rewards_total)));
-        for (f, vals) in reward_fns.iter().zip(&per_function) {
-            m.insert(format!("reward/{}", f.name()), json!(mean(vals)));
-        }
-        let accuracy = mean(&correct);
-        m.insert("accuracy".into(), json!(accuracy));
-        m.insert(
-            "completion_length_mean".into(),
-            json!(lens.iter().sum::<usize>() as f64 / n as f64),
-        );
-        m.insert(
-            "completion_length_max".into(),
-            json!(lens.iter().max().copied().unwrap_or(0)),
-        );
-        m.insert(
-            "truncated_fraction".into(),
-            json!(
-                completions
-                    .iter()
-                    .filter(|c| c.finish_reason == FinishReason::Length)
-                    .count() as f64
-                    / n as f64
-            ),
-        );
-        m.insert("kl".into(), json!(acc.kl()));
-        m.insert("clip_fraction".into(), json!(acc.clip_fraction()));
-        m.insert("entropy".into(), json!(acc.entropy()));
-        m.insert(
-            "logprob_diff".into(),
-            json!(logprob_diff.0 / logprob_diff.1.max(1) as f64),
-        );
-        m.insert("grad_norm".into(), json!(grad_norm));
-        m.insert("lr".into(), json!(lr));
-        m.insert("skipped_update".into(), json!(skipped));
-        m.insert(
-            "zero_std_group_fraction".into(),
-            json!(zero_std.iter().filter(|&&z| z).count() as f64 / zero_std.len() as f64),
-        );
-        if let Value::Object(ps) = serde_json::to_value(&proc_stats)? {
-            for (k, v) in ps {
-                m.insert(format!("process/{k}"), v);
-            }
-        }
-        m.insert("time_generate_s".into(), json!(time_generate));
-        m.insert("time_score_s".into(), json!(time_score));
-        m.insert("time_update_s".into(), json!(time_update));
-        m.insert("time_process_sets_s".into(), json!(time_process_sets));
-        m.insert("step_time_s".into(), json!(step_time));
-        m.insert(
-            "tokens_per_s".into(),
-            json!(new_tokens as f64 / time_generate.max(1e-9)),
-        );
-
-        if cfg.train.save_rollouts {
-            write_rollouts(
-                &out,
-                state.step,
-                &examples,
-                &completions,
-                &rewards_total,
-                &adv,
-            )?;
-        }
-        let last = state.step == cfg.train.max_steps;
-        if last || (cfg.eval.every > 0 && state.step.is_multiple_of(cfg.eval.every)) {
-            if let Some(v) = validate(&policy)? {
-                m.insert("eval/accuracy".into(), json!(v));
-                if last {
-                    final_val = Some(v);
-                }
-            }
-        }
-        writeln!(metrics_file, "{}", Value::Object(m))?;
-        metrics_file.flush()?;
-        bar.set_position(state.step as u64);
-        bar.set_message(format!(
-            "reward {reward_mean:.3} acc {accuracy:.3} len {:.0} {:.1}s/step",
-            lens.iter().sum::<usize>() as f64 / n as f64,
-            step_time
-        ));
-        if state.step.is_multiple_of(cfg.train.logging_steps) {
-            tracing::debug!(step = state.step, loss = acc.loss, reward_mean, "step");
-        }
-        if cfg.train.save_steps > 0 && state.step.is_multiple_of(cfg.train.save_steps) {
-            let mut s = state.clone();
-            s.elapsed_s += loop_start.elapsed().as_secs_f64();
-            last_saved = Some(save_checkpoint(&out, &policy, &base_dir, &opt, &s)?);
-            prune_checkpoints(&out, cfg.train.save_total_limit)?;
-        }
+        let (loss, stats, entropy_sum, diff) = first.context("loss.num_iterations is 0")?;
+        Ok(Update {
+            loss,
+            stats,
+            entropy_sum,
+            logprob_diff: diff.0 / diff.1.max(1) as f64,
+            grad_norm,
+            skipped,
+            time: ts.elapsed().as_secs_f64(),
+        })
     }
-    bar.finish_and_clear();
 
-    state.elapsed_s += loop_start.elapsed().as_secs_f64();
-    let final_checkpoint = match last_saved {
-        Some(p) if p == crate::trainer::state::checkpoint_dir(&out, state.step) => p,
-        _ => {
-            let p = save_checkpoint(&out, &policy, &base_dir, &opt, &state)?;
-            prune_checkpoints(&out, cfg.train.save_total_limit)?;
-            p
+    /// Validation accuracy (mean pass@1 over `eval.n` samples) by the same code as `grpo eval`,
+    /// with the toy tasks' restricted alphabet when there is one; None without a validation set.
+    fn validate(&self, cfg: &Config) -> Result<Option<f64>> {
+        if self.val_set.is_empty() {
+            return Ok(None);
         }
-    };
-    if final_val.is_none() {
-        final_val = validate(&policy)?;
+        let rc = &self.res.reward_config;
+        let set = EvalSet::new("validation", self.val_set.clone(), rc.policy);
+        let settings = EvalSettings {
+            n: cfg.eval.n.max(1),
+            ks: vec![1],
+            temperature: cfg.eval.temperature,
+            max_new_tokens: cfg.eval.max_completion_length,
+            seed: cfg.train.seed,
+            prompt: self.res.prompt.clone(),
+            stop: cfg.sampling.stop.clone(),
+            equiv: rc.opts.clone(),
+            allowed_tokens: self.allowed.clone(),
+            ..EvalSettings::default()
+        };
+        let result = evaluate(&self.policy, &self.tokenizer, &set, &settings, None)?;
+        Ok(Some(result.pass1))
     }
-    let summary = TrainSummary {
-        steps: state.step,
-        wall_time_s: t0.elapsed().as_secs_f64(),
-        initial_val_accuracy: state.initial_val_accuracy,
-        final_val_accuracy: final_val,
-        final_checkpoint,
-        mean_step_time_s: if step_times.is_empty() {
-            0.0
-        } else {
-            mean(&step_times)
+}
+
+/// Advantages and |λ| of a rollout: one prefix tree per group serves both the loss weights and
+/// the logged process-set statistics.
+fn credit(cfg: &Config, rollout: &Rollout, scores: &Scores) -> Result<Credit> {
+    let g = cfg.sampling.num_generations;
+    let advantages = advantages(&scores.total, g, cfg.loss.scale_rewards)?;
+    let zero_std = zero_std_groups(&scores.total, g)?;
+    let ts = Instant::now();
+    let token_ids: Vec<&[u32]> = rollout
+        .completions
+        .iter()
+        .map(|c| c.token_ids.as_slice())
+        .collect();
+    let trees: Vec<_> = token_ids.chunks(g).map(process_sets::build).collect();
+    let lambda: Vec<Vec<u32>> = trees.iter().flat_map(|t| t.lambda_sizes()).collect();
+    let group_stats: Vec<_> = trees.iter().map(|t| t.stats()).collect();
+    let process = process_sets::batch_stats(&group_stats);
+    Ok(Credit {
+        advantages,
+        zero_std,
+        lambda,
+        process,
+        time_process_sets: ts.elapsed().as_secs_f64(),
+    })
+}
+
+/// The `metrics.jsonl` record of a finished step (validation is added by the caller).
+#[allow(clippy::too_many_arguments)]
+fn step_metrics(
+    step: usize,
+    lr: f64,
+    run: &Run,
+    rollout: &Rollout,
+    scores: &Scores,
+    credit: &Credit,
+    update: &Update,
+    times: &StepTimes,
+) -> StepMetrics {
+    let comps = &rollout.completions;
+    let n = comps.len() as f64;
+    let lens: Vec<usize> = comps.iter().map(|c| c.token_ids.len()).collect();
+    let new_tokens: usize = lens.iter().sum();
+    let truncated = comps
+        .iter()
+        .filter(|c| c.finish_reason == FinishReason::Length)
+        .count();
+    let zero_std = credit.zero_std.iter().filter(|&&z| z).count();
+    let p = &credit.process;
+    StepMetrics {
+        step,
+        loss: Some(update.loss),
+        reward_mean: Some(mean(&scores.total)),
+        reward_std: Some(std_dev(&scores.total)),
+        rewards: RewardScores {
+            per_function: run
+                .reward_fns
+                .iter()
+                .zip(&scores.per_function)
+                .map(|(f, vals)| (f.name().to_string(), mean(vals)))
+                .collect(),
+            ..RewardScores::default()
         },
-        loss_type: enum_name(&cfg.loss.loss_type),
-        process_weighting: enum_name(&cfg.loss.weighting()),
-        seed: cfg.train.seed,
-        config: serde_json::to_value(cfg)?,
-    };
-    std::fs::write(
-        out.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?,
-    )
-    .with_context(|| format!("writing {}", out.join("summary.json").display()))?;
-    Ok(summary)
-}
-
-fn enum_name<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-pub fn parse_device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal = s
-                .strip_prefix("cuda:")
-                .map(str::parse)
-                .transpose()
-                .with_context(|| format!("model.device: bad cuda ordinal in `{s}`"))?
-                .unwrap_or(0);
-            Device::new_cuda(ordinal).with_context(|| {
-                format!(
-                    "model.device = \"{s}\": this build has no CUDA support or no GPU is visible"
-                )
-            })
-        }
-        other => bail!("model.device: expected `cpu`, `cuda` or `cuda:N`, got `{other}`"),
-    }
-}
-
-/// Log-probs [R, Lc] of each completion token (differentiable) and per-token entropy [R, Lc]
-/// (detached), both from logits / temperature as the sampler drew them (doc §1).
-///
-/// `vocab_bias` ([V], 0 for allowed tokens and a large negative number for the rest) restricts
-/// the distribution the way the sampler did when `sampling.allowed_tokens` is set.
-pub fn completion_logprobs(
-    policy: &Policy,
-    batch: &crate::trainer::rollout::PackedBatch,
-    temperature: f64,
-    vocab_bias: Option<&Tensor>,
-) -> Result<(Tensor, Tensor)> {
-    policy.completion_logprobs(
-        &batch.input_ids,
-        Some(&batch.attention_mask),
-        batch.prompt_len - 1,
-        &batch.targets,
-        temperature,
-        vocab_bias,
-    )
-}
-
-/// Per-step sums of the logged token statistics, over counted tokens.
-#[derive(Default)]
-struct StepAccumulator {
-    loss: f64,
-    entropy_sum: f64,
-    stats: LossStats,
-}
-
-impl StepAccumulator {
-    fn add(&mut self, entropy: &Tensor, coef: &Tensor, stats: LossStats) -> Result<()> {
-        let mask = coef.ne(0.0)?.to_dtype(DType::F32)?;
-        self.entropy_sum += (entropy * mask)?.sum_all()?.to_scalar::<f32>()? as f64;
-        self.stats += stats;
-        Ok(())
-    }
-    fn entropy(&self) -> f64 {
-        self.entropy_sum / self.stats.tokens.max(1.0)
-    }
-    fn kl(&self) -> f64 {
-        self.stats.kl_mean()
-    }
-    fn clip_fraction(&self) -> f64 {
-        self.stats.clip_fraction()
+        accuracy: Some(mean(&scores.correct)),
+        completion_length_mean: Some(new_tokens as f64 / n),
+        completion_length_max: Some(lens.iter().max().copied().unwrap_or(0)),
+        truncated_fraction: Some(truncated as f64 / n),
+        kl: Some(update.stats.kl_mean()),
+        clip_fraction: Some(update.stats.clip_fraction()),
+        entropy: Some(update.entropy_sum / update.stats.tokens.max(1.0)),
+        logprob_diff: Some(update.logprob_diff),
+        grad_norm: Some(update.grad_norm),
+        lr: Some(lr),
+        skipped_update: Some(update.skipped),
+        zero_std_group_fraction: Some(zero_std as f64 / credit.zero_std.len() as f64),
+        process_num_groups: Some(p.num_groups),
+        process_non_trivial_fraction: Some(p.non_trivial_fraction),
+        process_mean_path_depth: Some(p.mean_path_depth),
+        process_mean_intermediate_proportion: Some(p.mean_intermediate_proportion),
+        process_mean_num_process_sets: Some(p.mean_num_process_sets),
+        process_lambda_histogram: Some(p.lambda_histogram.clone()),
+        time_generate_s: Some(times.generate),
+        time_score_s: Some(times.score),
+        time_update_s: Some(times.update),
+        time_process_sets_s: Some(times.process_sets),
+        step_time_s: Some(times.step),
+        tokens_per_s: Some(new_tokens as f64 / times.generate.max(1e-9)),
+        eval_accuracy: None,
     }
 }
 
@@ -654,50 +645,35 @@ fn std_dev(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
-/// Loads a training / validation set named in `data.train` / `data.validation`: a shipped
-/// benchmark or task split by name, else a JSONL file.
-pub fn load_examples(spec: &str, cfg: &Config) -> Result<Vec<Example>> {
-    let examples = if let Ok(b) = crate::data::benchmarks::benchmark(spec) {
-        crate::data::dataset::load_benchmark(&b)?
-    } else {
-        let path = Path::new(spec);
-        if !path.exists() {
-            bail!("data: `{spec}` is neither a shipped benchmark name nor an existing JSONL file");
-        }
-        crate::data::dataset::load_jsonl(path, &cfg.data.question_field, &cfg.data.answer_field)?
-    };
-    if examples.is_empty() {
-        bail!("data: `{spec}` holds no examples");
-    }
-    Ok(examples)
-}
-
+/// `rollouts/step-N.jsonl`: one [`RolloutGroup`] per prompt.
 fn write_rollouts(
     out: &Path,
     step: usize,
-    examples: &[&Example],
-    completions: &[Completion],
-    rewards: &[f64],
-    adv: &[f64],
+    rollout: &Rollout,
+    scores: &Scores,
+    credit: &Credit,
 ) -> Result<()> {
     let dir = out.join("rollouts");
     std::fs::create_dir_all(&dir)?;
     let mut text = String::new();
-    let g = completions.len() / examples.len().max(1);
-    for (p, ex) in examples.iter().enumerate() {
-        let comps: Vec<Value> = (p * g..(p + 1) * g)
-            .map(|i| {
-                json!({
-                    "token_ids": completions[i].token_ids,
-                    "text": completions[i].text,
-                    "reward": rewards[i],
-                    "advantage": adv[i],
+    let comps = &rollout.completions;
+    let g = comps.len() / rollout.examples.len().max(1);
+    for (p, ex) in rollout.examples.iter().enumerate() {
+        let group = RolloutGroup {
+            step,
+            prompt: ex.question.clone(),
+            answer: ex.answer.clone(),
+            completions: (p * g..(p + 1) * g)
+                .map(|i| RolloutCompletion {
+                    token_ids: comps[i].token_ids.clone(),
+                    text: comps[i].text.clone(),
+                    reward: scores.total[i],
+                    advantage: credit.advantages[i],
                 })
-            })
-            .collect();
-        let obj =
-            json!({"step": step, "prompt": ex.question, "answer": ex.answer, "completions": comps});
-        text.push_str(&obj.to_string());
+                .collect(),
+            source: String::new(),
+        };
+        text.push_str(&serde_json::to_string(&group)?);
         text.push('\n');
     }
     let path = dir.join(format!("step-{step}.jsonl"));
@@ -711,12 +687,7 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| {
-            serde_json::from_str::<Value>(l)
-                .ok()
-                .and_then(|v| v.get("step").and_then(Value::as_u64))
-                .is_some_and(|s| s as usize <= step)
-        })
+        .filter(|l| serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step <= step))
         .collect();
     let mut out = kept.join("\n");
     if !out.is_empty() {

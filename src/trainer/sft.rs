@@ -29,157 +29,23 @@ use candle_core::{DType, Device, Tensor, D};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::data::dataset::Example;
+use crate::data::dataset::{load_examples, Example};
 use crate::data::prompt::PromptFormat;
-use crate::model::{copy_tokenizer_files, resolve_model_dir, ModelConfig, Policy, Tokenizer};
+use crate::model::{
+    copy_tokenizer_files, random_qwen2_config, resolve_model_dir, ModelConfig, Policy, Qwen2Shape,
+    Tokenizer,
+};
 use crate::rewards::{self, EquivOptions, ExtractPolicy};
 use crate::sampler::{self, mix_seed, SamplingParams};
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::rollout::{pack, PackedBatch};
-use crate::trainer::run::{load_examples, parse_device};
+use crate::trainer::update::GradAccumulator;
 
-/// Where the SFT policy's weights start.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SftInit {
-    /// A fresh decoder with the `[sft]` architecture and the vocabulary of `model.path`'s
-    /// tokenizer.
-    Random,
-    /// The checkpoint in `model.path`.
-    Pretrained,
-}
-
-/// `[sft]`: the supervised warm start (`grpo sft`). The architecture keys are used only with
-/// `init = "random"`; names follow the HF `config.json` keys they end up in.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SftSection {
-    /// `random` or `pretrained`.
-    pub init: SftInit,
-    /// Passes over the training set; used when `max_steps` is 0.
-    pub epochs: usize,
-    /// Optimizer steps; 0 = `epochs` passes.
-    pub max_steps: usize,
-    /// Sequences per optimizer step.
-    pub batch_size: usize,
-    /// Sequences per forward pass (gradients accumulate over a step); 0 = the whole batch.
-    pub micro_batch_size: usize,
-    pub logging_steps: usize,
-    /// Greedy validation accuracy every N steps; 0 = only at the end.
-    pub eval_every: usize,
-    /// Validation problems used by evaluations; 0 = all.
-    pub eval_limit: usize,
-    /// Samples per problem for the final sampled accuracy (at `eval_temperature`); 0 = skip.
-    pub eval_samples: usize,
-    pub eval_temperature: f64,
-    /// Checkpoint into `output.dir/checkpoint-N` every N steps; 0 = only the final model.
-    pub save_every: usize,
-    /// Seeds the random init and the data order.
-    pub seed: u64,
-    /// Fraction of training examples (picked by `seed`) whose target is only `\boxed{answer}`,
-    /// without the worked steps. A policy trained on the mix has two modes, answering at once
-    /// or working it out, the second far more accurate on multi-step problems: a choice RL can
-    /// learn to make (the shipped policy is built this way, see models/README.md).
-    pub direct_answer_fraction: f64,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
-    pub max_position_embeddings: usize,
-    pub rope_theta: f64,
-    pub tie_word_embeddings: bool,
-    /// Standard deviation of the normal init.
-    pub initializer_range: f64,
-}
-
-impl Default for SftSection {
-    fn default() -> Self {
-        Self {
-            init: SftInit::Random,
-            epochs: 1,
-            max_steps: 0,
-            batch_size: 32,
-            micro_batch_size: 0,
-            logging_steps: 10,
-            eval_every: 0,
-            eval_limit: 0,
-            eval_samples: 4,
-            eval_temperature: 1.0,
-            save_every: 0,
-            seed: 0,
-            direct_answer_fraction: 0.0,
-            hidden_size: 128,
-            intermediate_size: 384,
-            num_hidden_layers: 4,
-            num_attention_heads: 4,
-            num_key_value_heads: 2,
-            max_position_embeddings: 512,
-            rope_theta: 10000.0,
-            tie_word_embeddings: true,
-            initializer_range: 0.02,
-        }
-    }
-}
-
-impl SftSection {
-    /// Checks the keys against each other, naming the key to change.
-    pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            bail!("sft.batch_size: expected at least 1 sequence per step");
-        }
-        if self.max_steps == 0 && self.epochs == 0 {
-            bail!("sft.max_steps / sft.epochs: one of them must be positive");
-        }
-        if !(0.0..=1.0).contains(&self.direct_answer_fraction) {
-            bail!(
-                "sft.direct_answer_fraction = {}: expected a fraction between 0 and 1",
-                self.direct_answer_fraction
-            );
-        }
-        if self.logging_steps == 0 {
-            bail!("sft.logging_steps: expected at least 1");
-        }
-        if !(self.eval_temperature >= 0.0 && self.eval_temperature.is_finite()) {
-            bail!(
-                "sft.eval_temperature: expected a finite value >= 0, got {}",
-                self.eval_temperature
-            );
-        }
-        if self.init == SftInit::Random {
-            if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.intermediate_size == 0 {
-                bail!("sft.hidden_size / num_hidden_layers / intermediate_size: expected positive sizes");
-            }
-            if self.num_attention_heads == 0
-                || self.num_key_value_heads == 0
-                || !self
-                    .num_attention_heads
-                    .is_multiple_of(self.num_key_value_heads)
-            {
-                bail!(
-                    "sft.num_attention_heads ({}) must be a positive multiple of sft.num_key_value_heads ({})",
-                    self.num_attention_heads,
-                    self.num_key_value_heads
-                );
-            }
-            let head_dim = self.hidden_size / self.num_attention_heads;
-            if !self.hidden_size.is_multiple_of(self.num_attention_heads)
-                || !head_dim.is_multiple_of(2)
-            {
-                bail!(
-                    "sft.hidden_size ({}) must split into num_attention_heads ({}) heads of even size",
-                    self.hidden_size,
-                    self.num_attention_heads
-                );
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::config::{SftInit, SftSection};
 
 /// What `output.dir/summary.json` holds.
 #[derive(Debug, Clone, Serialize)]
@@ -219,33 +85,18 @@ pub struct SftBatch {
 /// The HF `config.json` of a fresh Qwen2 decoder sized by `[sft]`, with the tokenizer's
 /// vocabulary and special tokens.
 pub fn random_model_config(sft: &SftSection, tokenizer: &Tokenizer) -> Result<ModelConfig> {
-    let eos = tokenizer.eos_token_ids();
-    let raw = json!({
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
-        "vocab_size": tokenizer.vocab_size(),
-        "hidden_size": sft.hidden_size,
-        "intermediate_size": sft.intermediate_size,
-        "num_hidden_layers": sft.num_hidden_layers,
-        "num_attention_heads": sft.num_attention_heads,
-        "num_key_value_heads": sft.num_key_value_heads,
-        "max_position_embeddings": sft.max_position_embeddings,
-        "rope_theta": sft.rope_theta,
-        "rms_norm_eps": 1e-6,
-        "hidden_act": "silu",
-        "tie_word_embeddings": sft.tie_word_embeddings,
-        "initializer_range": sft.initializer_range,
-        "attention_dropout": 0.0,
-        "use_sliding_window": false,
-        "sliding_window": sft.max_position_embeddings,
-        "max_window_layers": sft.num_hidden_layers,
-        "use_cache": true,
-        "bos_token_id": Value::Null,
-        "eos_token_id": if eos.len() == 1 { json!(eos[0]) } else { json!(eos) },
-        "pad_token_id": tokenizer.pad_token_id(),
-        "torch_dtype": "float32",
-    });
-    ModelConfig::from_json(raw, "[sft] architecture")
+    let shape = Qwen2Shape {
+        hidden_size: sft.hidden_size,
+        intermediate_size: sft.intermediate_size,
+        num_hidden_layers: sft.num_hidden_layers,
+        num_attention_heads: sft.num_attention_heads,
+        num_key_value_heads: sft.num_key_value_heads,
+        max_position_embeddings: sft.max_position_embeddings,
+        rope_theta: sft.rope_theta,
+        tie_word_embeddings: sft.tie_word_embeddings,
+        initializer_range: sft.initializer_range,
+    };
+    random_qwen2_config(&shape, tokenizer, "[sft] architecture")
 }
 
 /// Whether example `index` is trained to answer at once: a pure function of (seed, index), so
@@ -359,14 +210,9 @@ pub fn accuracy(
     Ok(correct as f64 / (examples.len() * n) as f64)
 }
 
-/// The prompt format the RL trainer builds from `[data]`.
+/// The prompt format the RL trainer builds from `[data]` ([`Config::prompt_format`]).
 pub fn prompt_format(cfg: &Config) -> PromptFormat {
-    PromptFormat {
-        system: (!cfg.data.system_prompt.is_empty()).then(|| cfg.data.system_prompt.clone()),
-        user_template: cfg.data.prompt_template.clone(),
-        use_chat_template: cfg.data.use_chat_template,
-        max_prompt_length: cfg.data.max_prompt_length,
-    }
+    cfg.prompt_format()
 }
 
 /// Saves the policy with its tokenizer files in HF layout.
@@ -411,8 +257,8 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
     let out = cfg.output.dir.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    let device = parse_device(&cfg.model.device)?;
-    let dtype = cfg.model.dtype.to_candle();
+    let res = cfg.resolve()?;
+    let (device, dtype) = (res.device.clone(), res.dtype);
     let model_dir = resolve_model_dir(&cfg.model.path, cfg.model.revision.as_deref())?;
     let tokenizer = Tokenizer::load(&model_dir)?;
     let policy = match s.init {
@@ -421,8 +267,9 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
         }
         SftInit::Pretrained => Policy::load(&model_dir, dtype, &device)?,
     };
-    let format = prompt_format(cfg);
-    let train_set = load_examples(&cfg.data.train, cfg)?;
+    let format = res.prompt.clone();
+    let (qf, af) = (&cfg.data.question_field, &cfg.data.answer_field);
+    let train_set = load_examples(&cfg.data.train, qf, af)?;
     let rows = build_rows(
         &train_set,
         &tokenizer,
@@ -450,7 +297,7 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
     let mut val_set = if cfg.data.validation.is_empty() {
         Vec::new()
     } else {
-        load_examples(&cfg.data.validation, cfg)?
+        load_examples(&cfg.data.validation, qf, af)?
     };
     if s.eval_limit > 0 {
         val_set.truncate(s.eval_limit);
@@ -524,7 +371,7 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
         let step_tokens: usize = idx.iter().map(|&i| rows[i].completion.len()).sum();
 
         let lr = learning_rate(&cfg.optim, step, max_steps);
-        let mut grads: Vec<Option<Tensor>> = vec![None; opt.vars().len()];
+        let mut grads = GradAccumulator::new(opt.vars().len());
         let mut step_nll = 0.0f64;
         for chunk in idx.chunks(mb) {
             let batch_rows: Vec<&SftRow> = chunk.iter().map(|&i| &rows[i]).collect();
@@ -533,24 +380,9 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
             step_nll += nll.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             // Mean over the step's tokens, however they are split into micro-batches.
             let loss = (nll / step_tokens as f64)?;
-            let store = loss.backward()?;
-            for (slot, var) in grads.iter_mut().zip(opt.vars()) {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    *slot = Some(match slot.take() {
-                        Some(prev) => (prev + g)?,
-                        None => g.clone(),
-                    });
-                }
-            }
+            grads.add(&loss.backward()?, opt.vars())?;
         }
-        let mut grads: Vec<Tensor> = grads
-            .into_iter()
-            .zip(opt.vars())
-            .map(|(g, var)| match g {
-                Some(g) => Ok(g),
-                None => var.as_tensor().zeros_like(),
-            })
-            .collect::<candle_core::Result<_>>()?;
+        let mut grads = grads.finish(opt.vars())?;
         let grad_norm = clip_grad_norm(&mut grads, cfg.optim.max_grad_norm)?;
         if !step_nll.is_finite() || !grad_norm.is_finite() {
             bail!(

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Config, LossType, ProcessWeighting};
+use crate::record::{read_metrics, read_summary, StepMetrics};
 use crate::trainer::run::{train, Resume};
 use crate::trainer::state::latest_checkpoint;
 
@@ -25,8 +25,8 @@ pub struct RunResult {
     pub config: String,
     pub grid: Vec<String>,
     pub run_dir: PathBuf,
-    pub loss_type: String,
-    pub process_weighting: String,
+    pub loss_type: LossType,
+    pub process_weighting: ProcessWeighting,
     pub seed: u64,
     pub steps: usize,
     pub initial_val_accuracy: Option<f64>,
@@ -79,8 +79,8 @@ pub struct ConfigSummary {
     pub config: String,
     /// The grid point's overrides (empty without `--grid`).
     pub grid: Vec<String>,
-    pub loss_type: String,
-    pub process_weighting: String,
+    pub loss_type: Option<LossType>,
+    pub process_weighting: Option<ProcessWeighting>,
     pub seeds: Vec<u64>,
     pub initial_val_accuracy: Option<MeanStd>,
     pub peak_val_accuracy: Option<MeanStd>,
@@ -281,11 +281,8 @@ pub fn collect(spec: &SweepSpec, variants: &[Variant]) -> Result<SweepReport> {
             ConfigSummary {
                 config: name.clone(),
                 grid: v.grid.clone(),
-                loss_type: rs.first().map(|r| r.loss_type.clone()).unwrap_or_default(),
-                process_weighting: rs
-                    .first()
-                    .map(|r| r.process_weighting.clone())
-                    .unwrap_or_default(),
+                loss_type: rs.first().map(|r| r.loss_type),
+                process_weighting: rs.first().map(|r| r.process_weighting),
                 seeds: rs.iter().map(|r| r.seed).collect(),
                 initial_val_accuracy: agg(&|r| r.initial_val_accuracy),
                 peak_val_accuracy: agg(&|r| r.peak_val_accuracy),
@@ -300,8 +297,12 @@ pub fn collect(spec: &SweepSpec, variants: &[Variant]) -> Result<SweepReport> {
             }
         })
         .collect();
-    let base = configs.iter().find(|c| c.process_weighting == "none");
-    let lambda = configs.iter().find(|c| c.process_weighting == "lambda");
+    let base = configs
+        .iter()
+        .find(|c| c.process_weighting == Some(ProcessWeighting::None));
+    let lambda = configs
+        .iter()
+        .find(|c| c.process_weighting == Some(ProcessWeighting::Lambda));
     let overhead = match (base, lambda) {
         (Some(b), Some(l)) => match (b.mean_step_time_s, l.mean_step_time_s) {
             (Some(tb), Some(tl)) if tb.mean > 0.0 => Some((tl.mean / tb.mean - 1.0) * 100.0),
@@ -323,11 +324,13 @@ pub fn collect(spec: &SweepSpec, variants: &[Variant]) -> Result<SweepReport> {
 /// grid point (the first such run when several configs qualify).
 pub fn paired_overheads(runs: &[RunResult]) -> Vec<f64> {
     runs.iter()
-        .filter(|l| l.process_weighting == "lambda")
+        .filter(|l| l.process_weighting == ProcessWeighting::Lambda)
         .filter_map(|l| {
-            let b = runs
-                .iter()
-                .find(|b| b.process_weighting == "none" && b.seed == l.seed && b.grid == l.grid)?;
+            let b = runs.iter().find(|b| {
+                b.process_weighting == ProcessWeighting::None
+                    && b.seed == l.seed
+                    && b.grid == l.grid
+            })?;
             (b.mean_step_time_s > 0.0)
                 .then(|| (l.mean_step_time_s / b.mean_step_time_s - 1.0) * 100.0)
         })
@@ -335,29 +338,13 @@ pub fn paired_overheads(runs: &[RunResult]) -> Vec<f64> {
 }
 
 fn read_run(name: &str, seed: u64, dir: &Path) -> Result<RunResult> {
-    let summary_path = dir.join("summary.json");
-    let summary: Value = serde_json::from_str(
-        &std::fs::read_to_string(&summary_path)
-            .with_context(|| format!("reading {}", summary_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", summary_path.display()))?;
-    let metrics_path = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&metrics_path)
-        .with_context(|| format!("reading {}", metrics_path.display()))?;
-    let metrics: Vec<Value> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}:{}: invalid JSON", metrics_path.display(), i + 1))
-        })
-        .collect::<Result<_>>()?;
-    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
-    let initial = num(&summary, "initial_val_accuracy");
+    let summary = read_summary(dir)?;
+    let metrics = read_metrics(dir)?;
+    let initial = summary.initial_val_accuracy;
     let mut curve: Vec<(usize, f64)> = initial.map(|a| vec![(0, a)]).unwrap_or_default();
     for m in &metrics {
-        if let (Some(step), Some(acc)) = (num(m, "step"), num(m, "eval/accuracy")) {
-            curve.push((step as usize, acc));
+        if let Some(acc) = m.eval_accuracy {
+            curve.push((m.step, acc));
         }
     }
     let peak = curve
@@ -370,24 +357,17 @@ fn read_run(name: &str, seed: u64, dir: &Path) -> Result<RunResult> {
             .find(|(_, a)| *a >= 0.95 * p - 1e-12)
             .map(|(s, _)| *s)
     });
-    let last: Vec<&Value> = metrics.iter().rev().take(50).collect();
-    let last50 =
-        last.iter().filter_map(|m| num(m, "accuracy")).sum::<f64>() / last.len().max(1) as f64;
-    let entropies: Vec<f64> = last.iter().filter_map(|m| num(m, "entropy")).collect();
+    let last: Vec<&StepMetrics> = metrics.iter().rev().take(50).collect();
+    let last50 = last.iter().filter_map(|m| m.accuracy).sum::<f64>() / last.len().max(1) as f64;
+    let entropies: Vec<f64> = last.iter().filter_map(|m| m.entropy).collect();
     let last50_entropy = entropies.iter().sum::<f64>() / entropies.len().max(1) as f64;
-    let all_steps = metrics
-        .iter()
-        .filter_map(|m| num(m, "accuracy"))
-        .sum::<f64>()
-        / metrics.len().max(1) as f64;
+    let all_steps =
+        metrics.iter().filter_map(|m| m.accuracy).sum::<f64>() / metrics.len().max(1) as f64;
     let fractions: Vec<f64> = metrics
         .iter()
-        .filter_map(|m| Some(num(m, "time_process_sets_s")? / num(m, "step_time_s")?.max(1e-12)))
+        .filter_map(|m| Some(m.time_process_sets_s? / m.step_time_s?.max(1e-12)))
         .collect();
-    let step_times: Vec<f64> = metrics
-        .iter()
-        .filter_map(|m| num(m, "step_time_s"))
-        .collect();
+    let step_times: Vec<f64> = metrics.iter().filter_map(|m| m.step_time_s).collect();
     let mean = |v: &[f64]| {
         if v.is_empty() {
             0.0
@@ -399,26 +379,20 @@ fn read_run(name: &str, seed: u64, dir: &Path) -> Result<RunResult> {
         config: name.to_string(),
         grid: Vec::new(),
         run_dir: dir.to_path_buf(),
-        loss_type: summary["loss_type"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        process_weighting: summary["process_weighting"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+        loss_type: summary.loss_type,
+        process_weighting: summary.process_weighting,
         seed,
         steps: metrics.len(),
         initial_val_accuracy: initial,
         peak_val_accuracy: peak,
-        final_val_accuracy: num(&summary, "final_val_accuracy"),
+        final_val_accuracy: summary.final_val_accuracy,
         steps_to_95pct_peak: steps_to_95,
         last50_train_accuracy: last50,
         train_accuracy_all_steps: all_steps,
         last50_entropy,
         mean_step_time_s: mean(&step_times),
         process_set_time_fraction: mean(&fractions),
-        wall_time_s: num(&summary, "wall_time_s").unwrap_or(0.0),
+        wall_time_s: summary.wall_time_s,
         val_curve: curve,
     })
 }
@@ -453,8 +427,8 @@ pub fn markdown(report: &SweepReport) -> String {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c.config,
-            c.loss_type,
-            c.process_weighting,
+            c.loss_type.map_or("n/a", LossType::as_str),
+            c.process_weighting.map_or("n/a", ProcessWeighting::as_str),
             c.seeds.len(),
             ms(c.initial_val_accuracy, 3),
             ms(c.peak_val_accuracy, 3),
@@ -513,8 +487,8 @@ mod tests {
             config: weighting.into(),
             grid: grid.iter().map(|g| g.to_string()).collect(),
             run_dir: PathBuf::new(),
-            loss_type: String::new(),
-            process_weighting: weighting.into(),
+            loss_type: LossType::Dapo,
+            process_weighting: serde_json::from_value(weighting.into()).unwrap(),
             seed,
             steps: 1,
             initial_val_accuracy: None,

@@ -271,21 +271,6 @@ pub fn lambda_sizes<S: AsRef<[u32]>>(group: &[S]) -> Vec<Vec<u32>> {
     ProcessTree::build(group).lambda_sizes()
 }
 
-/// `|λ_{i,t}|` for a whole step: `completions` holds the groups back to back, `group_size` each.
-///
-/// Pass only the tokens that count (§1: `|y_i|` excludes masked tokens): padding stripped, and an
-/// empty slice for a completion masked out by `mask_truncated_completions`, so that it joins no set.
-pub fn lambda_sizes_batch<S: AsRef<[u32]>>(
-    completions: &[S],
-    group_size: usize,
-) -> Result<Vec<Vec<u32>>> {
-    check_groups(completions.len(), group_size)?;
-    Ok(completions
-        .chunks(group_size)
-        .flat_map(|g| lambda_sizes(g))
-        .collect())
-}
-
 /// The group statistics of §7 for one group.
 pub fn group_stats<S: AsRef<[u32]>>(group: &[S]) -> GroupStats {
     ProcessTree::build(group).stats()
@@ -311,23 +296,6 @@ pub fn batch_stats(groups: &[GroupStats]) -> BatchProcessStats {
         mean_num_process_sets: mean(groups.iter().map(|g| g.num_process_sets as f64)),
         lambda_histogram: hist,
     }
-}
-
-/// [`batch_stats`] straight from a step's completions (groups back to back, `group_size` each).
-pub fn batch_stats_from_completions<S: AsRef<[u32]>>(
-    completions: &[S],
-    group_size: usize,
-) -> Result<BatchProcessStats> {
-    check_groups(completions.len(), group_size)?;
-    let stats: Vec<GroupStats> = completions.chunks(group_size).map(group_stats).collect();
-    Ok(batch_stats(&stats))
-}
-
-fn check_groups(n: usize, group_size: usize) -> Result<()> {
-    if group_size == 0 || !n.is_multiple_of(group_size) {
-        bail!("{n} completions cannot be cut into groups of {group_size} (num_generations)");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -386,22 +354,5 @@ mod tests {
         assert_eq!(s.num_process_sets, 3);
         assert!(s.non_trivial);
         assert_eq!(s.lambda_histogram, vec![0, 1, 2, 3, 0]);
-    }
-
-    #[test]
-    fn batch_helpers() {
-        let c: Vec<Vec<u32>> = vec![vec![1, 2], vec![1, 3], vec![4], vec![4]];
-        assert_eq!(
-            lambda_sizes_batch(&c, 2).unwrap(),
-            vec![vec![2, 1], vec![2, 1], vec![2], vec![2]]
-        );
-        assert!(lambda_sizes_batch(&c, 3).is_err());
-        assert!(lambda_sizes_batch(&c, 0).is_err());
-        let b = batch_stats_from_completions(&c, 2).unwrap();
-        assert_eq!(b.num_groups, 2);
-        // First group: {0,1} then {0},{1}: sizes 2 < G? no, G = 2, so trivial; second identical.
-        assert_eq!(b.non_trivial_fraction, 0.0);
-        assert_eq!(b.lambda_histogram, vec![0, 2, 4]);
-        assert_eq!(b.mean_num_process_sets, 2.0);
     }
 }

@@ -1,0 +1,88 @@
+//! Arguments shared by the subcommands that load a model and sample from it (`eval`,
+//! `generate`): one spelling, one parser and one help text for each.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::Value;
+
+use crate::config::{DType, Device};
+use crate::model::{resolve_model_dir, Policy, Tokenizer};
+
+/// How to load a model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Hub revision (hub ids only).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Compute dtype: f32, bf16 or f16 (also fp32, bfloat16, fp16, float16; bf16/f16 need a GPU
+    /// build).
+    #[arg(long, default_value = "f32")]
+    pub dtype: DType,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+}
+
+impl ModelArgs {
+    /// Resolves `model` (a directory or a hub id in the local cache) and loads its tokenizer
+    /// and weights; returns the directory too.
+    pub fn load(&self, model: &str) -> Result<(PathBuf, Tokenizer, Policy)> {
+        let dir = resolve_model_dir(model, self.revision.as_deref())?;
+        let device = self.device.open().context("--device")?;
+        let tokenizer = Tokenizer::load(&dir)?;
+        let policy = Policy::load(&dir, self.dtype.to_candle(), &device)
+            .with_context(|| format!("loading the model from {}", dir.display()))?;
+        Ok((dir, tokenizer, policy))
+    }
+}
+
+/// How to sample and how to build prompts. Unset values fall back to the model's
+/// `generation_config.json`, then to each command's defaults (see its `--help`).
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Sampling temperature, 0 = greedy [default: eval: 0 for -n 1, else generation_config or
+    /// 0.6; generate: generation_config, else 1.0].
+    #[arg(long, short = 't')]
+    pub temperature: Option<f64>,
+    /// Nucleus mass, 1 = off [default: generation_config, else eval 0.95 when sampling,
+    /// generate 1.0].
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Keep the k most likely tokens, 0 = off [default: generation_config, else 0].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Most new tokens per completion [default: eval 2048, generate 256].
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Base seed of the sampler (same seed, same completions).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// End completions before this string (repeatable; excluded from the text).
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Most rows (prompts × samples) per forward pass, 0 = all at once (bounds memory; results
+    /// do not depend on it).
+    #[arg(long, default_value_t = 0)]
+    pub max_batch_rows: usize,
+    /// System message for the chat template.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Tokenize prompts as they are, without the model's chat template.
+    #[arg(long)]
+    pub no_chat_template: bool,
+}
+
+/// `generation_config.json` of a model directory (`Null` when absent or for no model).
+pub fn generation_config(dir: Option<&Path>) -> Result<Value> {
+    let Some(path) = dir.map(|d| d.join("generation_config.json")) else {
+        return Ok(Value::Null);
+    };
+    if !path.is_file() {
+        return Ok(Value::Null);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

@@ -1,0 +1,222 @@
+//! One pass of the policy update over a step's batch: for each micro-batch, the log-probs of the
+//! completion tokens (forward), the clipped loss with the step's coefficients, and its gradient
+//! (backward), summed over micro-batches. `train` runs it `num_iterations` times per step; the
+//! λ-overhead bench and the tests call it directly, so what they measure is the trainer's code.
+//!
+//! [`GradAccumulator`] (summing micro-batch gradients) is shared with `grpo sft`; both then clip
+//! with `optim::clip_grad_norm`.
+
+use anyhow::{Context, Result};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+
+use crate::model::Policy;
+use crate::trainer::loss::{self, LossStats};
+use crate::trainer::rollout::{pack, PackedBatch};
+
+/// What one optimizer step trains on, row by row (one row per completion).
+pub struct UpdateBatch<'a> {
+    /// The prompt tokens of each row.
+    pub prompts: &'a [&'a [u32]],
+    /// The completion tokens of each row.
+    pub completions: &'a [&'a [u32]],
+    /// `a_i` of each row (§2).
+    pub advantages: &'a [f64],
+    /// `c_{i,t}` of each row, computed for the whole step ([`loss::token_coefficients`]).
+    pub coefficients: &'a [Vec<f64>],
+    /// Rows per micro-batch (`B·G / gradient_accumulation_steps`).
+    pub micro_batch: usize,
+    pub pad: u32,
+    /// The sampler's log-prob of each completion token, when known: the first pass then
+    /// measures how far the trainer's log-probs are from them.
+    pub sampler_logprobs: Option<&'a [Vec<f32>]>,
+}
+
+/// The loss terms' settings (§3) and the distribution the sampler drew from.
+#[derive(Debug, Clone, Copy)]
+pub struct LossSettings<'a> {
+    /// Log-probs are taken from logits / temperature, as sampled (§1).
+    pub temperature: f64,
+    pub epsilon_low: f64,
+    pub epsilon_high: f64,
+    pub beta: f64,
+    /// `[V]` additive logit bias restricting the vocabulary, as the sampler did.
+    pub vocab_bias: Option<&'a Tensor>,
+}
+
+/// `old` and `ref` log-probs per micro-batch: taken on the step's first pass and reused by the
+/// later ones (μ > 1), so every pass is measured against the policy that sampled the batch.
+#[derive(Default)]
+pub struct FrozenLogprobs {
+    old: Vec<Option<Tensor>>,
+    reference: Vec<Option<Tensor>>,
+}
+
+/// The outcome of one pass over the batch.
+pub struct Pass {
+    /// Sum of the micro-batch losses (the step's loss: coefficients are normalised per step).
+    pub loss: f64,
+    /// Accumulated gradients, one per variable (zeros where the loss does not reach it).
+    pub grads: Vec<Tensor>,
+    /// Token statistics over the tokens that count (`c ≠ 0`).
+    pub stats: LossStats,
+    /// Sum of the per-token entropies over the tokens that count.
+    pub entropy_sum: f64,
+    /// Σ |trainer log-prob − sampler log-prob| and the number of tokens compared (first pass
+    /// with `sampler_logprobs` only).
+    pub logprob_diff: (f64, usize),
+}
+
+/// Forward, loss and backward over every micro-batch of `batch`, gradients summed over them.
+///
+/// On the first call for a step (`frozen` empty) the current log-probs become the `old` ones and
+/// the reference model's are taken (when `reference` is given, i.e. β > 0).
+pub fn accumulate(
+    policy: &Policy,
+    reference: Option<&Policy>,
+    vars: &[Var],
+    batch: &UpdateBatch,
+    settings: &LossSettings,
+    frozen: &mut FrozenLogprobs,
+) -> Result<Pass> {
+    let n = batch.completions.len();
+    let mb = batch.micro_batch.max(1);
+    let chunks = n.div_ceil(mb);
+    let first = frozen.old.is_empty();
+    if first {
+        frozen.old = vec![None; chunks];
+        frozen.reference = vec![None; chunks];
+    }
+    let device = &policy.device;
+    let mut grads = GradAccumulator::new(vars.len());
+    let mut pass = Pass {
+        loss: 0.0,
+        grads: Vec::new(),
+        stats: LossStats::default(),
+        entropy_sum: 0.0,
+        logprob_diff: (0.0, 0),
+    };
+    for (k, start) in (0..n).step_by(mb).enumerate() {
+        let rows = start..(start + mb).min(n);
+        let packed = pack(
+            &batch.prompts[rows.clone()],
+            &batch.completions[rows.clone()],
+            batch.pad,
+            device,
+        )?;
+        let (logp, entropy) =
+            completion_logprobs(policy, &packed, settings.temperature, settings.vocab_bias)?;
+        if first {
+            // How far the trainer's log-probs are from the sampler's (same weights, other
+            // code path): float noise; a gap means the update is off-policy.
+            if let Some(sampled) = batch.sampler_logprobs {
+                let trainer_lp = logp.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+                for (row, s) in trainer_lp.iter().zip(&sampled[rows.clone()]) {
+                    for (a, b) in row.iter().zip(s) {
+                        pass.logprob_diff.0 += f64::from((a - b).abs());
+                        pass.logprob_diff.1 += 1;
+                    }
+                }
+            }
+            frozen.old[k] = Some(logp.detach());
+            if let Some(reference) = reference {
+                let (r, _) = completion_logprobs(
+                    reference,
+                    &packed,
+                    settings.temperature,
+                    settings.vocab_bias,
+                )?;
+                frozen.reference[k] = Some(r.detach());
+            }
+        }
+        let coef = loss::coefficients_tensor(
+            &batch.coefficients[rows.clone()],
+            packed.completion_len,
+            DType::F32,
+            device,
+        )?;
+        let adv: Vec<f32> = batch.advantages[rows.clone()]
+            .iter()
+            .map(|&a| a as f32)
+            .collect();
+        let adv = Tensor::from_vec(adv, rows.len(), device)?;
+        let old = frozen.old[k].as_ref().context("old log-probs")?;
+        let (loss_t, stats) = loss::token_loss_candle(
+            &logp,
+            old,
+            frozen.reference[k].as_ref(),
+            &adv,
+            &coef,
+            settings.epsilon_low,
+            settings.epsilon_high,
+            settings.beta,
+        )?;
+        pass.loss += loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let counted = coef.ne(0.0)?.to_dtype(DType::F32)?;
+        pass.entropy_sum += (entropy * counted)?.sum_all()?.to_scalar::<f32>()? as f64;
+        pass.stats += stats;
+        grads.add(&loss_t.backward()?, vars)?;
+    }
+    pass.grads = grads.finish(vars)?;
+    Ok(pass)
+}
+
+/// Log-probs [R, Lc] of each completion token (differentiable) and per-token entropy [R, Lc]
+/// (detached), both from logits / temperature as the sampler drew them (doc §1).
+///
+/// `vocab_bias` ([V], 0 for allowed tokens and a large negative number for the rest) restricts
+/// the distribution the way the sampler did when `sampling.allowed_tokens` is set.
+pub fn completion_logprobs(
+    policy: &Policy,
+    batch: &PackedBatch,
+    temperature: f64,
+    vocab_bias: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    policy.completion_logprobs(
+        &batch.input_ids,
+        Some(&batch.attention_mask),
+        batch.prompt_len - 1,
+        &batch.targets,
+        temperature,
+        vocab_bias,
+    )
+}
+
+/// Sums the gradients of several backward passes (micro-batches), per variable.
+pub struct GradAccumulator {
+    grads: Vec<Option<Tensor>>,
+}
+
+impl GradAccumulator {
+    pub fn new(num_vars: usize) -> Self {
+        Self {
+            grads: vec![None; num_vars],
+        }
+    }
+
+    /// Adds one backward pass's gradients of `vars`.
+    pub fn add(&mut self, store: &GradStore, vars: &[Var]) -> Result<()> {
+        for (slot, var) in self.grads.iter_mut().zip(vars) {
+            if let Some(g) = store.get(var.as_tensor()) {
+                *slot = Some(match slot.take() {
+                    Some(prev) => (prev + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The sums, zeros for a variable no pass reached.
+    pub fn finish(self, vars: &[Var]) -> Result<Vec<Tensor>> {
+        Ok(self
+            .grads
+            .into_iter()
+            .zip(vars)
+            .map(|(g, var)| match g {
+                Some(g) => Ok(g),
+                None => var.as_tensor().zeros_like(),
+            })
+            .collect::<candle_core::Result<_>>()?)
+    }
+}
