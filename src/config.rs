@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 mod device;
 mod loss;
+mod ranges;
 mod sft;
 
 pub use device::{parse_device, DType, Device};
@@ -402,6 +403,7 @@ impl Config {
 
     /// Cross-key checks, with messages that name the fix.
     pub fn validate(&self) -> Result<()> {
+        ranges::check(self)?;
         let s = &self.sampling;
         if s.num_generations < 2 {
             bail!(

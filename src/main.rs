@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("grpo: {err:#}");
+            eprintln!("grpo: {}", cli::error_message(&err));
             ExitCode::from(2)
         }
     }

@@ -39,8 +39,30 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
                 Some(path) => Config::load(path, overrides)?,
                 None => Config::from_overrides(overrides)?,
             };
+            check_memory(&cfg)?;
             print!("{}", cfg.to_toml()?);
             Ok(())
         }
     }
+}
+
+/// When the model's config.json is at hand, the memory check `grpo train` makes at startup,
+/// with prompts as long as `data.max_prompt_length` allows (unknown without the data: 0).
+fn check_memory(cfg: &Config) -> Result<()> {
+    use crate::trainer::memory;
+    let Ok(dir) = crate::model::resolve_model_dir(&cfg.model.path, cfg.model.revision.as_deref())
+    else {
+        return Ok(());
+    };
+    let Ok(model) = crate::model::checkpoint::load_config(&dir) else {
+        return Ok(());
+    };
+    if cfg.model.device != crate::config::Device::Cpu {
+        return Ok(());
+    }
+    let prompt = cfg.data.max_prompt_length;
+    if let Some(free) = memory::available_cpu_bytes() {
+        memory::check(cfg, &memory::estimate(cfg, &model, prompt, prompt), free)?;
+    }
+    Ok(())
 }

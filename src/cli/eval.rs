@@ -446,9 +446,12 @@ fn warn_long_prompts(
     let mut over = 0;
     let num = set.num_problems(s.limit);
     for ex in &set.examples[..num] {
-        if s.prompt.encode(tokenizer, &set.question(ex))?.len() + s.max_new_tokens > ctx {
-            over += 1;
-        }
+        let too_long = match s.prompt.encode_bounded(tokenizer, &set.question(ex), ctx) {
+            Ok(ids) => ids.len() + s.max_new_tokens > ctx,
+            Err(e) if e.is::<crate::data::prompt::PromptTooLong>() => true,
+            Err(e) => return Err(e),
+        };
+        over += usize::from(too_long);
     }
     if over > 0 {
         tracing::warn!(

@@ -28,3 +28,36 @@ pub(crate) fn interrupt_flag(
     });
     flag
 }
+
+/// An error and its causes on one line, as `{:#}` prints them, minus a cause that only
+/// repeats the end of the message before it: errors such as safetensors' `I/O error: {e}`
+/// both print and return their source, which would state a disk-full cause twice.
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if parts.last().is_some_and(|prev| prev.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_full_message_states_its_cause_once() {
+        let io = std::io::Error::from_raw_os_error(28);
+        let st = safetensors::SafeTensorError::IoError(io);
+        let err = anyhow::Error::new(st).context("writing runs/x/checkpoint-4/model.safetensors");
+        let msg = error_message(&err);
+        assert_eq!(msg.matches("No space left on device").count(), 1, "{msg}");
+        assert!(msg.starts_with("writing runs/x/checkpoint-4/model.safetensors: "), "{msg}");
+        // Distinct causes are all kept.
+        let err = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(error_message(&err), "outer: middle: inner");
+    }
+}

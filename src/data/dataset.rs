@@ -19,6 +19,9 @@ pub struct Example {
     pub solution: Option<String>,
     pub subject: Option<String>,
     pub level: Option<String>,
+    /// 1-based line of the row in its JSONL file, for errors about it; 0 when the example was
+    /// not read from a file.
+    pub line: usize,
 }
 
 /// One parsed row with its 1-based line number, for error messages.
@@ -26,15 +29,18 @@ type Row = (usize, Map<String, Value>);
 
 /// Reads a JSONL file; blank lines are skipped, anything else must be a JSON object.
 fn read_rows(path: &Path) -> Result<Vec<Row>> {
-    let text = fs::read_to_string(path).with_context(|| {
-        format!(
-            "reading {} (set GRPO_DATA_DIR to the folder holding the data files)",
-            path.display()
-        )
-    })?;
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let lineno = i + 1;
+        let line = std::str::from_utf8(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{lineno}: not valid UTF-8 (bad byte at column {}); JSONL files must be UTF-8",
+                path.display(),
+                e.valid_up_to() + 1
+            )
+        })?;
+        let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim().is_empty() {
             continue;
         }
@@ -213,6 +219,7 @@ fn example_from_row(
         solution: at.optional(spec.solution_field.as_deref()),
         subject: at.optional(spec.subject_field.as_deref()),
         level: at.optional(spec.level_field.as_deref()),
+        line: *line,
     })
 }
 
@@ -237,6 +244,13 @@ pub fn load_examples(spec: &str, question_field: &str, answer_field: &str) -> Re
 /// Loads every row of a benchmark described by `spec`.
 pub fn load_benchmark(spec: &BenchmarkSpec) -> Result<Vec<Example>> {
     let path = spec.path();
+    if !path.is_file() {
+        bail!(
+            "benchmark `{}`: {} does not exist (set GRPO_DATA_DIR to the folder holding the data files)",
+            spec.name,
+            path.display()
+        );
+    }
     let rows = read_rows(&path)?;
     let examples = rows
         .iter()
@@ -349,6 +363,28 @@ mod tests {
             load_jsonl(f.path(), "question", "answer").unwrap_err()
         );
         assert!(err.contains(":1: field `answer` is empty"), "{err}");
+    }
+
+    #[test]
+    fn non_utf8_data_file_names_its_line_without_the_data_dir_hint() {
+        let mut bytes = b"{\"question\":\"q\",\"answer\":\"1\"}\n".to_vec();
+        bytes.extend_from_slice(b"{\"question\":\"caf\xe9\",\"answer\":\"2\"}\n");
+        let mut f = tempfile::Builder::new()
+            .suffix(".jsonl")
+            .tempfile()
+            .unwrap();
+        f.write_all(&bytes).unwrap();
+        let err = format!(
+            "{:#}",
+            load_jsonl(f.path(), "question", "answer").unwrap_err()
+        );
+        let expected = format!("{}:2: not valid UTF-8 (bad byte at column 17)", f.path().display());
+        assert!(err.contains(&expected), "{err}");
+        assert!(!err.contains("GRPO_DATA_DIR"), "{err}");
+        // CRLF files load, and rows remember their line.
+        let f = file("{\"question\":\"q\",\"answer\":\"1\"}\r\n\r\n{\"question\":\"r\",\"answer\":2}\r\n");
+        let ex = load_jsonl(f.path(), "question", "answer").unwrap();
+        assert_eq!((ex[0].line, ex[1].line), (1, 3));
     }
 
     #[test]

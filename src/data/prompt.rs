@@ -123,6 +123,14 @@ impl PromptTemplate {
     }
 }
 
+/// A prompt over the token limit of [`PromptFormat::encode_bounded`].
+#[derive(Debug, thiserror::Error)]
+#[error("the prompt is longer than {limit} tokens ({chars} characters rendered)")]
+pub struct PromptTooLong {
+    pub limit: usize,
+    pub chars: usize,
+}
+
 /// How prompts are rendered: system message, user template with `{question}`, chat template.
 #[derive(Debug, Clone)]
 pub struct PromptFormat {
@@ -134,6 +142,19 @@ pub struct PromptFormat {
 }
 
 impl PromptFormat {
+    /// Which template renders the prompts, for the log: the checkpoint's chat template (and
+    /// its file), or plain text, saying why when a chat template was asked for but is missing.
+    pub fn describe(&self, tokenizer: &Tokenizer) -> String {
+        match (self.use_chat_template, tokenizer.chat_template_source()) {
+            (true, Some(src)) => format!("the chat template of {}", src.display()),
+            (true, None) => "plain text (`system\\n\\nuser`): data.use_chat_template = true \
+                 but the tokenizer has no chat template (no `chat_template` in \
+                 tokenizer_config.json, no chat_template.jinja)"
+                .to_string(),
+            (false, _) => "plain text (`system\\n\\nuser`, data.use_chat_template = false)".into(),
+        }
+    }
+
     pub fn render(&self, tokenizer: &Tokenizer, question: &str) -> Result<String> {
         let user = self.user_template.replace("{question}", question);
         if self.use_chat_template && tokenizer.has_chat_template() {
@@ -154,13 +175,85 @@ impl PromptFormat {
     /// Token ids of the rendered prompt. A chat template already spells its special tokens, so
     /// the tokenizer adds none then; raw text gets them (e.g. Llama's BOS).
     pub fn encode(&self, tokenizer: &Tokenizer, question: &str) -> Result<Vec<u32>> {
+        self.encode_bounded(tokenizer, question, usize::MAX)
+    }
+
+    /// [`PromptFormat::encode`] for a model that takes at most `limit` prompt tokens. Prompts
+    /// over `max_prompt_length` keep their last `max_prompt_length` tokens (TRL's left
+    /// truncation); a prompt still over `limit` is an error, found without tokenizing more
+    /// than about `limit` tokens' worth of text however long the prompt is.
+    pub fn encode_bounded(
+        &self,
+        tokenizer: &Tokenizer,
+        question: &str,
+        limit: usize,
+    ) -> Result<Vec<u32>> {
         let text = self.render(tokenizer, question)?;
         let chat = self.use_chat_template && tokenizer.has_chat_template();
-        let mut ids = tokenizer.encode(&text, !chat)?;
-        if self.max_prompt_length > 0 && ids.len() > self.max_prompt_length {
-            ids.drain(..ids.len() - self.max_prompt_length);
+        let cap = match self.max_prompt_length {
+            0 => limit,
+            m => m.min(limit.saturating_add(1)),
+        };
+        let (ids, over) = if cap == usize::MAX {
+            (tokenizer.encode(&text, !chat)?, false)
+        } else {
+            tokenizer.encode_tail(&text, !chat, cap)?
+        };
+        if ids.len() > limit || (over && self.max_prompt_length == 0) {
+            return Err(PromptTooLong {
+                limit,
+                chars: text.chars().count(),
+            }
+            .into());
         }
         Ok(ids)
+    }
+
+    /// Encodes every example's prompt for a model with `context` positions that will generate
+    /// up to `new_tokens` after it (`new_tokens_key` names the config key that sets that), in
+    /// parallel, before anything large is allocated. The error names `source` (e.g.
+    /// ``data.train = `x.jsonl` ``), the row's line and the keys that bound it.
+    pub fn encode_all(
+        &self,
+        tokenizer: &Tokenizer,
+        examples: &[Example],
+        source: &str,
+        context: usize,
+        new_tokens: usize,
+        new_tokens_key: &str,
+    ) -> Result<Vec<Vec<u32>>> {
+        use rayon::prelude::*;
+        let limit = context.checked_sub(new_tokens).filter(|&l| l > 0).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{new_tokens_key} = {new_tokens} leaves no room for a prompt in the model's \
+                 max_position_embeddings ({context})"
+            )
+        })?;
+        if self.max_prompt_length > limit {
+            bail!(
+                "data.max_prompt_length = {} plus {new_tokens_key} = {new_tokens} exceeds the \
+                 model's max_position_embeddings ({context}); lower one of them",
+                self.max_prompt_length
+            );
+        }
+        examples
+            .par_iter()
+            .map(|ex| {
+                self.encode_bounded(tokenizer, &ex.question, limit)
+                    .map_err(|e| {
+                        if !e.is::<PromptTooLong>() {
+                            return anyhow::anyhow!("{source}: line {}: {e:#}", ex.line);
+                        }
+                        anyhow::anyhow!(
+                            "{source}: line {}: {e:#}; the model's max_position_embeddings \
+                             ({context}) minus {new_tokens_key} ({new_tokens}) leaves {limit} \
+                             tokens for a prompt: set data.max_prompt_length to keep only the end \
+                             of long prompts, or shorten the row",
+                            ex.line
+                        )
+                    })
+            })
+            .collect()
     }
 }
 
@@ -176,6 +269,7 @@ mod tests {
             solution: Some("3+4=7. \\boxed{7}".into()),
             subject: None,
             level: Some("1".into()),
+            line: 0,
         }
     }
 

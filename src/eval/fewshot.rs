@@ -89,6 +89,7 @@ mod tests {
             solution: Some(solution.into()),
             subject: None,
             level: None,
+            line: 0,
         }
     }
 

@@ -316,9 +316,24 @@ pub fn run_benchmark(
                     .iter()
                     .map(|q| settings.prompt.render(tokenizer, q))
                     .collect::<Result<Vec<_>>>()?;
-                let prompts = questions
-                    .iter()
-                    .map(|q| settings.prompt.encode(tokenizer, q))
+                // A prompt that alone overflows the model's positions is an error, found
+                // without tokenizing more of it than the model could take.
+                let context = policy.config.max_position_embeddings;
+                let prompts = batch
+                    .clone()
+                    .zip(&questions)
+                    .map(|(i, q)| {
+                        settings
+                            .prompt
+                            .encode_bounded(tokenizer, q, context)
+                            .with_context(|| {
+                                let ex = &set.examples[i];
+                                format!(
+                                    "{}: problem {} (line {}): the model has {context} positions",
+                                    set.name, ex.id, ex.line
+                                )
+                            })
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let params = settings.sampling(batch.start, &eos);
                 let mut on_token = |e: &TokenEvent<'_>| {

@@ -143,6 +143,44 @@ pub fn dtype_name(d: DType) -> &'static str {
     }
 }
 
+/// Checks `config`'s layer count against the tensors the checkpoint holds (headers only),
+/// before anything is sized by it: a damaged `num_hidden_layers = 1000000000` would otherwise
+/// enumerate a billion layers' parameters before finding the first one missing.
+pub fn check_layers_present(dir: &Path, config: &ModelConfig) -> Result<()> {
+    let mut layers = 0usize;
+    for file in weight_files(dir)? {
+        if !file.is_file() {
+            bail!("safetensors file {} does not exist", file.display());
+        }
+        // SAFETY: read-only map of the header and views, dropped at the end of the iteration.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(&file) }.map_err(|e| {
+            anyhow!(
+                "safetensors file {} is corrupt or truncated: {e}",
+                file.display()
+            )
+        })?;
+        for (name, _) in st.tensors() {
+            let index = name
+                .strip_prefix("model.layers.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            if let Some(i) = index {
+                layers = layers.max(i + 1);
+            }
+        }
+    }
+    if config.num_hidden_layers > layers {
+        bail!(
+            "{}: num_hidden_layers = {} but the weights hold {layers} layers \
+             (model.layers.0 to model.layers.{}); the config.json does not match its weights",
+            dir.join("config.json").display(),
+            config.num_hidden_layers,
+            layers.saturating_sub(1)
+        );
+    }
+    Ok(())
+}
+
 /// Loaded parameters converted to the compute dtype, plus each tensor's on-disk dtype.
 pub(crate) struct LoadedWeights {
     pub tensors: HashMap<String, Tensor>,
@@ -187,6 +225,14 @@ pub(crate) fn read_weights(
                 );
             }
             let disk = st_dtype(view.dtype(), &name, file)?;
+            if !matches!(disk, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+                bail!(
+                    "{}: tensor `{name}` is stored as {disk:?}; model weights must be floating \
+                     point (F32, BF16, F16 or F64): the checkpoint is damaged or not a plain \
+                     (unquantized) model",
+                    file.display()
+                );
+            }
             let t = Tensor::from_raw_buffer(view.data(), disk, view.shape(), &Device::Cpu)
                 .with_context(|| format!("{}: decoding tensor `{name}`", file.display()))?
                 .to_dtype(dtype)?

@@ -79,6 +79,7 @@ impl Policy {
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Policy> {
         check_dtype_device(dtype, device)?;
         let config = checkpoint::load_config(dir)?;
+        checkpoint::check_layers_present(dir, &config)?;
         let specs = parameter_specs(&config);
         let w = checkpoint::read_weights(dir, &specs, dtype, device)?;
         Self::from_tensors(config, w.tensors, w.disk_dtypes, dtype, device)

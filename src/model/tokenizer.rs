@@ -28,10 +28,23 @@ impl ChatMessage {
     }
 }
 
+/// Bytes at the start of a tail window whose tokens [`Tokenizer::encode_tail`] drops.
+const TAIL_MARGIN: usize = 256;
+
+/// Most bytes a rendered chat template may produce: far beyond any real prompt, small enough
+/// that a runaway template fails in well under a second instead of exhausting memory.
+pub const MAX_RENDERED_TEMPLATE_BYTES: usize = 16 << 20;
+
+/// Template instructions one rendering may execute (minijinja fuel); a chat template for a few
+/// messages needs a few thousand.
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// A Hugging Face tokenizer with its special tokens and chat template.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     chat_template: Option<String>,
+    /// The file the chat template was read from.
+    chat_template_source: Option<std::path::PathBuf>,
     bos_token: Option<String>,
     eos_token: Option<String>,
     pad_token: Option<String>,
@@ -83,6 +96,7 @@ impl Tokenizer {
             .map_err(|e| anyhow!("loading {}: {e}", tok_path.display()))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg = read_json(&cfg_path)?.unwrap_or(Value::Null);
+        let mut template_source = cfg_path.clone();
         let mut chat_template = match cfg.get("chat_template") {
             Some(Value::String(s)) => Some(s.clone()),
             // A list of named templates: use the default one.
@@ -97,13 +111,15 @@ impl Tokenizer {
         };
         let jinja = dir.join("chat_template.jinja");
         if chat_template.is_none() && jinja.is_file() {
+            template_source = jinja.clone();
             chat_template = Some(
                 std::fs::read_to_string(&jinja)
                     .with_context(|| format!("reading {}", jinja.display()))?,
             );
         }
         if chat_template.is_none() {
-            if let Some(v) = read_json(&dir.join("chat_template.json"))? {
+            template_source = dir.join("chat_template.json");
+            if let Some(v) = read_json(&template_source)? {
                 chat_template = v
                     .get("chat_template")
                     .and_then(|t| t.as_str())
@@ -111,8 +127,21 @@ impl Tokenizer {
             }
         }
         let gen = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
+        if cfg.is_null() {
+            tracing::warn!(
+                "{} has no tokenizer_config.json: no special-token names (EOS comes from \
+                 generation_config.json only){}",
+                dir.display(),
+                if chat_template.is_none() {
+                    " and no chat template: prompts are plain text, not the model's chat format"
+                } else {
+                    ""
+                }
+            );
+        }
         Ok(Tokenizer {
             inner,
+            chat_template_source: chat_template.as_ref().map(|_| template_source),
             chat_template,
             bos_token: token_str(cfg.get("bos_token")),
             eos_token: token_str(cfg.get("eos_token")),
@@ -133,6 +162,51 @@ impl Tokenizer {
             .encode(text, add_special_tokens)
             .map_err(|e| anyhow!("tokenizing {:?}: {e}", truncate(text)))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// The last at most `max_tokens` token ids of `text`, and whether `text` had more.
+    ///
+    /// Tokenizing a huge text costs time and memory out of proportion to the few tokens a
+    /// prompt may keep (a 10 MB line took minutes), so only a tail window of the text is
+    /// tokenized, doubled until it yields enough tokens. Tokens starting in the window's first
+    /// [`TAIL_MARGIN`] bytes are dropped because the cut may split a word differently; the rest
+    /// equal the tail of the full tokenization for ordinary text. Texts shorter than the window
+    /// are tokenized whole, exactly as [`Tokenizer::encode`] does.
+    pub fn encode_tail(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        max_tokens: usize,
+    ) -> Result<(Vec<u32>, bool)> {
+        let mut window = max_tokens.saturating_mul(8).saturating_add(2 * TAIL_MARGIN);
+        loop {
+            if window >= text.len() {
+                let mut ids = self.encode(text, add_special_tokens)?;
+                let over = ids.len() > max_tokens;
+                if over {
+                    ids.drain(..ids.len() - max_tokens);
+                }
+                return Ok((ids, over));
+            }
+            let mut start = text.len() - window;
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            let enc = self
+                .inner
+                .encode(&text[start..], add_special_tokens)
+                .map_err(|e| anyhow!("tokenizing {:?}: {e}", truncate(&text[start..])))?;
+            let first = enc
+                .get_offsets()
+                .iter()
+                .position(|&(from, _)| from >= TAIL_MARGIN)
+                .unwrap_or(enc.len());
+            let ids = &enc.get_ids()[first..];
+            if ids.len() >= max_tokens {
+                return Ok((ids[ids.len() - max_tokens..].to_vec(), true));
+            }
+            window = window.saturating_mul(2);
+        }
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
@@ -179,6 +253,12 @@ impl Tokenizer {
 
     pub fn has_chat_template(&self) -> bool {
         self.chat_template.is_some()
+    }
+
+    /// The file the chat template came from (`tokenizer_config.json`, `chat_template.jinja` or
+    /// `chat_template.json`), when there is one.
+    pub fn chat_template_source(&self) -> Option<&Path> {
+        self.chat_template_source.as_deref()
     }
 
     /// Renders the checkpoint's chat template; without one, the messages' contents joined by
@@ -295,6 +375,7 @@ pub fn render_chat_template(
             .unwrap_or(0);
         strftime_utc(&fmt, secs)
     });
+    env.set_fuel(Some(TEMPLATE_FUEL));
     env.add_template("chat", template)
         .map_err(|e| anyhow!("parsing the chat template: {e}"))?;
     let tmpl = env
@@ -306,8 +387,47 @@ pub fn render_chat_template(
         bos_token => bos_token.unwrap_or(""),
         eos_token => eos_token.unwrap_or(""),
     };
-    tmpl.render(ctx)
-        .map_err(|e| anyhow!("rendering the chat template: {e:#}"))
+    let mut out = CappedWriter {
+        buf: Vec::new(),
+        cap: MAX_RENDERED_TEMPLATE_BYTES,
+        overflowed: false,
+    };
+    match tmpl.render_captured_to(ctx, &mut out) {
+        Ok(_) => {}
+        Err(_) if out.overflowed => bail!(
+            "rendering the chat template: its output exceeds {} MiB; the template or a message \
+             is far too long for a prompt",
+            MAX_RENDERED_TEMPLATE_BYTES >> 20
+        ),
+        Err(e) if matches!(e.kind(), minijinja::ErrorKind::OutOfFuel) => bail!(
+            "rendering the chat template: stopped after {TEMPLATE_FUEL} template instructions \
+             (a runaway loop?)"
+        ),
+        Err(e) => bail!("rendering the chat template: {e:#}"),
+    }
+    String::from_utf8(out.buf).map_err(|e| anyhow!("rendering the chat template: {e}"))
+}
+
+/// Collects rendered output and fails the write that would pass `cap` bytes.
+struct CappedWriter {
+    buf: Vec<u8>,
+    cap: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.cap {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered template too large"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +443,53 @@ mod tests {
         let err = render_chat_template(t, &[ChatMessage::new("bot", "x")], false, None, None)
             .unwrap_err();
         assert!(format!("{err:#}").contains("bad role"), "{err:#}");
+    }
+
+    #[test]
+    fn runaway_chat_template_is_stopped_by_output_and_fuel_limits() {
+        let msgs = [ChatMessage::new("user", "hi")];
+        let t0 = std::time::Instant::now();
+        // One expression producing 20 MB: over the output cap.
+        let err = render_chat_template("{{ 'x' * 20000000 }}", &msgs, true, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exceeds 16 MiB"), "{err}");
+        // 10^10 loop iterations that print little: out of fuel.
+        let looping = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let err = render_chat_template(looping, &msgs, true, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("template instructions"), "{err}");
+        // 10^8 characters through many small writes.
+        let wide = "{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}";
+        let err = render_chat_template(wide, &msgs, true, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exceeds"), "{err}");
+        assert!(t0.elapsed().as_secs() < 20, "{:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn tokenize_with_a_cap_keeps_the_exact_tail() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-math");
+        let tok = Tokenizer::load(&dir).unwrap();
+        let text: String = (0..3000).map(|i| format!("{i} + {} = ? ", i * 7)).collect();
+        let full = tok.encode(&text, false).unwrap();
+        assert!(full.len() > 2000, "{}", full.len());
+        for cap in [1, 50, 300, full.len() - 1] {
+            let (ids, over) = tok.encode_tail(&text, false, cap).unwrap();
+            assert!(over);
+            assert_eq!(ids, full[full.len() - cap..], "cap {cap}");
+        }
+        let (ids, over) = tok.encode_tail(&text, false, full.len()).unwrap();
+        assert!(!over);
+        assert_eq!(ids, full);
+        // A 10 MB line without spaces is cut in milliseconds, not tokenized whole.
+        let huge = "7".repeat(10_000_000);
+        let t0 = std::time::Instant::now();
+        let (ids, over) = tok.encode_tail(&huge, false, 100).unwrap();
+        assert!(over && ids.len() == 100);
+        assert!(t0.elapsed().as_secs_f64() < 5.0, "{:?}", t0.elapsed());
     }
 
     #[test]

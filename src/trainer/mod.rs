@@ -12,7 +12,9 @@
 //! The config arrives resolved ([`crate::config::Config::resolve`]); nothing here parses keys.
 
 pub mod advantages;
+pub mod lock;
 pub mod loss;
+pub mod memory;
 pub mod optim;
 pub mod rollout;
 pub mod run;

@@ -35,8 +35,11 @@ use crate::trainer::advantages::{advantages, zero_std_groups};
 use crate::trainer::loss::{self, LossStats, SeqLayout};
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::rollout::step_prompt_indices;
+use crate::trainer::lock::RunLock;
+use crate::trainer::memory;
 use crate::trainer::state::{
-    checkpoint_dir, latest_checkpoint, load_state, prune_checkpoints, save_checkpoint, TrainerState,
+    checkpoint_dir, clean_interrupted_saves, latest_checkpoint, load_state, prune_checkpoints,
+    save_checkpoint, TrainerState,
 };
 use crate::trainer::update::{accumulate, FrozenLogprobs, LossSettings, UpdateBatch};
 
@@ -87,7 +90,9 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         .open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
     let bar = progress_bar(cfg.train.max_steps, state.step);
-    let loop_start = Instant::now();
+    // Wall time of the processes before this one (up to the checkpoint resumed from), so
+    // `wall_time_s` covers the whole run across resumes.
+    let prior_elapsed = state.elapsed_s;
     let mut step_times = Vec::new();
     let mut last_saved = None;
     let mut final_val = None;
@@ -95,7 +100,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
     while state.step < cfg.train.max_steps {
         if interrupted.load(Ordering::SeqCst) {
             tracing::warn!("interrupted: saving checkpoint-{} and stopping", state.step);
-            state.elapsed_s += loop_start.elapsed().as_secs_f64();
+            state.elapsed_s = prior_elapsed + t0.elapsed().as_secs_f64();
             save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &state)?;
             bail!(
                 "interrupted at step {} (checkpoint saved; continue with --resume)",
@@ -150,7 +155,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         }
         if cfg.train.save_steps > 0 && state.step.is_multiple_of(cfg.train.save_steps) {
             let mut s = state.clone();
-            s.elapsed_s += loop_start.elapsed().as_secs_f64();
+            s.elapsed_s = prior_elapsed + t0.elapsed().as_secs_f64();
             last_saved = Some(save_checkpoint(
                 &run.out,
                 &run.policy,
@@ -163,7 +168,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
     }
     bar.finish_and_clear();
 
-    state.elapsed_s += loop_start.elapsed().as_secs_f64();
+    state.elapsed_s = prior_elapsed + t0.elapsed().as_secs_f64();
     let final_checkpoint = match last_saved {
         Some(p) if p == checkpoint_dir(&run.out, state.step) => p,
         _ => {
@@ -177,7 +182,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
     }
     let summary = TrainSummary {
         steps: state.step,
-        wall_time_s: t0.elapsed().as_secs_f64(),
+        wall_time_s: prior_elapsed + t0.elapsed().as_secs_f64(),
         initial_val_accuracy: state.initial_val_accuracy,
         final_val_accuracy: final_val,
         final_checkpoint,
@@ -205,18 +210,24 @@ struct Run {
     reference: Option<Policy>,
     tokenizer: Tokenizer,
     train_set: Vec<Example>,
+    /// The token ids of every training prompt, encoded (and bounded) once at setup.
+    train_prompts: Vec<Vec<u32>>,
     /// `data.validation`, cut to `eval.limit`.
     val_set: Vec<Example>,
     reward_fns: Vec<Box<dyn RewardFn>>,
     /// `sampling.allowed_tokens` as ids, and the matching `[V]` logit bias.
     allowed: Vec<u32>,
     vocab_bias: Option<Tensor>,
+    /// The output folder's lock, held as long as the run.
+    _lock: RunLock,
 }
 
 /// Model, reference model, tokenizer, data and reward functions, from the config.
 fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
     let out = cfg.output.dir.clone();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // One run per folder, held until the run ends; then leftovers of a killed save.
+    let lock = RunLock::acquire(&out, "grpo train")?;
+    clean_interrupted_saves(&out)?;
     let res = cfg.resolve()?;
     let base_dir = resolve_model_dir(&cfg.model.path, cfg.model.revision.as_deref())?;
     let resume_dir = match resume {
@@ -264,6 +275,46 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
     if cfg.eval.limit > 0 {
         val_set.truncate(cfg.eval.limit);
     }
+    let format = &res.prompt;
+    if cfg.data.use_chat_template && !tokenizer.has_chat_template() {
+        tracing::warn!("prompts are rendered as {}", format.describe(&tokenizer));
+    } else {
+        tracing::info!("prompts are rendered as {}", format.describe(&tokenizer));
+    }
+    // Every prompt is encoded once, bounded by the model's context, before any rollout
+    // allocates: a row too long names its file and line here rather than exhausting memory later.
+    let context = policy.config.max_position_embeddings;
+    let train_prompts = format.encode_all(
+        &tokenizer,
+        &train_set,
+        &format!("data.train = `{}`", cfg.data.train),
+        context,
+        cfg.sampling.max_completion_length,
+        "sampling.max_completion_length",
+    )?;
+    let val_prompt_len = format
+        .encode_all(
+            &tokenizer,
+            &val_set,
+            &format!("data.validation = `{}`", cfg.data.validation),
+            context,
+            cfg.eval.max_completion_length,
+            "eval.max_completion_length",
+        )?
+        .iter()
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0);
+    let need = memory::estimate(
+        cfg,
+        &policy.config,
+        train_prompts.iter().map(Vec::len).max().unwrap_or(0),
+        val_prompt_len,
+    );
+    if let (true, Some(free)) = (res.device.is_cpu(), memory::available_cpu_bytes()) {
+        // The weights are loaded already: what is free now must hold the rest.
+        memory::check(cfg, &need, free.saturating_add(need.weights))?;
+    }
     let reward_fns = rewards::build_rewards(&res.rewards, &res.reward_config)?;
     let allowed = allowed_token_ids(&tokenizer, &cfg.sampling.allowed_tokens)?;
     let vocab_bias = match &allowed[..] {
@@ -279,10 +330,12 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
         reference,
         tokenizer,
         train_set,
+        train_prompts,
         val_set,
         reward_fns,
         allowed,
         vocab_bias,
+        _lock: lock,
     })
 }
 
@@ -348,10 +401,7 @@ impl Run {
             cfg.data.shuffle,
         );
         let examples: Vec<&Example> = idx.iter().map(|&i| &self.train_set[i]).collect();
-        let prompt_ids: Vec<Vec<u32>> = examples
-            .iter()
-            .map(|e| self.res.prompt.encode(&self.tokenizer, &e.question))
-            .collect::<Result<_>>()?;
+        let prompt_ids: Vec<Vec<u32>> = idx.iter().map(|&i| self.train_prompts[i].clone()).collect();
         let params = SamplingParams {
             eos_token_ids: self.tokenizer.eos_token_ids(),
             seed: mix_seed(cfg.train.seed, step as u64 + 1),

@@ -116,6 +116,29 @@ pub fn build_rows(
     direct_fraction: f64,
     seed: u64,
 ) -> Result<Vec<SftRow>> {
+    build_rows_within(
+        examples,
+        tokenizer,
+        format,
+        direct_fraction,
+        seed,
+        usize::MAX,
+        "data",
+    )
+}
+
+/// [`build_rows`] for a model with `context` positions: a row whose prompt plus target is
+/// longer is an error naming `source` and the row's line, found without tokenizing more than
+/// about `context` tokens' worth of a long row.
+pub fn build_rows_within(
+    examples: &[Example],
+    tokenizer: &Tokenizer,
+    format: &PromptFormat,
+    direct_fraction: f64,
+    seed: u64,
+    context: usize,
+    source: &str,
+) -> Result<Vec<SftRow>> {
     let eos = *tokenizer
         .eos_token_ids()
         .first()
@@ -132,12 +155,32 @@ pub fn build_rows(
         } else {
             solution
         };
+        let too_long = || {
+            anyhow::anyhow!(
+                "{source}: line {}: the prompt and solution are longer than the model's \
+                 max_position_embeddings ({context} tokens); shorten the row, or raise \
+                 sft.max_position_embeddings for a fresh model",
+                ex.line
+            )
+        };
         let prompt = format
-            .encode(tokenizer, &ex.question)
-            .with_context(|| format!("encoding the prompt of example {}", ex.id))?;
-        let mut completion = tokenizer
-            .encode(solution, false)
-            .with_context(|| format!("encoding the solution of example {}", ex.id))?;
+            .encode_bounded(tokenizer, &ex.question, context)
+            .map_err(|e| {
+                if e.is::<crate::data::prompt::PromptTooLong>() {
+                    too_long()
+                } else {
+                    e.context(format!("{source}: line {}: encoding the prompt", ex.line))
+                }
+            })?;
+        let room = context.saturating_sub(prompt.len());
+        let (mut completion, over) = if context == usize::MAX {
+            (tokenizer.encode(solution, false)?, false)
+        } else {
+            tokenizer.encode_tail(solution, false, room)?
+        };
+        if over || completion.len() >= room {
+            return Err(too_long());
+        }
         completion.push(eos);
         rows.push(SftRow { prompt, completion });
     }
@@ -255,7 +298,8 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
     let s = &cfg.sft;
     s.validate()?;
     let out = cfg.output.dir.clone();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let _lock = crate::trainer::lock::RunLock::acquire(&out, "grpo sft")?;
+    crate::trainer::state::clean_interrupted_saves(&out)?;
 
     let res = cfg.resolve()?;
     let (device, dtype) = (res.device.clone(), res.dtype);
@@ -270,12 +314,14 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
     let format = res.prompt.clone();
     let (qf, af) = (&cfg.data.question_field, &cfg.data.answer_field);
     let train_set = load_examples(&cfg.data.train, qf, af)?;
-    let rows = build_rows(
+    let rows = build_rows_within(
         &train_set,
         &tokenizer,
         &format,
         s.direct_answer_fraction,
         s.seed,
+        policy.config.max_position_embeddings,
+        &format!("data.train = `{}`", cfg.data.train),
     )?;
     if rows.is_empty() {
         bail!(

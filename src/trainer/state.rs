@@ -84,6 +84,55 @@ pub fn prune_checkpoints(out: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
+/// Removes what a save killed midway leaves in `out` (the caller holds the folder's lock, so no
+/// other run is writing there): `.grpo-save-*` temporary folders and `.checkpoint-N.partial`
+/// staging folders. A `.checkpoint-N.old` is the previous `checkpoint-N` moved aside for a
+/// replacement: it is put back when the replacement never arrived, else removed. Returns the
+/// paths removed or restored.
+pub fn clean_interrupted_saves(out: &Path) -> Result<Vec<PathBuf>> {
+    let mut cleaned = Vec::new();
+    if !out.is_dir() {
+        return Ok(cleaned);
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let restore_to = name
+            .strip_prefix(".checkpoint-")
+            .and_then(|s| s.strip_suffix(".old"))
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(|n| checkpoint_dir(out, n));
+        if let Some(final_dir) = restore_to.filter(|d| !d.exists()) {
+            std::fs::rename(&path, &final_dir).with_context(|| {
+                format!("restoring {} to {}", path.display(), final_dir.display())
+            })?;
+            tracing::warn!(
+                "restored {} from {} (a save was interrupted while replacing it)",
+                final_dir.display(),
+                path.display()
+            );
+            cleaned.push(path);
+            continue;
+        }
+        let leftover = name.starts_with(".grpo-save-")
+            || (name.starts_with(".checkpoint-")
+                && (name.ends_with(".partial") || name.ends_with(".old")));
+        if leftover && path.is_dir() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing the interrupted save {}", path.display()))?;
+            tracing::info!("removed {} (left by an interrupted save)", path.display());
+            cleaned.push(path);
+        }
+    }
+    Ok(cleaned)
+}
+
 /// The newest complete `checkpoint-N` in `out`, if any.
 pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
     Ok(complete_checkpoints(out)?.into_iter().max().map(|(_, p)| p))
@@ -167,5 +216,29 @@ mod tests {
             [false, false, true, true, true],
             "incomplete ones are not counted"
         );
+    }
+
+    #[test]
+    fn resume_cleanup_removes_leftover_grpo_save_folders() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path();
+        fake_checkpoint(out, 2, true);
+        for junk in [".grpo-save-Ab12Cd", ".checkpoint-4.partial", ".checkpoint-2.old"] {
+            std::fs::create_dir_all(out.join(junk)).unwrap();
+            std::fs::write(out.join(junk).join("model.safetensors"), "x").unwrap();
+        }
+        // Killed between moving checkpoint-3 aside and renaming its replacement in.
+        std::fs::create_dir_all(out.join(".checkpoint-3.old")).unwrap();
+        std::fs::write(out.join(".checkpoint-3.old/trainer_state.json"), "{}").unwrap();
+        std::fs::write(out.join("metrics.jsonl"), "").unwrap();
+        let cleaned = clean_interrupted_saves(out).unwrap();
+        assert_eq!(cleaned.len(), 4, "{cleaned:?}");
+        let mut left: Vec<String> = std::fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["checkpoint-2", "checkpoint-3", "metrics.jsonl"]);
+        assert_eq!(latest_checkpoint(out).unwrap(), Some(checkpoint_dir(out, 3)));
     }
 }

@@ -206,8 +206,9 @@ pub fn sweep(spec: &SweepSpec, interrupted: Arc<AtomicBool>) -> Result<SweepRepo
         bail!("sweep: expected at least one --config and one seed");
     }
     let variants = variants(spec)?;
-    std::fs::create_dir_all(&spec.out)
-        .with_context(|| format!("creating {}", spec.out.display()))?;
+    // One sweep per folder (each run's folder is locked again by `train`).
+    let _lock = crate::trainer::lock::RunLock::acquire(&spec.out, "grpo sweep")
+        .context("sweep --out")?;
     let total = variants.len() * spec.seeds.len();
     let mut k = 0;
     for v in &variants {

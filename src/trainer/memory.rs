@@ -1,0 +1,224 @@
+//! A lower bound on the memory one training step needs, checked against the memory available
+//! before anything large is allocated.
+//!
+//! Without it a config such as `sampling.num_generations = 100000` runs until the rollout's KV
+//! cache allocation aborts the process (21.5 GB). The estimate counts only buffers whose size
+//! is certain (weights, gradients, optimizer moments, KV caches, logits and the activations a
+//! backward pass keeps), so a run it rejects could not have finished; what it misses (attention
+//! scratch, allocator slack) only makes real use larger.
+
+use anyhow::{bail, Result};
+
+use crate::config::{Config, OptimKind};
+use crate::model::ModelConfig;
+
+/// Sizes of one step's phases, in bytes. Phases run one after another, so the peak is the
+/// resident part plus the largest phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepMemory {
+    /// Parameters of the policy.
+    pub params: u64,
+    /// Longest sequence of the step: prompt plus completion, in tokens.
+    pub positions: u64,
+    /// Policy (and reference) weights, gradients and optimizer moments: held throughout.
+    pub resident: u64,
+    /// The weights' part of `resident` (already allocated once the models are loaded).
+    pub weights: u64,
+    /// KV cache of the rollout: every completion of the step is generated at once.
+    pub rollout: u64,
+    /// Logits and saved activations of one training micro-batch.
+    pub update: u64,
+    /// KV cache of one validation batch.
+    pub validation: u64,
+}
+
+impl StepMemory {
+    pub fn peak(&self) -> u64 {
+        self.resident + self.rollout.max(self.update).max(self.validation)
+    }
+}
+
+/// Problems per validation batch (`EvalSettings::default().batch_size`).
+const VALIDATION_BATCH: usize = 64;
+
+/// Number of parameters a Qwen2 / Llama decoder with `m`'s shapes has.
+pub fn num_parameters(m: &ModelConfig) -> u64 {
+    let (h, i, v) = (m.hidden_size as u64, m.intermediate_size as u64, m.vocab_size as u64);
+    let q = (m.num_attention_heads * m.head_dim) as u64;
+    let kv = (m.num_key_value_heads * m.head_dim) as u64;
+    let per_layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+    let head = if m.tie_word_embeddings { 0 } else { v * h };
+    (v * h)
+        .saturating_add(per_layer.saturating_mul(m.num_hidden_layers as u64))
+        .saturating_add(h + head)
+}
+
+/// KV cache bytes for `rows` sequences of `positions` tokens.
+fn kv_bytes(m: &ModelConfig, rows: u64, positions: u64, elem: u64) -> u64 {
+    let per_token = 2 * (m.num_hidden_layers * m.num_key_value_heads * m.head_dim) as u64 * elem;
+    rows.saturating_mul(positions).saturating_mul(per_token)
+}
+
+/// The lower bound for `cfg` on model `m`, with the longest prompt of the training and the
+/// validation set in tokens.
+pub fn estimate(cfg: &Config, m: &ModelConfig, prompt_len: usize, val_prompt_len: usize) -> StepMemory {
+    let elem = cfg.model.dtype.to_candle().size_in_bytes() as u64;
+    let params = num_parameters(m);
+    let copies = if cfg.loss.beta > 0.0 { 2 } else { 1 };
+    // Gradients and optimizer state are kept in f32.
+    let optimizer_f32 = match cfg.optim.optim {
+        OptimKind::Adamw => 3,
+        OptimKind::Sgd => 1,
+    };
+    let weights = params.saturating_mul(elem * copies);
+    let resident = weights.saturating_add(params.saturating_mul(4 * optimizer_f32));
+    let rows = (cfg.train.batch_size as u64).saturating_mul(cfg.sampling.num_generations as u64);
+    let positions = (prompt_len + cfg.sampling.max_completion_length) as u64;
+    let rollout = kv_bytes(m, rows, positions, elem);
+    let micro = rows / cfg.train.gradient_accumulation_steps.max(1) as u64;
+    let tokens = micro.saturating_mul(positions);
+    // f32 logits and their log-softmax, plus per layer the normed inputs, q/k/v/o and the MLP's
+    // gate, up and product that backward keeps.
+    let per_token_logits = 2 * 4 * m.vocab_size as u64;
+    let per_token_layers = (m.num_hidden_layers as u64)
+        .saturating_mul((4 * m.hidden_size + 3 * m.intermediate_size) as u64 * elem);
+    let update = tokens.saturating_mul(per_token_logits.saturating_add(per_token_layers));
+    let validation = if cfg.data.validation.is_empty() {
+        0
+    } else {
+        let rows = (VALIDATION_BATCH as u64).saturating_mul(cfg.eval.n.max(1) as u64);
+        kv_bytes(
+            m,
+            rows,
+            (val_prompt_len + cfg.eval.max_completion_length) as u64,
+            elem,
+        )
+    };
+    StepMemory {
+        params,
+        positions,
+        resident,
+        weights,
+        rollout,
+        update,
+        validation,
+    }
+}
+
+/// Bytes of memory this process can still allocate on the CPU: `MemAvailable`, lowered by a
+/// cgroup v2 limit when one is set. None when neither can be read.
+pub fn available_cpu_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let mut avail = meminfo.lines().find_map(|l| {
+        let kb = l.strip_prefix("MemAvailable:")?.trim().strip_suffix("kB")?;
+        kb.trim().parse::<u64>().ok().map(|k| k * 1024)
+    })?;
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    if let (Some(max), Some(cur)) = (read("memory.max"), read("memory.current")) {
+        avail = avail.min(max.saturating_sub(cur));
+    }
+    Some(avail)
+}
+
+fn gb(bytes: u64) -> String {
+    format!("{:.2} GB", bytes as f64 / 1e9)
+}
+
+/// Fails, naming the keys that drive the largest part and their values, when `need` exceeds
+/// `available` bytes.
+pub fn check(cfg: &Config, need: &StepMemory, available: u64) -> Result<()> {
+    let peak = need.peak();
+    if peak <= available {
+        return Ok(());
+    }
+    let b = cfg.train.batch_size;
+    let g = cfg.sampling.num_generations;
+    let phases = [
+        (need.rollout, format!(
+            "the rollout's KV cache ({} for train.batch_size = {b} × sampling.num_generations = {g} completions of up to sampling.max_completion_length = {} tokens after the prompt): lower sampling.num_generations, train.batch_size or sampling.max_completion_length",
+            gb(need.rollout), cfg.sampling.max_completion_length
+        )),
+        (need.update, format!(
+            "one training micro-batch ({} for {} sequences of up to {} tokens: train.batch_size = {b} × sampling.num_generations = {g} completions / train.gradient_accumulation_steps = {}): raise train.gradient_accumulation_steps, or lower sampling.num_generations, train.batch_size or sampling.max_completion_length",
+            gb(need.update),
+            (b * g) / cfg.train.gradient_accumulation_steps.max(1),
+            need.positions,
+            cfg.train.gradient_accumulation_steps
+        )),
+        (need.validation, format!(
+            "a validation batch's KV cache ({} for {VALIDATION_BATCH} problems × eval.n = {} samples, eval.max_completion_length = {}): lower eval.n or eval.max_completion_length",
+            gb(need.validation), cfg.eval.n, cfg.eval.max_completion_length
+        )),
+    ];
+    let (largest, why) = phases
+        .iter()
+        .max_by_key(|(bytes, _)| *bytes)
+        .map(|(bytes, why)| (*bytes, why.clone()))
+        .unwrap_or_default();
+    if largest < need.resident {
+        bail!(
+            "not enough memory: the model's weights, gradients and optimizer state alone need at least {} ({} parameters{}), {} is available; use a smaller model.path{}",
+            gb(need.resident),
+            need.params,
+            if cfg.loss.beta > 0.0 { ", twice for the loss.beta > 0 reference model" } else { "" },
+            gb(available),
+            if cfg.loss.beta > 0.0 { " or loss.beta = 0" } else { "" }
+        );
+    }
+    bail!(
+        "not enough memory for one training step: at least {} is needed, {} is available. The largest part is {why} (weights and optimizer state: {})",
+        gb(peak),
+        gb(available),
+        gb(need.resident)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_model() -> ModelConfig {
+        ModelConfig::from_json(
+            serde_json::json!({"model_type": "qwen2", "vocab_size": 100, "hidden_size": 64,
+                "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "tie_word_embeddings": true}),
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn parameter_count_matches_the_shapes() {
+        // embed 6400; per layer q 4096 + k,v 2·2048 + o 4096 + mlp 3·8192 + norms 128 = 37248.
+        assert_eq!(num_parameters(&tiny_model()), 6400 + 2 * 37248 + 64);
+    }
+
+    #[test]
+    fn huge_num_generations_fails_naming_the_key_and_the_number() {
+        let m = tiny_model();
+        let mut cfg = Config::default();
+        cfg.sampling.num_generations = 100_000;
+        cfg.sampling.max_completion_length = 256;
+        let need = estimate(&cfg, &m, 44, 40);
+        // 2 layers × 2 (k, v) × 2 kv heads × 16 dims × 4 bytes = 512 bytes per position.
+        assert_eq!(need.rollout, 4 * 100_000 * 300 * 512);
+        let err = check(&cfg, &need, 8 << 30).unwrap_err().to_string();
+        assert!(err.contains("sampling.num_generations = 100000"), "{err}");
+        assert!(err.contains("8.59 GB is available"), "{err}");
+        // The default config fits easily.
+        let cfg = Config::default();
+        check(&cfg, &estimate(&cfg, &m, 44, 40), 8 << 30).unwrap();
+    }
+
+    #[test]
+    fn available_memory_is_read() {
+        let avail = available_cpu_bytes().unwrap();
+        assert!(avail > 1 << 20, "{avail}");
+    }
+}
