@@ -55,7 +55,10 @@ mod tests {
         let err = anyhow::Error::new(st).context("writing runs/x/checkpoint-4/model.safetensors");
         let msg = error_message(&err);
         assert_eq!(msg.matches("No space left on device").count(), 1, "{msg}");
-        assert!(msg.starts_with("writing runs/x/checkpoint-4/model.safetensors: "), "{msg}");
+        assert!(
+            msg.starts_with("writing runs/x/checkpoint-4/model.safetensors: "),
+            "{msg}"
+        );
         // Distinct causes are all kept.
         let err = anyhow::anyhow!("inner").context("middle").context("outer");
         assert_eq!(error_message(&err), "outer: middle: inner");

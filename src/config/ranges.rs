@@ -191,39 +191,90 @@ mod tests {
     #[test]
     fn every_bad_numeric_value_is_named_with_its_range() {
         let cases = [
-            ("optim.learning_rate=nan", "optim.learning_rate = NaN: expected a finite number >= 0"),
+            (
+                "optim.learning_rate=nan",
+                "optim.learning_rate = NaN: expected a finite number >= 0",
+            ),
             ("optim.learning_rate=inf", "optim.learning_rate = inf"),
-            ("optim.learning_rate=-1e-5", "optim.learning_rate = -0.00001"),
-            ("optim.adam_beta1=1.0", "optim.adam_beta1 = 1: expected a number in [0, 1)"),
+            (
+                "optim.learning_rate=-1e-5",
+                "optim.learning_rate = -0.00001",
+            ),
+            (
+                "optim.adam_beta1=1.0",
+                "optim.adam_beta1 = 1: expected a number in [0, 1)",
+            ),
             ("optim.adam_beta2=-0.1", "optim.adam_beta2 = -0.1"),
-            ("optim.adam_epsilon=0", "optim.adam_epsilon = 0: expected a finite number > 0"),
+            (
+                "optim.adam_epsilon=0",
+                "optim.adam_epsilon = 0: expected a finite number > 0",
+            ),
             ("optim.weight_decay=-0.01", "optim.weight_decay = -0.01"),
             ("optim.max_grad_norm=nan", "optim.max_grad_norm = NaN"),
             ("optim.max_grad_norm=-1", "optim.max_grad_norm = -1"),
             ("loss.epsilon=nan", "loss.epsilon = NaN"),
-            ("loss.epsilon=1.5", "loss.epsilon = 1.5: expected a number in [0, 1)"),
+            (
+                "loss.epsilon=1.5",
+                "loss.epsilon = 1.5: expected a number in [0, 1)",
+            ),
             ("loss.epsilon_high=inf", "loss.epsilon_high = inf"),
-            ("loss.beta=nan", "loss.beta = NaN: expected a finite number >= 0"),
+            (
+                "loss.beta=nan",
+                "loss.beta = NaN: expected a finite number >= 0",
+            ),
             ("loss.beta=-0.1", "loss.beta = -0.1"),
             ("eval.n=0", "eval.n = 0: expected at least 1"),
-            ("eval.temperature=-1", "eval.temperature = -1: expected a finite number >= 0"),
-            ("eval.max_completion_length=0", "eval.max_completion_length = 0"),
-            ("sampling.temperature=inf", "sampling.temperature = inf: expected a finite number > 0"),
+            (
+                "eval.temperature=-1",
+                "eval.temperature = -1: expected a finite number >= 0",
+            ),
+            (
+                "eval.max_completion_length=0",
+                "eval.max_completion_length = 0",
+            ),
+            (
+                "sampling.temperature=inf",
+                "sampling.temperature = inf: expected a finite number > 0",
+            ),
             ("sampling.temperature=0", "sampling.temperature = 0"),
-            ("sampling.top_p=1.5", "sampling.top_p = 1.5: expected a number in (0, 1]"),
+            (
+                "sampling.top_p=1.5",
+                "sampling.top_p = 1.5: expected a number in (0, 1]",
+            ),
             ("sampling.min_p=nan", "sampling.min_p = NaN"),
-            ("sampling.num_generations=1", "sampling.num_generations = 1: expected at least 2"),
-            ("train.max_steps=0", "train.max_steps = 0: expected at least 1"),
-            ("train.max_nonfinite_steps=0", "train.max_nonfinite_steps = 0"),
-            ("rewards.weights=[nan]", "rewards.weights[0] = NaN: expected a finite number"),
-            ("rewards.length_window=0", "rewards.length_window = 0: expected at least 1"),
+            (
+                "sampling.num_generations=1",
+                "sampling.num_generations = 1: expected at least 2",
+            ),
+            (
+                "train.max_steps=0",
+                "train.max_steps = 0: expected at least 1",
+            ),
+            (
+                "train.max_nonfinite_steps=0",
+                "train.max_nonfinite_steps = 0",
+            ),
+            (
+                "rewards.weights=[nan]",
+                "rewards.weights[0] = NaN: expected a finite number",
+            ),
+            (
+                "rewards.length_window=0",
+                "rewards.length_window = 0: expected at least 1",
+            ),
             ("rewards.tree_r_neg=-inf", "rewards.tree_r_neg = -inf"),
             ("sft.rope_theta=0", "sft.rope_theta = 0"),
-            ("sft.direct_answer_fraction=2", "sft.direct_answer_fraction = 2"),
+            (
+                "sft.direct_answer_fraction=2",
+                "sft.direct_answer_fraction = 2",
+            ),
         ];
         for (set, want) in cases {
             let got = verdict(set);
-            assert!(got.contains(want), "--set {set}: got `{got}`, want `{want}`");
+            assert!(
+                got.contains(want),
+                "--set {set}: got `{got}`, want `{want}`"
+            );
         }
     }
 
@@ -239,7 +290,10 @@ mod tests {
         ];
         for (set, want) in cases {
             let got = verdict(set);
-            assert!(got.contains(want), "--set {set}: got `{got}`, want `{want}`");
+            assert!(
+                got.contains(want),
+                "--set {set}: got `{got}`, want `{want}`"
+            );
         }
     }
 

@@ -378,11 +378,16 @@ mod tests {
             "{:#}",
             load_jsonl(f.path(), "question", "answer").unwrap_err()
         );
-        let expected = format!("{}:2: not valid UTF-8 (bad byte at column 17)", f.path().display());
+        let expected = format!(
+            "{}:2: not valid UTF-8 (bad byte at column 17)",
+            f.path().display()
+        );
         assert!(err.contains(&expected), "{err}");
         assert!(!err.contains("GRPO_DATA_DIR"), "{err}");
         // CRLF files load, and rows remember their line.
-        let f = file("{\"question\":\"q\",\"answer\":\"1\"}\r\n\r\n{\"question\":\"r\",\"answer\":2}\r\n");
+        let f = file(
+            "{\"question\":\"q\",\"answer\":\"1\"}\r\n\r\n{\"question\":\"r\",\"answer\":2}\r\n",
+        );
         let ex = load_jsonl(f.path(), "question", "answer").unwrap();
         assert_eq!((ex[0].line, ex[1].line), (1, 3));
     }

@@ -223,12 +223,15 @@ impl PromptFormat {
         new_tokens_key: &str,
     ) -> Result<Vec<Vec<u32>>> {
         use rayon::prelude::*;
-        let limit = context.checked_sub(new_tokens).filter(|&l| l > 0).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{new_tokens_key} = {new_tokens} leaves no room for a prompt in the model's \
+        let limit = context
+            .checked_sub(new_tokens)
+            .filter(|&l| l > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{new_tokens_key} = {new_tokens} leaves no room for a prompt in the model's \
                  max_position_embeddings ({context})"
-            )
-        })?;
+                )
+            })?;
         if self.max_prompt_length > limit {
             bail!(
                 "data.max_prompt_length = {} plus {new_tokens_key} = {new_tokens} exceeds the \

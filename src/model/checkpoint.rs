@@ -153,12 +153,13 @@ pub fn check_layers_present(dir: &Path, config: &ModelConfig) -> Result<()> {
             bail!("safetensors file {} does not exist", file.display());
         }
         // SAFETY: read-only map of the header and views, dropped at the end of the iteration.
-        let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(&file) }.map_err(|e| {
-            anyhow!(
-                "safetensors file {} is corrupt or truncated: {e}",
-                file.display()
-            )
-        })?;
+        let st =
+            unsafe { candle_core::safetensors::MmapedSafetensors::new(&file) }.map_err(|e| {
+                anyhow!(
+                    "safetensors file {} is corrupt or truncated: {e}",
+                    file.display()
+                )
+            })?;
         for (name, _) in st.tensors() {
             let index = name
                 .strip_prefix("model.layers.")

@@ -455,7 +455,8 @@ mod tests {
             .to_string();
         assert!(err.contains("exceeds 16 MiB"), "{err}");
         // 10^10 loop iterations that print little: out of fuel.
-        let looping = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let looping =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
         let err = render_chat_template(looping, &msgs, true, None, None)
             .unwrap_err()
             .to_string();

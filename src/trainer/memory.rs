@@ -43,10 +43,16 @@ const VALIDATION_BATCH: usize = 64;
 
 /// Number of parameters a Qwen2 / Llama decoder with `m`'s shapes has.
 pub fn num_parameters(m: &ModelConfig) -> u64 {
-    let (h, i, v) = (m.hidden_size as u64, m.intermediate_size as u64, m.vocab_size as u64);
+    let (h, i, v) = (
+        m.hidden_size as u64,
+        m.intermediate_size as u64,
+        m.vocab_size as u64,
+    );
     let q = (m.num_attention_heads * m.head_dim) as u64;
     let kv = (m.num_key_value_heads * m.head_dim) as u64;
-    let per_layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+    let bias =
+        if m.attention_bias { q + 2 * kv } else { 0 } + if m.mlp_bias { 2 * i + h } else { 0 };
+    let per_layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h + bias;
     let head = if m.tie_word_embeddings { 0 } else { v * h };
     (v * h)
         .saturating_add(per_layer.saturating_mul(m.num_hidden_layers as u64))
@@ -61,7 +67,12 @@ fn kv_bytes(m: &ModelConfig, rows: u64, positions: u64, elem: u64) -> u64 {
 
 /// The lower bound for `cfg` on model `m`, with the longest prompt of the training and the
 /// validation set in tokens.
-pub fn estimate(cfg: &Config, m: &ModelConfig, prompt_len: usize, val_prompt_len: usize) -> StepMemory {
+pub fn estimate(
+    cfg: &Config,
+    m: &ModelConfig,
+    prompt_len: usize,
+    val_prompt_len: usize,
+) -> StepMemory {
     let elem = cfg.model.dtype.to_candle().size_in_bytes() as u64;
     let params = num_parameters(m);
     let copies = if cfg.loss.beta > 0.0 { 2 } else { 1 };
@@ -195,8 +206,21 @@ mod tests {
 
     #[test]
     fn parameter_count_matches_the_shapes() {
-        // embed 6400; per layer q 4096 + k,v 2·2048 + o 4096 + mlp 3·8192 + norms 128 = 37248.
-        assert_eq!(num_parameters(&tiny_model()), 6400 + 2 * 37248 + 64);
+        // embed 6400; per layer q 4096 + k,v 2·2048 + o 4096 + mlp 3·8192 + norms 128 + q/k/v
+        // biases 128 = 37120; final norm 64.
+        assert_eq!(num_parameters(&tiny_model()), 6400 + 2 * 37120 + 64);
+    }
+
+    #[test]
+    fn parameter_count_matches_a_loaded_checkpoint() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-math");
+        let policy =
+            crate::model::Policy::load(&dir, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap();
+        assert_eq!(
+            num_parameters(&policy.config),
+            policy.num_parameters() as u64
+        );
     }
 
     #[test]

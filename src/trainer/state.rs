@@ -223,7 +223,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path();
         fake_checkpoint(out, 2, true);
-        for junk in [".grpo-save-Ab12Cd", ".checkpoint-4.partial", ".checkpoint-2.old"] {
+        for junk in [
+            ".grpo-save-Ab12Cd",
+            ".checkpoint-4.partial",
+            ".checkpoint-2.old",
+        ] {
             std::fs::create_dir_all(out.join(junk)).unwrap();
             std::fs::write(out.join(junk).join("model.safetensors"), "x").unwrap();
         }
@@ -239,6 +243,9 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["checkpoint-2", "checkpoint-3", "metrics.jsonl"]);
-        assert_eq!(latest_checkpoint(out).unwrap(), Some(checkpoint_dir(out, 3)));
+        assert_eq!(
+            latest_checkpoint(out).unwrap(),
+            Some(checkpoint_dir(out, 3))
+        );
     }
 }

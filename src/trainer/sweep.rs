@@ -207,8 +207,8 @@ pub fn sweep(spec: &SweepSpec, interrupted: Arc<AtomicBool>) -> Result<SweepRepo
     }
     let variants = variants(spec)?;
     // One sweep per folder (each run's folder is locked again by `train`).
-    let _lock = crate::trainer::lock::RunLock::acquire(&spec.out, "grpo sweep")
-        .context("sweep --out")?;
+    let _lock =
+        crate::trainer::lock::RunLock::acquire(&spec.out, "grpo sweep").context("sweep --out")?;
     let total = variants.len() * spec.seeds.len();
     let mut k = 0;
     for v in &variants {
