@@ -553,3 +553,24 @@ fn config_show_and_train_reject_the_same_bad_values() {
         }
     }
 }
+
+#[test]
+fn config_show_rejects_what_train_rejects_before_loading_a_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), "");
+    for (set, needle) in [
+        (
+            "rewards.funcs=[\"acuracy\"]",
+            "unknown reward function `acuracy`",
+        ),
+        ("model.device=tpu", "model.device"),
+        ("data.prompt_template=Solve it", "{question}"),
+        ("sampling.stop=[\"\"]", "sampling.stop[0]"),
+    ] {
+        for cmd in ["config show", "train"] {
+            let mut args: Vec<&str> = cmd.split(' ').collect();
+            args.extend(["--config", s(&cfg), "--set", set]);
+            fails_with(&grpo(&args), &[needle]);
+        }
+    }
+}

@@ -39,6 +39,10 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
                 Some(path) => Config::load(path, overrides)?,
                 None => Config::from_overrides(overrides)?,
             };
+            // What `grpo train` checks before loading anything: the resolved specs (device,
+            // loss, reward functions) and the memory of one step.
+            let res = cfg.resolve()?;
+            crate::rewards::build_rewards(&res.rewards, &res.reward_config)?;
             check_memory(&cfg)?;
             print!("{}", cfg.to_toml()?);
             Ok(())

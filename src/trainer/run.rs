@@ -32,11 +32,11 @@ use crate::resolve::Resolved;
 use crate::rewards::{self, RewardFn};
 use crate::sampler::{self, mix_seed, Completion, FinishReason, SamplingParams};
 use crate::trainer::advantages::{advantages, zero_std_groups};
+use crate::trainer::lock::RunLock;
 use crate::trainer::loss::{self, LossStats, SeqLayout};
+use crate::trainer::memory;
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::rollout::step_prompt_indices;
-use crate::trainer::lock::RunLock;
-use crate::trainer::memory;
 use crate::trainer::state::{
     checkpoint_dir, clean_interrupted_saves, latest_checkpoint, load_state, prune_checkpoints,
     save_checkpoint, TrainerState,
@@ -401,7 +401,8 @@ impl Run {
             cfg.data.shuffle,
         );
         let examples: Vec<&Example> = idx.iter().map(|&i| &self.train_set[i]).collect();
-        let prompt_ids: Vec<Vec<u32>> = idx.iter().map(|&i| self.train_prompts[i].clone()).collect();
+        let prompt_ids: Vec<Vec<u32>> =
+            idx.iter().map(|&i| self.train_prompts[i].clone()).collect();
         let params = SamplingParams {
             eos_token_ids: self.tokenizer.eos_token_ids(),
             seed: mix_seed(cfg.train.seed, step as u64 + 1),
