@@ -54,6 +54,9 @@ enum Command {
     /// Plot training curves of runs (metrics.jsonl) to a PNG or SVG grid of panels.
     #[command(long_about = cli::plot::LONG_ABOUT)]
     Plot(cli::plot::PlotArgs),
+    /// Speed measurements (`grpo bench train`: tokens/s and peak RSS of a training step).
+    #[command(long_about = cli::bench::LONG_ABOUT)]
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cli::verify::run(a),
         Command::Analyze(a) => cli::analyze::run(a),
         Command::Plot(a) => cli::plot::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! One module per subcommand: its clap arguments and the glue that runs it.
 pub mod analyze;
 pub mod args;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod eval;

@@ -1,0 +1,220 @@
+//! `grpo bench train`: times one training step on a named model shape, the measurement
+//! `benches/peers/torch_train_step.py` makes with PyTorch, so the two compare as a ratio.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::{Args, Subcommand, ValueEnum};
+use rand::{Rng, SeedableRng};
+
+use crate::config::OptimSection;
+use crate::model::{ModelConfig, Policy};
+use crate::trainer::optim::Optimizer;
+
+pub const LONG_ABOUT: &str = "Time a training step on a named model shape.
+
+`grpo bench train` builds a Qwen2 model of the shape with random weights (no files), draws
+B x T random tokens and times loss = -mean(token log-probs) forward + backward (and an AdamW
+update with --adamw, or the forward alone with --forward-only): best of --repeat runs after one
+warm-up. It is the same measurement as benches/peers/torch_train_step.py, the PyTorch side of the
+comparison (benches/peers/run.sh prints the ratios).
+
+Shapes:
+  bench         vocab 8192, hidden 256, intermediate 704, 6 layers, 8/2 heads, untied (8.4M)
+  qwen2.5-0.5b  Qwen2.5-0.5B: vocab 151936, hidden 896, intermediate 4864, 24 layers, 14/2 heads,
+                tied, rope_theta 1e6, q/k/v bias (494M)
+
+Examples:
+  grpo bench train --shape bench --batch 8 --seq 256 --json
+  grpo bench train --shape qwen2.5-0.5b --batch 8 --seq 72 --adamw --json";
+
+/// Speed measurements.
+#[derive(Debug, Args)]
+#[command(long_about = LONG_ABOUT)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Tokens/s and peak RSS of a training step (forward + backward [+ AdamW]).
+    Train(TrainBenchArgs),
+}
+
+/// A named model shape (random weights).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shape {
+    /// benches/forward_backward.rs: 8.4M parameters, vocab 8192.
+    Bench,
+    /// Qwen2.5-0.5B's architecture.
+    #[value(name = "qwen2.5-0.5b")]
+    Qwen25_05b,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainBenchArgs {
+    #[arg(long, value_enum, default_value = "bench")]
+    pub shape: Shape,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    /// Add an AdamW update (lr 1e-6, weight decay 0.01, as torch.optim.AdamW's defaults).
+    #[arg(long, conflicts_with = "forward_only")]
+    pub adamw: bool,
+    /// Time the forward pass alone (log-probs, no backward).
+    #[arg(long)]
+    pub forward_only: bool,
+    /// Timed runs after the warm-up; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Print one JSON line instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The model config of a named shape.
+pub fn shape_config(shape: Shape) -> Result<ModelConfig> {
+    let json = match shape {
+        Shape::Bench => serde_json::json!({
+            "model_type": "qwen2", "hidden_act": "silu", "vocab_size": 8192, "hidden_size": 256,
+            "intermediate_size": 704, "num_hidden_layers": 6, "num_attention_heads": 8,
+            "num_key_value_heads": 2, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0, "tie_word_embeddings": false, "initializer_range": 0.02,
+        }),
+        Shape::Qwen25_05b => serde_json::json!({
+            "model_type": "qwen2", "hidden_act": "silu", "vocab_size": 151936,
+            "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+            "num_attention_heads": 14, "num_key_value_heads": 2,
+            "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+            "tie_word_embeddings": true, "initializer_range": 0.02,
+        }),
+    };
+    ModelConfig::from_json(json, "bench shape")
+}
+
+/// Parameters of a named shape (a tied head counted once), without building it.
+pub fn shape_parameters(shape: Shape) -> Result<usize> {
+    let cfg = shape_config(shape)?;
+    Ok(crate::model::qwen2::parameter_specs(&cfg)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum())
+}
+
+/// Peak resident set size of this process in GB (1e9 bytes), from /proc (`VmHWM`).
+pub fn peak_rss_gb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1e6)
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    match &args.command {
+        BenchCommand::Train(a) => {
+            let line = train(a)?;
+            if a.json {
+                println!("{line}");
+            } else {
+                println!(
+                    "{} {}x{} {}: {:.0} tokens/s (best of {} runs: {:.3} s), peak RSS {:.2} GB",
+                    line["shape"].as_str().unwrap_or(""),
+                    a.batch,
+                    a.seq,
+                    line["what"].as_str().unwrap_or(""),
+                    line["tokens_per_s"].as_f64().unwrap_or(0.0),
+                    a.repeat,
+                    line["best_s"].as_f64().unwrap_or(0.0),
+                    line["peak_rss_gb"].as_f64().unwrap_or(0.0),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs the measurement; returns the JSON object printed by `--json`.
+pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
+    if a.batch == 0 || a.seq == 0 {
+        bail!("--batch and --seq must be at least 1");
+    }
+    if a.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let config = shape_config(a.shape)?;
+    let vocab = config.vocab_size;
+    let policy = Policy::new_random(config, 0, DType::F32, &Device::Cpu)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let hi = vocab.min(8192) as u32;
+    let ids: Vec<u32> = (0..a.batch * a.seq)
+        .map(|_| rng.random_range(3..hi))
+        .collect();
+    let ids = Tensor::from_vec(ids, (a.batch, a.seq), &Device::Cpu)?;
+    let optim = OptimSection {
+        weight_decay: 0.01,
+        ..OptimSection::default()
+    };
+    let mut opt = if a.adamw {
+        Some(Optimizer::new(policy.named_vars(), &optim)?)
+    } else {
+        None
+    };
+    let mut step = || -> Result<()> {
+        if a.forward_only {
+            let (lp, _) = policy.completion_logprobs(&ids, None, 0, &ids, 1.0, None)?;
+            std::hint::black_box(lp.detach());
+            return Ok(());
+        }
+        let (lp, _) = policy.completion_logprobs(&ids, None, 0, &ids, 1.0, None)?;
+        let loss = lp.mean_all()?.neg()?;
+        let grads = loss.backward()?;
+        if let Some(opt) = opt.as_mut() {
+            let g = opt
+                .vars()
+                .iter()
+                .map(|v| match grads.get(v) {
+                    Some(g) => Ok(g.clone()),
+                    None => Ok(v.as_tensor().zeros_like()?),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            drop(grads);
+            opt.step(&g, optim.learning_rate)?;
+        }
+        Ok(())
+    };
+    step().context("warm-up step")?;
+    let mut best = f64::INFINITY;
+    for _ in 0..a.repeat {
+        let t0 = Instant::now();
+        step()?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    let what = if a.forward_only {
+        "forward"
+    } else if a.adamw {
+        "fwd+bwd+adamw"
+    } else {
+        "fwd+bwd"
+    };
+    let shape = match a.shape {
+        Shape::Bench => "bench",
+        Shape::Qwen25_05b => "qwen2.5-0.5b",
+    };
+    Ok(serde_json::json!({
+        "tool": "grpo",
+        "shape": shape,
+        "batch": a.batch,
+        "seq": a.seq,
+        "what": what,
+        "threads": rayon::current_num_threads(),
+        "best_s": best,
+        "tokens_per_s": (a.batch * a.seq) as f64 / best,
+        "params": policy.num_parameters(),
+        "peak_rss_gb": peak_rss_gb().unwrap_or(f64::NAN),
+    }))
+}

@@ -1,0 +1,76 @@
+//! `grpo bench train` end to end on small shapes: one JSON line with consistent fields for
+//! each mode, and clear errors for bad arguments. (No timing assertions: speed is measured by
+//! benches/peers/run.sh, not by tests.)
+
+use std::process::Command;
+
+fn grpo(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_grpo"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("run grpo")
+}
+
+fn bench(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "bench", "train", "--shape", "bench", "--batch", "2", "--seq", "9", "--repeat", "1",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = grpo(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line: {stdout}");
+    serde_json::from_str(lines[0]).unwrap()
+}
+
+#[test]
+fn each_mode_prints_one_consistent_json_line() {
+    for (extra, what) in [
+        (&[][..], "fwd+bwd"),
+        (&["--forward-only"][..], "forward"),
+        (&["--adamw"][..], "fwd+bwd+adamw"),
+    ] {
+        let j = bench(extra);
+        assert_eq!(j["what"], what);
+        assert_eq!(j["shape"], "bench");
+        assert_eq!(j["params"], 8_427_008, "the forward_backward bench shape");
+        let best = j["best_s"].as_f64().unwrap();
+        let tps = j["tokens_per_s"].as_f64().unwrap();
+        assert!(best > 0.0);
+        assert!((tps * best - 18.0).abs() < 1e-6, "tokens/s = B*T / best_s");
+        let rss = j["peak_rss_gb"].as_f64().unwrap();
+        assert!(rss > 0.01 && rss < 8.0, "peak RSS {rss} GB");
+    }
+}
+
+#[test]
+fn qwen_shape_has_the_real_parameter_count() {
+    // Only the config: building 494M random weights is left to the benchmark itself.
+    use grpo::cli::bench::{shape_parameters, Shape};
+    assert_eq!(
+        shape_parameters(Shape::Qwen25_05b).unwrap(),
+        494_032_768,
+        "Qwen2.5-0.5B has 494,032,768 parameters"
+    );
+    assert_eq!(shape_parameters(Shape::Bench).unwrap(), 8_427_008);
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let out = grpo(&["bench", "train", "--batch", "0", "--json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--batch"), "{err}");
+    let out = grpo(&["bench", "train", "--shape", "gpt2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("qwen2.5-0.5b"));
+    let out = grpo(&["bench", "train", "--adamw", "--forward-only"]);
+    assert!(!out.status.success());
+}
