@@ -2,9 +2,14 @@
 //! KV-cached inference path, Hugging Face checkpoint load/save, and the tokenizer with its
 //! chat template.
 
+mod attention_op;
 pub mod checkpoint;
 pub mod config;
+pub mod kernels;
 pub mod kv_cache;
+mod layer_ops;
+mod linear_op;
+mod lm_head_op;
 mod ops;
 pub mod policy;
 pub mod qwen2;

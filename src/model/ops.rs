@@ -8,7 +8,7 @@
 //! check them against the composed versions. Only f32 on CPU; callers fall back to the
 //! composed ops elsewhere.
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Rows per rayon task: amortises scheduling for short rows.
@@ -17,16 +17,6 @@ const ROWS_PER_TASK: usize = 64;
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("{what}: expected f32 storage")
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        bail!("{what}: expected a contiguous tensor")
-    };
-    Ok(&v[a..b])
-}
-
-fn u32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [u32]> {
-    let CpuStorage::U32(v) = s else {
-        bail!("{what}: expected u32 storage")
     };
     let Some((a, b)) = l.contiguous_offsets() else {
         bail!("{what}: expected a contiguous tensor")
@@ -144,147 +134,10 @@ impl CustomOp2 for SoftmaxGrad {
     }
 }
 
-/// `log_softmax(logits / temperature)[target]` per row: `logits [N, V]` f32, `targets [N]`
-/// u32, result `[N]`. The gradient flows to `logits` only.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LogSoftmaxGather {
-    pub inv_temperature: f32,
-}
-
-/// Per-row `(max, log-sum-exp)` of `x * s`.
-fn row_lse(row: &[f32], s: f32) -> (f32, f32) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * s));
-    let sum: f32 = row.iter().map(|&v| (v * s - max).exp()).sum();
-    (max, max + sum.ln())
-}
-
-impl CustomOp2 for LogSoftmaxGather {
-    fn name(&self) -> &'static str {
-        "log-softmax-gather"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "log-softmax-gather logits")?;
-        let tg = u32_slice(s2, l2, "log-softmax-gather targets")?;
-        let (n, v) = l1.shape().dims2()?;
-        if tg.len() != n {
-            bail!("log-softmax-gather: {} targets for {n} rows", tg.len())
-        }
-        if let Some(&bad) = tg.iter().find(|&&t| t as usize >= v) {
-            bail!("log-softmax-gather: target {bad} out of range for vocab {v}")
-        }
-        let s = self.inv_temperature;
-        let out: Vec<f32> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let row = &x[i * v..(i + 1) * v];
-                let (_, lse) = row_lse(row, s);
-                row[tg[i] as usize] * s - lse
-            })
-            .collect();
-        Ok((CpuStorage::F32(out), Shape::from(n)))
-    }
-
-    fn bwd(
-        &self,
-        logits: &Tensor,
-        targets: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = logits.apply_op3_no_bwd(targets, &grad_res.contiguous()?, self)?;
-        Ok((Some(g), None))
-    }
-}
-
-/// The backward of `LogSoftmaxGather`: `g * s * (onehot(target) - softmax(x * s))`.
-impl CustomOp3 for LogSoftmaxGather {
-    fn name(&self) -> &'static str {
-        "log-softmax-gather-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "log-softmax-gather-grad logits")?;
-        let tg = u32_slice(s2, l2, "log-softmax-gather-grad targets")?;
-        let g = f32_slice(s3, l3, "log-softmax-gather-grad grad")?;
-        let (n, v) = l1.shape().dims2()?;
-        if tg.len() != n || g.len() != n {
-            bail!("log-softmax-gather-grad: inconsistent shapes")
-        }
-        let s = self.inv_temperature;
-        let mut out = vec![0f32; n * v];
-        out.par_chunks_mut(v).enumerate().for_each(|(i, o)| {
-            let row = &x[i * v..(i + 1) * v];
-            let (_, lse) = row_lse(row, s);
-            let gs = g[i] * s;
-            for (ov, &xv) in o.iter_mut().zip(row) {
-                *ov = -gs * (xv * s - lse).exp();
-            }
-            o[tg[i] as usize] += gs;
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
-/// Entropy of `softmax(logits * inv_temperature)` per row of `logits [N, V]` (no backward:
-/// a logged statistic).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RowEntropy {
-    pub inv_temperature: f32,
-}
-
-impl candle_core::CustomOp1 for RowEntropy {
-    fn name(&self) -> &'static str {
-        "row-entropy"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "row-entropy logits")?;
-        let (n, v) = l1.shape().dims2()?;
-        let s = self.inv_temperature;
-        let out: Vec<f32> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let row = &x[i * v..(i + 1) * v];
-                let (_, lse) = row_lse(row, s);
-                // H = lse - sum p z; exp underflows to exactly 0 for masked (-1e30) entries.
-                let mean_z: f32 = row
-                    .iter()
-                    .map(|&xv| {
-                        let z = xv * s;
-                        let p = (z - lse).exp();
-                        if p > 0.0 {
-                            p * z
-                        } else {
-                            0.0
-                        }
-                    })
-                    .sum();
-                lse - mean_z
-            })
-            .collect();
-        Ok((CpuStorage::F32(out), Shape::from(n)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var, D};
+    use candle_core::{Device, Var};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         let dev = Device::Cpu;
@@ -351,56 +204,5 @@ mod tests {
                 .unwrap()
                 > 1.0
         );
-    }
-
-    #[test]
-    fn log_softmax_gather_matches_composed_values_and_grads() {
-        let (n, v) = (6, 11);
-        let x = Var::from_tensor(&randn(&[n, v], 3)).unwrap();
-        let tg = Tensor::new(&[0u32, 10, 3, 3, 7, 1], &Device::Cpu).unwrap();
-        let w = randn(&[n], 4);
-        for temp in [1.0f32, 0.7] {
-            let op = LogSoftmaxGather {
-                inv_temperature: 1.0 / temp,
-            };
-            let fused = x.as_tensor().apply_op2(&tg, op).unwrap();
-            let scaled = (x.as_tensor() / temp as f64).unwrap();
-            let composed = candle_nn::ops::log_softmax(&scaled, D::Minus1)
-                .unwrap()
-                .gather(&tg.unsqueeze(1).unwrap(), 1)
-                .unwrap()
-                .squeeze(1)
-                .unwrap();
-            assert!(max_abs(&fused, &composed) < 1e-5);
-            // Composed reference gradient: d/dx sum(w * (x_t/T - lse(x/T))).
-            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-            let gf = gf.get(&x).unwrap();
-            let p = candle_nn::ops::softmax_last_dim(&scaled).unwrap();
-            let onehot = Tensor::zeros((n, v), DType::F32, &Device::Cpu)
-                .unwrap()
-                .scatter_add(
-                    &tg.unsqueeze(1).unwrap(),
-                    &Tensor::ones((n, 1), DType::F32, &Device::Cpu).unwrap(),
-                    1,
-                )
-                .unwrap();
-            let expect = ((onehot - p)
-                .unwrap()
-                .broadcast_mul(&w.unsqueeze(1).unwrap())
-                .unwrap()
-                / temp as f64)
-                .unwrap();
-            assert!(max_abs(gf, &expect) < 1e-5, "{}", max_abs(gf, &expect));
-        }
-        let bad = Tensor::new(&[0u32, 11, 0, 0, 0, 0], &Device::Cpu).unwrap();
-        assert!(x
-            .as_tensor()
-            .apply_op2(
-                &bad,
-                LogSoftmaxGather {
-                    inv_temperature: 1.0
-                }
-            )
-            .is_err());
     }
 }

@@ -3,7 +3,7 @@
 use super::checkpoint::{self, dtype_from_name, dtype_name};
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
-use super::ops::{LogSoftmaxGather, RowEntropy};
+use super::lm_head_op::LmHeadLogprobs;
 use super::qwen2::{parameter_specs, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -225,19 +225,13 @@ impl Policy {
             bail!("temperature must be positive and finite, got {temperature}");
         }
         let h = self.model.forward_train(input_ids, attention_mask)?;
+        let targets = input_ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
+        if self.fused_head(&h) {
+            let (lp, _) = self.head_logprobs(&h, 0, &targets, temperature, None)?;
+            return Ok(lp);
+        }
         // The last position predicts nothing we score: skip its output projection.
         let logits = self.model.lm_head(&h.narrow(1, 0, t - 1)?)?;
-        let targets = input_ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
-        if self.model.fused && logits.device().is_cpu() {
-            let (b, n, v) = logits.dims3()?;
-            let op = LogSoftmaxGather {
-                inv_temperature: (1.0 / temperature) as f32,
-            };
-            let lp = logits
-                .reshape((b * n, v))?
-                .apply_op2(&targets.flatten_all()?.contiguous()?, op)?;
-            return Ok(lp.reshape((b, n))?);
-        }
         let logits = if temperature != 1.0 {
             (logits / temperature)?
         } else {
@@ -287,31 +281,15 @@ impl Policy {
             bail!("temperature must be positive and finite, got {temperature}");
         }
         let h = self.model.forward_train(input_ids, attention_mask)?;
+        let targets = targets.to_dtype(DType::U32)?;
+        if self.fused_head(&h) {
+            return self.head_logprobs(&h, start, &targets, temperature, vocab_bias);
+        }
         let logits = self.model.lm_head(&h.narrow(1, start, l)?)?;
-        let v = logits.dim(2)?;
         let (z, inv_t) = match vocab_bias {
             Some(bias) => ((logits / temperature)?.broadcast_add(bias)?, 1.0f32),
             None => (logits, (1.0 / temperature) as f32),
         };
-        let targets = targets.to_dtype(DType::U32)?;
-        if self.model.fused && z.device().is_cpu() {
-            let z2 = z.reshape((b * l, v))?;
-            let logp = z2
-                .apply_op2(
-                    &targets.flatten_all()?.contiguous()?,
-                    LogSoftmaxGather {
-                        inv_temperature: inv_t,
-                    },
-                )?
-                .reshape((b, l))?;
-            let entropy = z2
-                .detach()
-                .apply_op1_no_bwd(&RowEntropy {
-                    inv_temperature: inv_t,
-                })?
-                .reshape((b, l))?;
-            return Ok((logp, entropy));
-        }
         let z = (z * inv_t as f64)?;
         let logsm = candle_nn::ops::log_softmax(&z, D::Minus1)?;
         let logp = logsm
@@ -319,6 +297,52 @@ impl Policy {
             .squeeze(2)?;
         let ls = logsm.detach();
         let entropy = (ls.exp()? * &ls)?.sum(D::Minus1)?.neg()?;
+        Ok((logp, entropy))
+    }
+
+    /// Whether the output projection and log-softmax run as one chunked op (f32 on CPU).
+    fn fused_head(&self, hidden: &Tensor) -> bool {
+        self.model.fused
+            && hidden.device().is_cpu()
+            && hidden.dtype() == DType::F32
+            && self.model.lm_head_weight().dtype() == DType::F32
+    }
+
+    /// `(log-probs, entropy)` `[B, L]` of `targets [B, L]` (u32) predicted from the hidden
+    /// states at positions `start .. start + L`, through `LmHeadLogprobs`: the
+    /// `[tokens × vocab]` logits are only ever held one vocabulary block at a time.
+    fn head_logprobs(
+        &self,
+        hidden: &Tensor,
+        start: usize,
+        targets: &Tensor,
+        temperature: f64,
+        vocab_bias: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, _, hd) = hidden.dims3()?;
+        let l = targets.dim(1)?;
+        let h = hidden
+            .narrow(1, start, l)?
+            .contiguous()?
+            .reshape((b * l, hd))?;
+        let bias = match vocab_bias {
+            Some(t) => Some(std::sync::Arc::new(
+                t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            )),
+            None => None,
+        };
+        let op = LmHeadLogprobs {
+            inv_temperature: (1.0 / temperature) as f32,
+            bias,
+            block_cols: 0,
+        };
+        let out = h.apply_op3(
+            &self.model.lm_head_weight().contiguous()?,
+            &targets.flatten_all()?.contiguous()?,
+            op,
+        )?;
+        let logp = out.narrow(1, 0, 1)?.reshape((b, l))?;
+        let entropy = out.detach().narrow(1, 1, 1)?.reshape((b, l))?;
         Ok((logp, entropy))
     }
 

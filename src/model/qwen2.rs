@@ -11,11 +11,15 @@
 //! `n_rep` query heads that share a key/value head are stacked along the sequence axis, so one
 //! batched matmul per key/value head serves them all.
 
+use super::attention_op::CausalAttention;
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
+use super::layer_ops::{RmsNorm, SwiGlu};
+use super::linear_op::LinearOp;
 use super::ops::MaskedSoftmax;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
+use std::sync::{Arc, Mutex};
 
 /// Additive mask value for disallowed keys. Finite so that a fully masked (padding) query row
 /// gives a uniform distribution instead of NaNs that would leak through `0 * NaN`.
@@ -39,6 +43,33 @@ impl Linear {
         };
         Ok(y.reshape((b, t, out))?)
     }
+}
+
+/// `x W^T (+ b)` for several projections of the same input at once: one GEMM over the
+/// stacked weights (q/k/v, or gate/up). Returns `[B, T, Σ out]`.
+fn linear_stacked(x: &Tensor, parts: &[&Linear]) -> Result<Tensor> {
+    let w = Tensor::cat(&parts.iter().map(|l| &l.weight).collect::<Vec<_>>(), 0)?;
+    let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
+    let bias = if biases.is_empty() {
+        None
+    } else if biases.len() == parts.len() {
+        Some(Tensor::cat(&biases, 0)?)
+    } else {
+        bail!("stacked projections must all have a bias or none")
+    };
+    linear_fused(x, &w, bias.as_ref())
+}
+
+/// `x W^T (+ b)` through `LinearOp` (f32 CPU) for `x [B, T, in]`.
+fn linear_fused(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let (bs, t, i) = x.dims3()?;
+    let x2 = x.contiguous()?.reshape((bs * t, i))?;
+    let w = w.contiguous()?;
+    let y = match b {
+        Some(b) => x2.apply_op3(&w, &b.contiguous()?, LinearOp)?,
+        None => x2.apply_op2(&w, LinearOp)?,
+    };
+    Ok(y.reshape((bs, t, w.dim(0)?))?)
 }
 
 /// Differentiable RMSNorm computed in f32 (as transformers does), result cast back.
@@ -96,16 +127,9 @@ impl RotaryEmbedding {
         }
     }
 
-    /// `(cos, sin)` of shape `[B, T, head_dim/2]` for `positions` (row-major `[B, T]`).
-    /// The angle is rounded to f32 before cos/sin, as transformers does.
-    fn half_tables(
-        &self,
-        positions: &[u32],
-        b: usize,
-        t: usize,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<(Tensor, Tensor)> {
+    /// `(cos, sin)` rows of `head_dim/2` for each of `positions`. The angle is rounded to
+    /// f32 before cos/sin, as transformers does.
+    fn half_vecs(&self, positions: &[u32]) -> (Vec<f32>, Vec<f32>) {
         let h = self.inv_freq.len();
         let mut cos = Vec::with_capacity(positions.len() * h);
         let mut sin = Vec::with_capacity(positions.len() * h);
@@ -116,6 +140,20 @@ impl RotaryEmbedding {
                 sin.push(a.sin() as f32);
             }
         }
+        (cos, sin)
+    }
+
+    /// `(cos, sin)` of shape `[B, T, head_dim/2]` for `positions` (row-major `[B, T]`).
+    fn half_tables(
+        &self,
+        positions: &[u32],
+        b: usize,
+        t: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let h = self.inv_freq.len();
+        let (cos, sin) = self.half_vecs(positions);
         let cos = Tensor::from_vec(cos, (b, t, h), dev)?.to_dtype(dtype)?;
         let sin = Tensor::from_vec(sin, (b, t, h), dev)?.to_dtype(dtype)?;
         Ok((cos, sin))
@@ -288,6 +326,33 @@ impl DecoderLayer {
         Ok((&x + self.mlp.forward(&h)?)?)
     }
 
+    /// The training forward through the fused CPU ops (f32): RMSNorm, one q/k/v GEMM,
+    /// rotary + causal attention, one gate/up GEMM, SwiGLU.
+    fn forward_fused(&self, x: &Tensor, rope: &FusedRope) -> Result<Tensor> {
+        let norm = RmsNorm {
+            eps: self.eps as f32,
+        };
+        let at = &self.self_attn;
+        let h = x.apply_op2(&self.input_layernorm, norm)?;
+        let qkv = linear_stacked(&h, &[&at.q_proj, &at.k_proj, &at.v_proj])?;
+        let a = qkv.apply_op1(CausalAttention {
+            n_heads: at.n_heads,
+            n_kv: at.n_kv,
+            head_dim: at.head_dim,
+            cos: rope.cos.clone(),
+            sin: rope.sin.clone(),
+            key_valid: rope.key_valid.clone(),
+            lse: Arc::new(Mutex::new(Vec::new())),
+        })?;
+        let o = &at.o_proj;
+        let x = (x + linear_fused(&a, &o.weight, o.bias.as_ref())?)?;
+        let h = x.apply_op2(&self.post_attention_layernorm, norm)?;
+        let gu = linear_stacked(&h, &[&self.mlp.gate_proj, &self.mlp.up_proj])?;
+        let act = gu.apply_op1(SwiGlu)?;
+        let d = &self.mlp.down_proj;
+        Ok((&x + linear_fused(&act, &d.weight, d.bias.as_ref())?)?)
+    }
+
     fn forward_cached(
         &self,
         x: &Tensor,
@@ -305,6 +370,14 @@ impl DecoderLayer {
         let h = rms_norm_fast(&x, &self.post_attention_layernorm, self.eps)?;
         Ok((&x + self.mlp.forward(&h)?)?)
     }
+}
+
+/// Host-side rotary tables and key mask of one training batch, shared by the layers' fused
+/// attention ops.
+struct FusedRope {
+    cos: Arc<Vec<f32>>,
+    sin: Arc<Vec<f32>>,
+    key_valid: Arc<Vec<u8>>,
 }
 
 /// The decoder stack with its embedding, final norm and output head.
@@ -502,6 +575,24 @@ impl Transformer {
         let dtype = self.embed_tokens.dtype();
         let m = mask_to_host(mask, b, t)?;
         let (pos, _) = positions_from_mask(&m, b, t, &vec![0; b]);
+        if self.fused && dev.is_cpu() && dtype == DType::F32 {
+            let (cos, sin) = self.rotary.half_vecs(&pos);
+            let rope = FusedRope {
+                cos: Arc::new(cos),
+                sin: Arc::new(sin),
+                key_valid: Arc::new(m),
+            };
+            let mut x = self.embed(input_ids)?;
+            for layer in &self.layers {
+                x = layer.forward_fused(&x, &rope)?;
+            }
+            return Ok(x.apply_op2(
+                &self.norm,
+                RmsNorm {
+                    eps: self.eps as f32,
+                },
+            )?);
+        }
         let (cos, sin) = self.rotary.full_tables(&pos, b, t, dtype, dev)?;
         let mut bias = vec![MASK_VALUE; b * t * t];
         for r in 0..b {
@@ -520,6 +611,11 @@ impl Transformer {
             x = layer.forward_train(&x, &cos, &sin, &bias, fused)?;
         }
         rms_norm_train(&x, &self.norm, self.eps)
+    }
+
+    /// The output projection `[V, H]` (the embedding matrix when tied).
+    pub(crate) fn lm_head_weight(&self) -> &Tensor {
+        &self.lm_head
     }
 
     /// Logits `[B, T, V]` in f32 for hidden states `[B, T, H]`.

@@ -1,0 +1,211 @@
+//! A cache-blocked sgemm for AVX-512 CPUs (the `gemm` crate only uses AVX2 on stable Rust).
+//!
+//! BLIS layout: `C` is cut into independent `MC × NC` tiles (rayon runs them in parallel);
+//! each tile walks `k` in `KC` slices, packs its slice of `A` into `MR`-row panels and of `B`
+//! into `NR`-column panels (zero-padded), and an `MR × NR` register-blocked kernel
+//! (16 zmm accumulators) multiplies panel pairs. Packing reads any strides, so transposed
+//! operands cost nothing extra.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+const MR: usize = 8;
+const NR: usize = 32;
+const KC: usize = 256;
+const MC: usize = 128;
+const NC: usize = 512;
+
+/// A logical matrix: element `(i, j)` at `ptr[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct View {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+// SAFETY: views are only read, and the caller keeps the data alive for the call.
+unsafe impl Send for View {}
+unsafe impl Sync for View {}
+
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tiles write disjoint parts of C.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not the field).
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+thread_local! {
+    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Whether this CPU can run `sgemm`.
+pub(crate) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// `C[m×n] (+)= A[m×k] · B[k×n]`, `C` row-major with row stride `ldc`.
+///
+/// # Safety
+/// `available()` must be true; `a`, `b` must be readable and `c` writable at every index the
+/// shapes and strides reach; `c` must not overlap `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View,
+    b: View,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
+    let tiles_m = m.div_ceil(MC);
+    let tiles_n = n.div_ceil(NC);
+    let out = Out(c);
+    let tile = move |t: usize| {
+        let (ti, tj) = (t / tiles_n, t % tiles_n);
+        let (i0, j0) = (ti * MC, tj * NC);
+        let (mc, nc) = (MC.min(m - i0), NC.min(n - j0));
+        PACK.with(|p| {
+            let (pa, pb) = &mut *p.borrow_mut();
+            pa.resize(MC.div_ceil(MR) * MR * KC, 0.0);
+            pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
+            for p0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - p0);
+                // SAFETY: indices stay inside the caller's shapes (see the function contract).
+                unsafe {
+                    pack_a(pa, a, i0, p0, mc, kc);
+                    pack_b(pb, b, p0, j0, kc, nc);
+                    let acc = accumulate || p0 > 0;
+                    for jr in (0..nc).step_by(NR) {
+                        let nr = NR.min(nc - jr);
+                        let bp = pb.as_ptr().add(jr / NR * NR * kc);
+                        for ir in (0..mc).step_by(MR) {
+                            let mr = MR.min(mc - ir);
+                            let ap = pa.as_ptr().add(ir / MR * MR * kc);
+                            let cp = out.get().add((i0 + ir) * ldc + j0 + jr);
+                            kernel(kc, ap, bp, cp, ldc, mr, nr, acc);
+                        }
+                    }
+                }
+            }
+        });
+    };
+    let tiles = tiles_m * tiles_n;
+    if parallel && tiles > 1 {
+        (0..tiles).into_par_iter().for_each(tile);
+    } else {
+        (0..tiles).for_each(tile);
+    }
+}
+
+/// Packs `A[i0.., p0..]` (`mc × kc`) into `MR`-row panels: panel-major, then `p`, then row.
+unsafe fn pack_a(dst: &mut [f32], a: View, i0: usize, p0: usize, mc: usize, kc: usize) {
+    for (pi, ir) in (0..mc).step_by(MR).enumerate() {
+        let mr = MR.min(mc - ir);
+        let panel = &mut dst[pi * MR * kc..(pi + 1) * MR * kc];
+        let base = a.ptr.add((i0 + ir) * a.rs + p0 * a.cs);
+        if a.cs == 1 {
+            for r in 0..mr {
+                let row = base.add(r * a.rs);
+                for p in 0..kc {
+                    *panel.get_unchecked_mut(p * MR + r) = *row.add(p);
+                }
+            }
+        } else {
+            for p in 0..kc {
+                let col = base.add(p * a.cs);
+                for r in 0..mr {
+                    *panel.get_unchecked_mut(p * MR + r) = *col.add(r * a.rs);
+                }
+            }
+        }
+        if mr < MR {
+            for p in 0..kc {
+                panel[p * MR + mr..(p + 1) * MR].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Packs `B[p0.., j0..]` (`kc × nc`) into `NR`-column panels: panel-major, then `p`, then
+/// column.
+unsafe fn pack_b(dst: &mut [f32], b: View, p0: usize, j0: usize, kc: usize, nc: usize) {
+    for (pj, jr) in (0..nc).step_by(NR).enumerate() {
+        let nr = NR.min(nc - jr);
+        let panel = &mut dst[pj * NR * kc..(pj + 1) * NR * kc];
+        let base = b.ptr.add(p0 * b.rs + (j0 + jr) * b.cs);
+        if b.cs == 1 {
+            for p in 0..kc {
+                let row = base.add(p * b.rs);
+                std::ptr::copy_nonoverlapping(row, panel.as_mut_ptr().add(p * NR), nr);
+            }
+        } else {
+            for c in 0..nr {
+                let col = base.add(c * b.cs);
+                for p in 0..kc {
+                    *panel.get_unchecked_mut(p * NR + c) = *col.add(p * b.rs);
+                }
+            }
+        }
+        if nr < NR {
+            for p in 0..kc {
+                panel[p * NR + nr..(p + 1) * NR].fill(0.0);
+            }
+        }
+    }
+}
+
+/// `C[mr × nr] (+)= Apanel · Bpanel` over `kc`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        let b0 = _mm512_loadu_ps(b.add(p * NR));
+        let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
+        let ap = a.add(p * MR);
+        for r in 0..MR {
+            let av = _mm512_set1_ps(*ap.add(r));
+            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(mr) {
+        for (h, v) in row.iter().enumerate() {
+            let cols = nr.saturating_sub(h * 16).min(16);
+            if cols == 0 {
+                continue;
+            }
+            let mask: __mmask16 = if cols == 16 {
+                0xffff
+            } else {
+                (1u16 << cols) - 1
+            };
+            let ptr = c.add(r * ldc + h * 16);
+            let v = if accumulate {
+                _mm512_add_ps(*v, _mm512_maskz_loadu_ps(mask, ptr))
+            } else {
+                *v
+            };
+            _mm512_mask_storeu_ps(ptr, mask, v);
+        }
+    }
+}

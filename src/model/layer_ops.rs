@@ -1,0 +1,204 @@
+//! RMSNorm and SwiGLU as single ops with their own backward (f32, CPU). Composed from candle
+//! ops, RMSNorm is eight tensors forward and more backward, and SwiGLU three; each op here is
+//! one pass forward and one backward, parallel over rows.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::kernels::rows::exp;
+
+/// Rows per rayon task.
+const ROWS_PER_TASK: usize = 16;
+
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{what}: expected f32 storage")
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("{what}: expected a contiguous tensor")
+    };
+    Ok(&v[a..b])
+}
+
+/// Reads a contiguous CPU f32 tensor (taking the storage lock for the closure's duration).
+fn with_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (s, l) = t.storage_and_layout();
+    let Storage::Cpu(s) = &*s else {
+        bail!("{what}: CPU only")
+    };
+    f(f32s(s, l, what)?)
+}
+
+/// `1 / sqrt(mean(x²) + eps)` of one row.
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ss: f32 = x.iter().map(|v| v * v).sum();
+    1.0 / (ss / x.len() as f32 + eps).sqrt()
+}
+
+/// `x / rms(x) * weight` over the last axis of `x [.., H]`, `weight [H]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RmsNorm {
+    pub eps: f32,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "rms-norm input")?;
+        let w = f32s(s2, l2, "rms-norm weight")?;
+        let h = w.len();
+        if h == 0 || l1.shape().dims().last() != Some(&h) {
+            bail!(
+                "rms-norm: weight {:?} does not fit {:?}",
+                l2.shape(),
+                l1.shape()
+            )
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h * ROWS_PER_TASK)
+            .zip(x.par_chunks(h * ROWS_PER_TASK))
+            .for_each(|(ys, xs)| {
+                for (y, x) in ys.chunks_mut(h).zip(xs.chunks(h)) {
+                    let inv = inv_rms(x, self.eps);
+                    for ((yv, &xv), &wv) in y.iter_mut().zip(x).zip(w) {
+                        *yv = xv * inv * wv;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let h = w.elem_count();
+        let n = x.elem_count() / h;
+        let mut dx = vec![0f32; n * h];
+        let chunks = n.div_ceil(ROWS_PER_TASK);
+        let dw_parts: Vec<Vec<f32>> = with_f32(x, "rms-norm input", |x| {
+            with_f32(w, "rms-norm weight", |w| {
+                with_f32(&grad, "rms-norm grad", |g| {
+                    Ok(dx
+                        .par_chunks_mut(h * ROWS_PER_TASK)
+                        .enumerate()
+                        .map(|(c, dxs)| {
+                            let mut dw = vec![0f32; h];
+                            for (k, dxr) in dxs.chunks_mut(h).enumerate() {
+                                let r = c * ROWS_PER_TASK + k;
+                                let xr = &x[r * h..(r + 1) * h];
+                                let gr = &g[r * h..(r + 1) * h];
+                                let inv = inv_rms(xr, self.eps);
+                                // xhat = x·inv; dxhat = g·w;
+                                // dx = inv·(dxhat − xhat·mean(dxhat·xhat)).
+                                let mut dot = 0f32;
+                                for j in 0..h {
+                                    let xh = xr[j] * inv;
+                                    dw[j] += gr[j] * xh;
+                                    dot += gr[j] * w[j] * xh;
+                                }
+                                let mean = dot / h as f32;
+                                for j in 0..h {
+                                    dxr[j] = inv * (gr[j] * w[j] - xr[j] * inv * mean);
+                                }
+                            }
+                            dw
+                        })
+                        .collect())
+                })
+            })
+        })?;
+        debug_assert_eq!(dw_parts.len(), chunks);
+        let mut dw = vec![0f32; h];
+        for p in &dw_parts {
+            for (a, b) in dw.iter_mut().zip(p) {
+                *a += b;
+            }
+        }
+        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
+        let dw = Tensor::from_vec(dw, w.shape(), w.device())?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `silu(gate) * up` for `gate_up [.., 2·I]` holding gate then up → `[.., I]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SwiGlu;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+impl CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, "swiglu input")?;
+        let dims = l.shape().dims();
+        let Some(&w2) = dims.last() else {
+            bail!("swiglu: scalar input")
+        };
+        if w2 % 2 != 0 {
+            bail!("swiglu: last axis {w2} is not gate and up halves")
+        }
+        let i = w2 / 2;
+        let mut out = vec![0f32; x.len() / 2];
+        out.par_chunks_mut(i * ROWS_PER_TASK)
+            .zip(x.par_chunks(w2 * ROWS_PER_TASK))
+            .for_each(|(ys, xs)| {
+                for (y, x) in ys.chunks_mut(i).zip(xs.chunks(w2)) {
+                    let (g, u) = x.split_at(i);
+                    for ((yv, &gv), &uv) in y.iter_mut().zip(g).zip(u) {
+                        *yv = gv * sigmoid(gv) * uv;
+                    }
+                }
+            });
+        let mut shape = dims.to_vec();
+        *shape.last_mut().unwrap_or(&mut 0) = i;
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let w2 = arg.dims().last().copied().unwrap_or(0);
+        let i = w2 / 2;
+        let mut dx = vec![0f32; arg.elem_count()];
+        with_f32(arg, "swiglu input", |x| {
+            with_f32(&grad, "swiglu grad", |g| {
+                dx.par_chunks_mut(w2 * ROWS_PER_TASK)
+                    .zip(x.par_chunks(w2 * ROWS_PER_TASK))
+                    .zip(g.par_chunks(i * ROWS_PER_TASK))
+                    .for_each(|((dxs, xs), gs)| {
+                        for ((dx, x), g) in dxs.chunks_mut(w2).zip(xs.chunks(w2)).zip(gs.chunks(i))
+                        {
+                            let (gate, up) = x.split_at(i);
+                            let (dgate, dup) = dx.split_at_mut(i);
+                            for j in 0..i {
+                                let s = sigmoid(gate[j]);
+                                let silu = gate[j] * s;
+                                dup[j] = g[j] * silu;
+                                dgate[j] = g[j] * up[j] * s * (1.0 + gate[j] * (1.0 - s));
+                            }
+                        }
+                    });
+                Ok(())
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}

@@ -1,0 +1,208 @@
+//! `y = x Wᵀ (+ b)` as one op with its own backward on the kernels' GEMM (AVX-512 where the
+//! CPU has it). Composed, candle adds a transpose node, a broadcast bias node and zero-filled
+//! gradient accumulators; here forward is one GEMM (+ bias) and backward two GEMMs and a
+//! column sum. f32, CPU; `x [N, in]`, `W [out, in]`, `b [out]`.
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::kernels::gemm::{matmul, Operand};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinearOp;
+
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{what}: expected f32 storage")
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("{what}: expected a contiguous tensor")
+    };
+    Ok(&v[a..b])
+}
+
+/// `x Wᵀ (+ b)`.
+fn forward(
+    x: &[f32],
+    xl: &Layout,
+    w: &[f32],
+    wl: &Layout,
+    b: Option<&[f32]>,
+) -> Result<(CpuStorage, Shape)> {
+    let (n, i) = xl.shape().dims2()?;
+    let (o, wi) = wl.shape().dims2()?;
+    if wi != i || b.is_some_and(|b| b.len() != o) {
+        bail!(
+            "linear: x {:?}, weight {:?} and bias do not fit",
+            xl.shape(),
+            wl.shape()
+        )
+    }
+    let mut y = vec![0f32; n * o];
+    matmul(
+        &mut y,
+        o,
+        Operand::new(x, i),
+        Operand::t(w, i),
+        n,
+        o,
+        i,
+        false,
+    );
+    if let Some(b) = b {
+        y.par_chunks_mut(o * 64).for_each(|rows| {
+            for r in rows.chunks_mut(o) {
+                for (v, bv) in r.iter_mut().zip(b) {
+                    *v += bv;
+                }
+            }
+        });
+    }
+    Ok((CpuStorage::F32(y), Shape::from((n, o))))
+}
+
+/// `(dx, dW, db)` for `dy [N, out]`; a gradient is skipped (None) for an input that is
+/// neither a variable nor computed from one (a frozen weight, e.g. a LoRA base).
+fn backward(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    with_bias: bool,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let (n, i) = x.dims2()?;
+    let o = w.dim(0)?;
+    let grad = grad.contiguous()?;
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = w.storage_and_layout();
+    let (gs, gl) = grad.storage_and_layout();
+    let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(gs)) = (&*xs, &*ws, &*gs) else {
+        bail!("linear: CPU only")
+    };
+    let x_ = f32s(xs, xl, "linear x")?;
+    let w_ = f32s(ws, wl, "linear weight")?;
+    let g = f32s(gs, gl, "linear grad")?;
+    let dx = x.track_op().then(|| {
+        let mut dx = vec![0f32; n * i];
+        matmul(
+            &mut dx,
+            i,
+            Operand::new(g, o),
+            Operand::new(w_, i),
+            n,
+            i,
+            o,
+            false,
+        );
+        dx
+    });
+    let dw = w.track_op().then(|| {
+        let mut dw = vec![0f32; o * i];
+        matmul(
+            &mut dw,
+            i,
+            Operand::t(g, o),
+            Operand::new(x_, i),
+            o,
+            i,
+            n,
+            false,
+        );
+        dw
+    });
+    let db = with_bias.then(|| {
+        let parts: Vec<Vec<f32>> = g
+            .par_chunks(o * 256)
+            .map(|rows| {
+                let mut s = vec![0f32; o];
+                for r in rows.chunks(o) {
+                    for (a, b) in s.iter_mut().zip(r) {
+                        *a += b;
+                    }
+                }
+                s
+            })
+            .collect();
+        let mut s = vec![0f32; o];
+        for p in parts {
+            for (a, b) in s.iter_mut().zip(p) {
+                *a += b;
+            }
+        }
+        s
+    });
+    let dev = x.device();
+    let dx = dx.map(|d| Tensor::from_vec(d, (n, i), dev)).transpose()?;
+    let dw = dw.map(|d| Tensor::from_vec(d, (o, i), dev)).transpose()?;
+    let db = db.map(|d| Tensor::from_vec(d, o, dev)).transpose()?;
+    Ok((dx, dw, db))
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        forward(
+            f32s(s1, l1, "linear x")?,
+            l1,
+            f32s(s2, l2, "linear weight")?,
+            l2,
+            None,
+        )
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = backward(x, w, grad, false)?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let b = f32s(s3, l3, "linear bias")?;
+        forward(
+            f32s(s1, l1, "linear x")?,
+            l1,
+            f32s(s2, l2, "linear weight")?,
+            l2,
+            Some(b),
+        )
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = backward(x, w, grad, b.track_op())?;
+        Ok((dx, dw, db))
+    }
+}

@@ -1,0 +1,367 @@
+//! The output projection fused with log-softmax, target gather and entropy, computed in
+//! chunks over the vocabulary: `[tokens × vocab]` logits (3.4 GB at 5,600 tokens of a
+//! 151,936-word vocabulary) never exist; one `[tokens × chunk]` block does, forward and
+//! backward. The forward keeps a running max / sum per row (online softmax); the backward
+//! recomputes each block's logits from the saved log-sum-exp, so no softmax is stored.
+
+use std::sync::Arc;
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::kernels::gemm::{matmul, Operand};
+use super::kernels::rows;
+
+/// Logit block size: at most this many f32 (64 MiB) are held at once.
+const BLOCK_ELEMS: usize = 16 << 20;
+
+/// `[N, 3]` = (log p(target), entropy, log-sum-exp) per row of
+/// `softmax((hidden · weightᵀ) * inv_temperature + bias)`, for `hidden [N, H]`,
+/// `weight [V, H]`, `targets [N]` (u32). Differentiable in `hidden` and `weight` through
+/// column 0 only: entropy and log-sum-exp are statistics (callers detach them).
+#[derive(Debug, Clone)]
+pub(crate) struct LmHeadLogprobs {
+    pub inv_temperature: f32,
+    /// Additive `[V]` bias on the scaled logits (a vocabulary restriction), if any.
+    pub bias: Option<Arc<Vec<f32>>>,
+    /// Vocabulary columns per block; 0 = sized from `BLOCK_ELEMS`.
+    pub block_cols: usize,
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        bail!("{what}: expected f32 storage")
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("{what}: expected a contiguous tensor")
+    };
+    Ok(&v[a..b])
+}
+
+impl LmHeadLogprobs {
+    fn block(&self, n: usize, v: usize) -> usize {
+        let c = if self.block_cols > 0 {
+            self.block_cols
+        } else {
+            (BLOCK_ELEMS / n.max(1)).max(256)
+        };
+        c.min(v).max(1)
+    }
+
+    fn check(&self, n: usize, h: usize, v: usize, hw: usize, tg: &[u32]) -> Result<()> {
+        if hw != h {
+            bail!("lm-head-logprobs: hidden size {h} but weight has {hw} columns")
+        }
+        if tg.len() != n {
+            bail!("lm-head-logprobs: {} targets for {n} rows", tg.len())
+        }
+        if let Some(&bad) = tg.iter().find(|&&t| t as usize >= v) {
+            bail!("lm-head-logprobs: target {bad} out of range for vocab {v}")
+        }
+        if let Some(b) = &self.bias {
+            if b.len() != v {
+                bail!(
+                    "lm-head-logprobs: bias has {} entries for vocab {v}",
+                    b.len()
+                )
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Running softmax statistics of one row: max `m`, `s = Σ e^(z-m)`, `w = Σ e^(z-m)(z-m)`.
+#[derive(Clone, Copy)]
+struct Running {
+    m: f32,
+    s: f32,
+    w: f32,
+}
+
+impl Running {
+    const EMPTY: Running = Running {
+        m: f32::NEG_INFINITY,
+        s: 0.0,
+        w: 0.0,
+    };
+
+    fn merge(self, o: Running) -> Running {
+        if o.s == 0.0 {
+            return self;
+        }
+        if self.s == 0.0 {
+            return o;
+        }
+        let m = self.m.max(o.m);
+        let (a, b) = ((self.m - m).exp(), (o.m - m).exp());
+        // Re-centre each w on the new max: Σ e^(z-m)(z-m) = e^(m0-m) (w0 + (m0-m) s0).
+        Running {
+            m,
+            s: self.s * a + o.s * b,
+            w: a * (self.w + (self.m - m) * self.s) + b * (o.w + (o.m - m) * o.s),
+        }
+    }
+}
+
+impl CustomOp3 for LmHeadLogprobs {
+    fn name(&self) -> &'static str {
+        "lm-head-logprobs"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let hid = slice(s1, l1, "lm-head-logprobs hidden")?;
+        let w = slice(s2, l2, "lm-head-logprobs weight")?;
+        let CpuStorage::U32(tg) = s3 else {
+            bail!("lm-head-logprobs: targets must be u32")
+        };
+        let Some((t0, t1)) = l3.contiguous_offsets() else {
+            bail!("lm-head-logprobs: targets must be contiguous")
+        };
+        let tg = &tg[t0..t1];
+        let (n, h) = l1.shape().dims2()?;
+        let (v, hw) = l2.shape().dims2()?;
+        self.check(n, h, v, hw, tg)?;
+        let s = self.inv_temperature;
+        let cb = self.block(n, v);
+        let mut buf = vec![0f32; n * cb];
+        let mut run = vec![Running::EMPTY; n];
+        let mut picked = vec![0f32; n];
+        for v0 in (0..v).step_by(cb) {
+            let c = cb.min(v - v0);
+            let blk = &mut buf[..n * c];
+            matmul(
+                blk,
+                c,
+                Operand::new(hid, h),
+                Operand::t(&w[v0 * h..(v0 + c) * h], h),
+                n,
+                c,
+                h,
+                false,
+            );
+            let bias = self.bias.as_ref().map(|b| &b[v0..v0 + c]);
+            blk.par_chunks_mut(c)
+                .zip(run.par_iter_mut())
+                .zip(picked.par_iter_mut())
+                .enumerate()
+                .for_each(|(i, ((z, r), p))| {
+                    rows::scale_bias(z, s, bias);
+                    let t = tg[i] as usize;
+                    if (v0..v0 + c).contains(&t) {
+                        *p = z[t - v0];
+                    }
+                    let m = rows::row_max(z);
+                    let (se, we) = rows::sum_exp_and_weighted(z, m);
+                    *r = r.merge(Running { m, s: se, w: we });
+                });
+        }
+        drop(buf);
+        let mut out = vec![0f32; n * 3];
+        for (i, o) in out.chunks_mut(3).enumerate() {
+            let r = run[i];
+            let lse = r.m + r.s.ln();
+            o[0] = picked[i] - lse;
+            o[1] = r.s.ln() - r.w / r.s;
+            o[2] = lse;
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, 3))))
+    }
+
+    fn bwd(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        targets: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, h) = hidden.dims2()?;
+        let v = weight.dim(0)?;
+        let (hs, hl) = hidden.storage_and_layout();
+        let (ws, wl) = weight.storage_and_layout();
+        let (Storage::Cpu(hs), Storage::Cpu(ws)) = (&*hs, &*ws) else {
+            bail!("lm-head-logprobs: CPU only")
+        };
+        let hid = slice(hs, hl, "lm-head-logprobs hidden")?;
+        let w = slice(ws, wl, "lm-head-logprobs weight")?;
+        let tg = targets.flatten_all()?.to_vec1::<u32>()?;
+        let res = res.to_vec2::<f32>()?;
+        let g = grad_res.to_vec2::<f32>()?;
+        let s = self.inv_temperature;
+        let cb = self.block(n, v);
+        let mut buf = vec![0f32; n * cb];
+        let mut gh = vec![0f32; n * h];
+        let mut gw = vec![0f32; v * h];
+        for v0 in (0..v).step_by(cb) {
+            let c = cb.min(v - v0);
+            let blk = &mut buf[..n * c];
+            let wb = &w[v0 * h..(v0 + c) * h];
+            matmul(
+                blk,
+                c,
+                Operand::new(hid, h),
+                Operand::t(wb, h),
+                n,
+                c,
+                h,
+                false,
+            );
+            let bias = self.bias.as_ref().map(|b| &b[v0..v0 + c]);
+            blk.par_chunks_mut(c).enumerate().for_each(|(i, z)| {
+                let t = tg[i] as usize;
+                let local = (v0..v0 + c).contains(&t).then(|| t - v0);
+                rows::logprob_grad_block(z, s, bias, local, res[i][2], g[i][0]);
+            });
+            // d hidden += dZ · W_block ; d W_block = dZᵀ · hidden.
+            matmul(
+                &mut gh,
+                h,
+                Operand::new(blk, c),
+                Operand::new(wb, h),
+                n,
+                h,
+                c,
+                v0 > 0,
+            );
+            matmul(
+                &mut gw[v0 * h..(v0 + c) * h],
+                h,
+                Operand::t(blk, c),
+                Operand::new(hid, h),
+                c,
+                h,
+                n,
+                false,
+            );
+        }
+        drop(buf);
+        let dev = hidden.device();
+        let gh = Tensor::from_vec(gh, (n, h), dev)?;
+        let gw = Tensor::from_vec(gw, (v, h), dev)?;
+        Ok((Some(gh), Some(gw), None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var, D};
+
+    fn randn(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * scale
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Block sizes that split the vocabulary unevenly, one that covers it, the default.
+    #[test]
+    fn matches_composed_values_and_gradients_for_any_block_size() {
+        let (n, h, v) = (9, 6, 23);
+        let hid = Var::from_tensor(&randn(&[n, h], 1, 3.0)).unwrap();
+        let w = Var::from_tensor(&randn(&[v, h], 2, 2.0)).unwrap();
+        let tg = Tensor::new(&[0u32, 22, 5, 5, 7, 1, 11, 12, 21], &Device::Cpu).unwrap();
+        let gw_row = randn(&[n], 3, 2.0);
+        let bias_v: Vec<f32> = (0..v)
+            .map(|i| if i % 4 == 3 { -1e9 } else { 0.05 * i as f32 })
+            .collect();
+        for (temp, bias) in [(1.0f32, None), (0.7, None), (1.0, Some(bias_v.clone()))] {
+            let bias_t = bias
+                .as_ref()
+                .map(|b| Tensor::from_vec(b.clone(), v, &Device::Cpu).unwrap());
+            // Composed reference.
+            let logits = hid.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
+            let z = (logits / temp as f64).unwrap();
+            let z = match &bias_t {
+                Some(b) => z.broadcast_add(b).unwrap(),
+                None => z,
+            };
+            let ls = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
+            let want = ls
+                .gather(&tg.unsqueeze(1).unwrap(), 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap();
+            let p = ls.exp().unwrap();
+            let ent = (p.clone() * ls.clone())
+                .unwrap()
+                .sum(D::Minus1)
+                .unwrap()
+                .neg()
+                .unwrap();
+            let gc = (want.clone() * &gw_row)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for block in [0, 5, 7, 23] {
+                let op = LmHeadLogprobs {
+                    inv_temperature: 1.0 / temp,
+                    bias: bias.clone().map(Arc::new),
+                    block_cols: block,
+                };
+                let out = hid.as_tensor().apply_op3(w.as_tensor(), &tg, op).unwrap();
+                let lp = out.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
+                let e = out.narrow(1, 1, 1).unwrap().squeeze(1).unwrap();
+                assert!(max_abs(&lp, &want) < 1e-4, "block {block}");
+                assert!(max_abs(&e, &ent) < 1e-4, "entropy, block {block}");
+                let gf = (lp * &gw_row)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for var in [&hid, &w] {
+                    let (a, b) = (gf.get(var).unwrap(), gc.get(var).unwrap());
+                    let err = max_abs(a, b);
+                    assert!(err < 1e-4, "grad error {err}, block {block}");
+                    let norm = b
+                        .abs()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(norm > 0.1);
+                }
+            }
+        }
+        let bad = Tensor::new(&[0u32, 23, 0, 0, 0, 0, 0, 0, 0], &Device::Cpu).unwrap();
+        let op = LmHeadLogprobs {
+            inv_temperature: 1.0,
+            bias: None,
+            block_cols: 0,
+        };
+        assert!(hid.as_tensor().apply_op3(w.as_tensor(), &bad, op).is_err());
+        let _ = DType::F32;
+    }
+}
