@@ -8,12 +8,22 @@ use candle_core::{DType, Device, Tensor};
 use grpo::model::{ModelConfig, Policy};
 
 fn config(model_type: &str, heads: usize, kv: usize, tied: bool) -> ModelConfig {
+    config_with(model_type, heads, kv, tied, false)
+}
+
+fn config_with(
+    model_type: &str,
+    heads: usize,
+    kv: usize,
+    tied: bool,
+    mlp_bias: bool,
+) -> ModelConfig {
     let json = serde_json::json!({
         "model_type": model_type, "hidden_act": "silu", "vocab_size": 61, "hidden_size": 32,
         "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": heads,
         "num_key_value_heads": kv, "max_position_embeddings": 128, "rms_norm_eps": 1e-6,
         "rope_theta": 10000.0, "tie_word_embeddings": tied, "initializer_range": 0.3,
-        "attention_bias": model_type == "qwen2",
+        "attention_bias": model_type == "qwen2" || mlp_bias, "mlp_bias": mlp_bias,
     });
     ModelConfig::from_json(json, "test config").unwrap()
 }
@@ -124,6 +134,11 @@ fn llama_without_bias_and_vocab_restriction_matches_composed() {
         .collect();
     let bias = Tensor::from_vec(bias, 61, &Device::Cpu).unwrap();
     check(config("llama", 4, 4, false), 1.0, Some(bias));
+}
+
+#[test]
+fn llama_with_every_bias_matches_composed() {
+    check(config_with("llama", 4, 2, false, true), 1.0, None);
 }
 
 #[test]

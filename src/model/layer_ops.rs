@@ -5,6 +5,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::kernels::gemm::{matmul, Operand};
 use super::kernels::rows::exp;
 
 /// Rows per rayon task.
@@ -200,5 +201,143 @@ impl CustomOp1 for SwiGlu {
             })
         })?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    }
+}
+
+/// `silu(gate) * up` for rows of `x [N, 2·I]` into `out [N, I]`.
+fn swiglu_rows(x: &[f32], out: &mut [f32], i: usize) {
+    let w2 = 2 * i;
+    out.par_chunks_mut(i * ROWS_PER_TASK)
+        .zip(x.par_chunks(w2 * ROWS_PER_TASK))
+        .for_each(|(ys, xs)| {
+            for (y, x) in ys.chunks_mut(i).zip(xs.chunks(w2)) {
+                let (g, u) = x.split_at(i);
+                for ((yv, &gv), &uv) in y.iter_mut().zip(g).zip(u) {
+                    *yv = gv * sigmoid(gv) * uv;
+                }
+            }
+        });
+}
+
+/// The gradient of `swiglu_rows` for `g = d out`, into `dx [N, 2·I]`.
+fn swiglu_grad_rows(x: &[f32], g: &[f32], dx: &mut [f32], i: usize) {
+    let w2 = 2 * i;
+    dx.par_chunks_mut(w2 * ROWS_PER_TASK)
+        .zip(x.par_chunks(w2 * ROWS_PER_TASK))
+        .zip(g.par_chunks(i * ROWS_PER_TASK))
+        .for_each(|((dxs, xs), gs)| {
+            for ((dx, x), g) in dxs.chunks_mut(w2).zip(xs.chunks(w2)).zip(gs.chunks(i)) {
+                let (gate, up) = x.split_at(i);
+                let (dgate, dup) = dx.split_at_mut(i);
+                for j in 0..i {
+                    let s = sigmoid(gate[j]);
+                    dup[j] = g[j] * gate[j] * s;
+                    dgate[j] = g[j] * up[j] * s * (1.0 + gate[j] * (1.0 - s));
+                }
+            }
+        });
+}
+
+/// `down(silu(gate) * up)` for `gate_up [.., 2·I]` and the down projection `W [H, I]` (no
+/// bias) → `[.., H]`. The `[.., I]` activation is recomputed in backward instead of kept
+/// alive by the graph (109 MB per layer at 5,600 tokens of Qwen2.5-0.5B).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SwiGluDown;
+
+impl CustomOp2 for SwiGluDown {
+    fn name(&self) -> &'static str {
+        "swiglu-down"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "swiglu-down input")?;
+        let w = f32s(s2, l2, "swiglu-down weight")?;
+        let dims = l1.shape().dims();
+        let w2 = dims.last().copied().unwrap_or(0);
+        let (h, i) = l2.shape().dims2()?;
+        if w2 != 2 * i || i == 0 {
+            bail!(
+                "swiglu-down: input {:?} does not fit weight {:?}",
+                l1.shape(),
+                l2.shape()
+            )
+        }
+        let n = x.len() / w2;
+        let mut act = vec![0f32; n * i];
+        swiglu_rows(x, &mut act, i);
+        let mut y = vec![0f32; n * h];
+        matmul(
+            &mut y,
+            h,
+            Operand::new(&act, i),
+            Operand::t(w, i),
+            n,
+            h,
+            i,
+            false,
+        );
+        let mut shape = dims.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = h;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (h, i) = w.dims2()?;
+        let n = arg.elem_count() / (2 * i);
+        let mut dx = vec![0f32; n * 2 * i];
+        let mut dw = w.track_op().then(|| vec![0f32; h * i]);
+        with_f32(arg, "swiglu-down input", |x| {
+            with_f32(w, "swiglu-down weight", |wv| {
+                with_f32(&grad, "swiglu-down grad", |g| {
+                    let mut act = vec![0f32; n * i];
+                    swiglu_rows(x, &mut act, i);
+                    if let Some(dw) = dw.as_mut() {
+                        matmul(
+                            dw,
+                            i,
+                            Operand::t(g, h),
+                            Operand::new(&act, i),
+                            h,
+                            i,
+                            n,
+                            false,
+                        );
+                    }
+                    // act's buffer now takes d act = dy · W.
+                    matmul(
+                        &mut act,
+                        i,
+                        Operand::new(g, h),
+                        Operand::new(wv, i),
+                        n,
+                        i,
+                        h,
+                        false,
+                    );
+                    swiglu_grad_rows(x, &act, &mut dx, i);
+                    Ok(())
+                })
+            })
+        })?;
+        let dx = Tensor::from_vec(dx, arg.shape(), arg.device())?;
+        let dw = dw
+            .map(|d| Tensor::from_vec(d, (h, i), w.device()))
+            .transpose()?;
+        Ok((Some(dx), dw))
     }
 }

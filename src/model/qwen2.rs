@@ -14,7 +14,7 @@
 use super::attention_op::CausalAttention;
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
-use super::layer_ops::{RmsNorm, SwiGlu};
+use super::layer_ops::{RmsNorm, SwiGlu, SwiGluDown};
 use super::linear_op::LinearOp;
 use super::ops::MaskedSoftmax;
 use anyhow::{bail, Context, Result};
@@ -348,9 +348,13 @@ impl DecoderLayer {
         let x = (x + linear_fused(&a, &o.weight, o.bias.as_ref())?)?;
         let h = x.apply_op2(&self.post_attention_layernorm, norm)?;
         let gu = linear_stacked(&h, &[&self.mlp.gate_proj, &self.mlp.up_proj])?;
-        let act = gu.apply_op1(SwiGlu)?;
         let d = &self.mlp.down_proj;
-        Ok((&x + linear_fused(&act, &d.weight, d.bias.as_ref())?)?)
+        let y = match &d.bias {
+            // SwiGLU and the down projection in one op: the activation is not kept.
+            None => gu.apply_op2(&d.weight.contiguous()?, SwiGluDown)?,
+            Some(b) => linear_fused(&gu.apply_op1(SwiGlu)?, &d.weight, Some(b))?,
+        };
+        Ok((&x + y)?)
     }
 
     fn forward_cached(

@@ -182,10 +182,10 @@ unsafe fn kernel(
         let b0 = _mm512_loadu_ps(b.add(p * NR));
         let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
         let ap = a.add(p * MR);
-        for r in 0..MR {
+        for (r, row) in acc.iter_mut().enumerate() {
             let av = _mm512_set1_ps(*ap.add(r));
-            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+            row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+            row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
     }
     for (r, row) in acc.iter().enumerate().take(mr) {
