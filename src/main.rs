@@ -1,5 +1,6 @@
 //! The `grpo` command line: argument parsing and dispatch only; the work lives in the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -107,9 +108,12 @@ fn init(args: &Cli) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .map_err(|e| anyhow::anyhow!("--log-level {}: {e}", args.log_level))?;
+    // Colours only on a terminal: a log redirected to a file gets plain text, no `\x1b[2m`.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .init();
     Ok(())

@@ -271,6 +271,48 @@ pub fn lambda_sizes<S: AsRef<[u32]>>(group: &[S]) -> Vec<Vec<u32>> {
     ProcessTree::build(group).lambda_sizes()
 }
 
+/// A group's process sets when some of its completions are masked out of the loss.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountedGroup {
+    /// `|λ_{i,t}|` for every token of every completion of the group; all 0 for a masked one.
+    pub lambda: Vec<Vec<u32>>,
+    /// §7 statistics of the counted completions alone; `None` when the whole group is masked.
+    pub stats: Option<GroupStats>,
+}
+
+/// Process sets of one group in which `counted[i] = false` masks completion `i` out of the loss
+/// (`mask_truncated_completions`, `skip_zero_std_groups`).
+///
+/// A masked completion has length 0 (§1, §5): it joins no process set, so it neither inflates
+/// the `|λ|` of the completions it shares a prefix with nor counts in the statistics.
+pub fn counted_group<S: AsRef<[u32]>>(group: &[S], counted: &[bool]) -> Result<CountedGroup> {
+    if counted.len() != group.len() {
+        bail!(
+            "{} mask flags for a group of {} completions",
+            counted.len(),
+            group.len()
+        );
+    }
+    let kept: Vec<&[u32]> = group
+        .iter()
+        .zip(counted)
+        .filter(|(_, &c)| c)
+        .map(|(s, _)| s.as_ref())
+        .collect();
+    let tree = ProcessTree::build(&kept);
+    let mut sizes = tree.lambda_sizes().into_iter();
+    let lambda = group
+        .iter()
+        .zip(counted)
+        .map(|(s, &c)| match c {
+            true => sizes.next().unwrap_or_default(),
+            false => vec![0; s.as_ref().len()],
+        })
+        .collect();
+    let stats = (!kept.is_empty()).then(|| tree.stats());
+    Ok(CountedGroup { lambda, stats })
+}
+
 /// The group statistics of §7 for one group.
 pub fn group_stats<S: AsRef<[u32]>>(group: &[S]) -> GroupStats {
     ProcessTree::build(group).stats()
@@ -354,5 +396,30 @@ mod tests {
         assert_eq!(s.num_process_sets, 3);
         assert!(s.non_trivial);
         assert_eq!(s.lambda_histogram, vec![0, 1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn masked_completions_join_no_process_set() {
+        // The example: [5,6,7] truncated and masked; [5,6,2] gets [2,1,1], not [3,2,1].
+        let g: Vec<Vec<u32>> = vec![vec![5, 6, 7], vec![5, 6, 2], vec![5, 8, 2]];
+        let all = counted_group(&g, &[true; 3]).unwrap();
+        assert_eq!(all.lambda[1], vec![3, 2, 1]);
+        let c = counted_group(&g, &[false, true, true]).unwrap();
+        assert_eq!(c.lambda, vec![vec![0, 0, 0], vec![2, 1, 1], vec![2, 1, 1]]);
+        // Statistics are those of the two counted completions: sets {1,2} and {1}, {2}.
+        let s = c.stats.unwrap();
+        assert_eq!(s.num_process_sets, 3);
+        assert_eq!(s.path_depth, vec![2, 2]);
+        assert_eq!(s.lambda_histogram, vec![0, 4, 2]);
+        assert!((s.mean_intermediate_proportion - 1.0 / 3.0).abs() < 1e-15);
+        // With every completion counted the masked one would inflate them.
+        let full = all.stats.unwrap();
+        assert_eq!(full.num_process_sets, 5);
+        assert_eq!(full.lambda_histogram, vec![0, 4, 2, 3]);
+        // A whole group masked (e.g. skip_zero_std_groups): no sets, no statistics.
+        let none = counted_group(&g, &[false; 3]).unwrap();
+        assert_eq!(none.lambda, vec![vec![0; 3]; 3]);
+        assert_eq!(none.stats, None);
+        assert!(counted_group(&g, &[true]).is_err());
     }
 }

@@ -50,8 +50,42 @@ pub struct StepMetrics {
     pub truncated_fraction: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl: Option<f64>,
+    /// Share of counted tokens where the clipped branch is active, on the passes where it can
+    /// be (the 2nd.. of `num_iterations` > 1); = `clip_ratio/region_mean`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_fraction: Option<f64>,
+    /// TRL's clip ratios: `low` = ρ < 1 − ε_low with a < 0, `high` = ρ > 1 + ε_high with a > 0,
+    /// `region` = either; means over tokens, min / max over micro-batches.
+    #[serde(
+        rename = "clip_ratio/low_mean",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clip_ratio_low_mean: Option<f64>,
+    #[serde(
+        rename = "clip_ratio/low_min",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clip_ratio_low_min: Option<f64>,
+    #[serde(
+        rename = "clip_ratio/high_mean",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clip_ratio_high_mean: Option<f64>,
+    #[serde(
+        rename = "clip_ratio/high_max",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clip_ratio_high_max: Option<f64>,
+    #[serde(
+        rename = "clip_ratio/region_mean",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub clip_ratio_region_mean: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entropy: Option<f64>,
     /// Mean |trainer log-prob − sampler log-prob| of the sampled tokens: float noise on-policy.

@@ -53,7 +53,9 @@ pub struct SamplingArgs {
     /// Keep the k most likely tokens, 0 = off [default: generation_config, else 0].
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// Most new tokens per completion [default: eval 2048, generate 256].
+    /// Most new tokens per completion [default: eval 2048, generate 256]; `grpo eval` caps it,
+    /// with a note, at what the model's context (max_position_embeddings) leaves after the
+    /// longest prompt.
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
     /// Base seed of the sampler (same seed, same completions).

@@ -19,7 +19,6 @@ use crate::eval::{
     self, fewshot, report, run_benchmark, BenchmarkResult, EvalSet, EvalSettings, Progress,
     SampleRecord, Solver,
 };
-use crate::model::{Policy, Tokenizer};
 
 /// `grpo eval --help` text: what is measured, where results go, examples.
 pub const LONG_ABOUT: &str = "\
@@ -378,9 +377,21 @@ fn eval_one(
                 ),
             }
         }
-        if let Some((_, tokenizer, policy)) = &loaded {
-            warn_long_prompts(&set, &settings, tokenizer, policy)?;
-        }
+        // A completion gets only the context left after its prompt: the default 2048 new
+        // tokens are capped for small models, with a note.
+        let fitted = match &loaded {
+            Some((_, tokenizer, policy)) => {
+                let ctx = policy.config.max_position_embeddings;
+                let (fitted, note) =
+                    crate::eval::context::fit_to_context(&settings, &set, tokenizer, ctx)?;
+                if let Some(note) = note {
+                    eprintln!("note: {note}");
+                }
+                fitted
+            }
+            None => settings.clone(),
+        };
+        let settings = fitted;
         let done = store
             .as_mut()
             .map(|s| s.take(&set, settings.n))
@@ -433,34 +444,6 @@ fn eval_one(
     println!("model: {}", model.unwrap_or("oracle (reference solutions)"));
     print!("{}", report::results_table(&results));
     Ok(summary)
-}
-
-/// Warns when prompts plus --max-new-tokens exceed the model's context.
-fn warn_long_prompts(
-    set: &EvalSet,
-    s: &EvalSettings,
-    tokenizer: &Tokenizer,
-    policy: &Policy,
-) -> Result<()> {
-    let ctx = policy.config.max_position_embeddings;
-    let mut over = 0;
-    let num = set.num_problems(s.limit);
-    for ex in &set.examples[..num] {
-        let too_long = match s.prompt.encode_bounded(tokenizer, &set.question(ex), ctx) {
-            Ok(ids) => ids.len() + s.max_new_tokens > ctx,
-            Err(e) if e.is::<crate::data::prompt::PromptTooLong>() => true,
-            Err(e) => return Err(e),
-        };
-        over += usize::from(too_long);
-    }
-    if over > 0 {
-        tracing::warn!(
-            "{}: {over} of {num} prompts + {} new tokens exceed the model's {ctx}-token context",
-            set.name,
-            s.max_new_tokens
-        );
-    }
-    Ok(())
 }
 
 fn progress_bar(name: &str) -> ProgressBar {

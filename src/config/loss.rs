@@ -117,7 +117,8 @@ impl std::fmt::Display for ProcessWeighting {
 pub enum Aggregation {
     /// `N·|y_i|`: token mean per completion, then mean over the step's `N` completions.
     Grpo,
-    /// Token total of the micro-batch.
+    /// Token total of the micro-batch × number of micro-batches of the step (TRL divides the
+    /// micro-batch token mean by the gradient-accumulation steps).
     Bnpo,
     /// Token total of the whole step.
     Dapo,

@@ -11,6 +11,7 @@
 //! on the settings and the problems' positions, so a resumed run regenerates an unfinished batch
 //! exactly as the interrupted run would have.
 
+pub mod context;
 pub mod fewshot;
 pub mod metrics;
 pub mod report;

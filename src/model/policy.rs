@@ -124,6 +124,18 @@ impl Policy {
     /// parent + rename), tensors with their original names and on-disk dtype. Copies nothing
     /// else: the caller copies tokenizer files via `copy_tokenizer_files`.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_weights(dir, None)
+    }
+
+    /// As [`Policy::save`], but with `weights` (name → tensor, written as given) in place of
+    /// the model's own: a half-precision run saves the optimizer's f32 master weights, which
+    /// hold updates too small to show in bf16/f16.
+    pub fn save_weights(&self, dir: &Path, weights: Option<&[(String, Tensor)]>) -> Result<()> {
+        let overrides: HashMap<&str, &Tensor> = weights
+            .unwrap_or_default()
+            .iter()
+            .map(|(n, t)| (n.as_str(), t))
+            .collect();
         let parent = match dir.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
@@ -150,8 +162,13 @@ impl Policy {
 
         let mut tensors = vec![];
         for (name, var) in self.named_vars() {
-            let disk = self.disk_dtypes.get(&name).copied().unwrap_or(default_disk);
-            let t = var.as_tensor().to_dtype(disk)?.to_device(&Device::Cpu)?;
+            let t = match overrides.get(name.as_str()) {
+                Some(&t) => t.to_device(&Device::Cpu)?,
+                None => {
+                    let disk = self.disk_dtypes.get(&name).copied().unwrap_or(default_disk);
+                    var.as_tensor().to_dtype(disk)?.to_device(&Device::Cpu)?
+                }
+            };
             tensors.push((name, t));
         }
         checkpoint::write_safetensors(&tmp.path().join("model.safetensors"), &tensors)?;

@@ -4,7 +4,9 @@
 //! `ℓ = −pg + β·k3` (§3) and a coefficient `c_{i,t} = m_{i,t}·w_{i,t}/Z_i` that holds the whole
 //! difference between the variants (§4 normaliser `Z`, §6 process-set weight `w = 1/|λ|`).
 //! [`token_coefficients`] computes `c` for a whole optimizer step, so that summing micro-batch
-//! losses gives a gradient independent of how the step is cut (except `bnpo`, by definition).
+//! losses gives a gradient independent of how the step is cut (except `bnpo`, by definition:
+//! it normalises each micro-batch by its own tokens, then divides by the number of micro-batches
+//! as TRL does, so `k` equal micro-batches give the gradient of one).
 //! [`reference_loss`] is the float64 reference with an analytic gradient (checked against
 //! `fixtures/losses.json`); [`token_loss_candle`] is the same loss built from differentiable
 //! candle ops for the trainer.
@@ -22,7 +24,8 @@ pub struct SeqLayout<'a> {
     pub mask: &'a [bool],
     /// `|λ_{i,t}|` (only read under `lambda` weighting, for the positions where `mask` is true).
     pub lambda_sizes: Option<&'a [u32]>,
-    /// Which micro-batch of the step the completion is in (only `bnpo` reads it).
+    /// Which micro-batch of the step the completion is in, from 0 (only `bnpo` reads it; the
+    /// step has `1 + max micro_batch` micro-batches).
     pub micro_batch: usize,
 }
 
@@ -55,7 +58,7 @@ pub fn token_coefficients(
         .map(|(i, s)| {
             let z = match loss.aggregation {
                 Aggregation::Grpo => n * count(s) as f64,
-                Aggregation::Bnpo => micro_tokens[s.micro_batch] as f64,
+                Aggregation::Bnpo => (micro_tokens[s.micro_batch] * micro_tokens.len()) as f64,
                 Aggregation::Dapo => step_tokens as f64,
                 Aggregation::DrGrpo => n * max_completion_length as f64,
             };
@@ -443,9 +446,10 @@ mod tests {
             vec![vec![0.25, 0.25, 0.0], vec![1.0 / 6.0; 3]]
         );
         assert_eq!(c(LossType::Dapo, ProcessWeighting::None)[1], vec![0.2; 3]);
+        // 2 tokens in micro-batch 0, 2 micro-batches: 1/(2·2).
         assert_eq!(
             c(LossType::Bnpo, ProcessWeighting::None)[0],
-            vec![0.5, 0.5, 0.0]
+            vec![0.25, 0.25, 0.0]
         );
         assert_eq!(
             c(LossType::DrGrpo, ProcessWeighting::None)[0],
@@ -472,6 +476,33 @@ mod tests {
             0
         )
         .is_err());
+    }
+
+    #[test]
+    fn bnpo_is_invariant_to_equal_micro_batches() {
+        // k micro-batches holding the same token counts: bnpo's coefficients (hence its
+        // gradient) equal those of the one-micro-batch step, i.e. dapo's.
+        let masks: Vec<Vec<bool>> = (0..8).map(|i| vec![true; 2 + i % 2]).collect();
+        let dapo = LossType::Dapo.resolve(ProcessWeighting::None).unwrap();
+        let bnpo = LossType::Bnpo.resolve(ProcessWeighting::None).unwrap();
+        let layouts = |k: usize| -> Vec<SeqLayout> {
+            masks
+                .iter()
+                .enumerate()
+                .map(|(i, m)| SeqLayout {
+                    mask: m,
+                    lambda_sizes: None,
+                    micro_batch: i / (8 / k),
+                })
+                .collect()
+        };
+        let one = token_coefficients(&layouts(1), dapo, 4).unwrap();
+        for k in [1, 2, 4] {
+            let c = token_coefficients(&layouts(k), bnpo, 4).unwrap();
+            for (a, b) in c.iter().flatten().zip(one.iter().flatten()) {
+                assert!((a - b).abs() < 1e-15, "k = {k}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]

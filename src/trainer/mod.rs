@@ -12,10 +12,12 @@
 //! The config arrives resolved ([`crate::config::Config::resolve`]); nothing here parses keys.
 
 pub mod advantages;
+pub mod credit;
 pub mod lock;
 pub mod loss;
 pub mod memory;
 pub mod optim;
+pub mod resume;
 pub mod rollout;
 pub mod run;
 pub mod sft;

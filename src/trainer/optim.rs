@@ -2,6 +2,12 @@
 //!
 //! candle ships an AdamW, but it keeps its moments private, and resuming a run must restore
 //! them bit for bit; so this one is written out (it is twelve lines of arithmetic).
+//!
+//! Moments are always f32, and so are the weights the update is applied to: for a model held in
+//! bf16/f16 the optimizer keeps an f32 *master* copy of every parameter, updates that, and writes
+//! its rounding back into the model (mixed-precision training as in Megatron / DeepSpeed).
+//! Without it an AdamW step of lr·1 at lr 1e-6 is below half a bf16 ulp of any |w| ≳ 3e-4 and
+//! rounds away: training silently does nothing.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,6 +42,9 @@ pub struct Optimizer {
     vars: Vec<Var>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
+    /// f32 master weights of the parameters not held in f32 (`None` for f32 parameters, which
+    /// are their own master).
+    master: Vec<Option<Tensor>>,
     step: usize,
     pub beta1: f64,
     pub beta2: f64,
@@ -51,10 +60,13 @@ impl Optimizer {
         let mut vars = Vec::with_capacity(params.len());
         let mut m = Vec::with_capacity(params.len());
         let mut v = Vec::with_capacity(params.len());
+        let mut master = Vec::with_capacity(params.len());
         for (name, var) in params {
-            let zeros = var.as_tensor().to_dtype(DType::F32)?.zeros_like()?;
+            let theta = var.as_tensor().to_dtype(DType::F32)?;
+            let zeros = theta.zeros_like()?;
             m.push(zeros.clone());
             v.push(zeros);
+            master.push((var.dtype() != DType::F32).then_some(theta));
             names.push(name);
             vars.push(var);
         }
@@ -64,6 +76,7 @@ impl Optimizer {
             vars,
             m,
             v,
+            master,
             step: 0,
             beta1: cfg.adam_beta1,
             beta2: cfg.adam_beta2,
@@ -80,6 +93,28 @@ impl Optimizer {
         &self.names
     }
 
+    /// Whether some parameter is held in half precision with an f32 master copy.
+    pub fn has_master_weights(&self) -> bool {
+        self.master.iter().any(Option::is_some)
+    }
+
+    /// The weights as the optimizer holds them, in f32: the master copy of a half-precision
+    /// parameter (what a checkpoint should store), the parameter itself otherwise.
+    pub fn master_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        self.names
+            .iter()
+            .zip(&self.vars)
+            .zip(&self.master)
+            .map(|((name, var), master)| {
+                let t = match master {
+                    Some(t) => t.clone(),
+                    None => var.as_tensor().to_dtype(DType::F32)?,
+                };
+                Ok((name.clone(), t))
+            })
+            .collect()
+    }
+
     /// One update with `grads[i]` the gradient of `vars()[i]`.
     pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
         if grads.len() != self.vars.len() {
@@ -93,9 +128,12 @@ impl Optimizer {
         let t = self.step as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2 = 1.0 - self.beta2.powi(t);
-        for (i, (var, grad)) in self.vars.iter().zip(grads).enumerate() {
+        for (i, grad) in grads.iter().enumerate() {
             let g = grad.to_dtype(DType::F32)?;
-            let theta = var.as_tensor().to_dtype(DType::F32)?;
+            let theta = match &self.master[i] {
+                Some(t) => t.clone(),
+                None => self.vars[i].as_tensor().to_dtype(DType::F32)?,
+            };
             if self.kind == OptimKind::Sgd {
                 // torch.optim.SGD: weight decay is L2, added to the gradient.
                 let g = if self.weight_decay != 0.0 {
@@ -104,7 +142,7 @@ impl Optimizer {
                     g
                 };
                 let new = (theta - (g * lr)?)?;
-                var.set(&new.to_dtype(var.dtype())?)?;
+                self.write_back(i, new)?;
                 continue;
             }
             let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
@@ -116,19 +154,33 @@ impl Optimizer {
                 theta
             };
             let new = (decayed - (update * lr)?)?;
-            var.set(&new.to_dtype(var.dtype())?)?;
+            self.write_back(i, new)?;
             self.m[i] = m;
             self.v[i] = v;
         }
         Ok(())
     }
 
-    /// Moments and step count, for `checkpoint-N/optimizer.safetensors`.
+    /// Stores the updated f32 weights: into the master copy and, rounded, into the model.
+    fn write_back(&mut self, i: usize, new: Tensor) -> Result<()> {
+        let var = &self.vars[i];
+        var.set(&new.to_dtype(var.dtype())?)?;
+        if let Some(master) = self.master[i].as_mut() {
+            *master = new;
+        }
+        Ok(())
+    }
+
+    /// Moments, master weights (half-precision parameters only) and step count, for
+    /// `checkpoint-N/optimizer.safetensors`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
         for (i, name) in self.names.iter().enumerate() {
             tensors.insert(format!("m.{name}"), self.m[i].clone());
             tensors.insert(format!("v.{name}"), self.v[i].clone());
+            if let Some(master) = &self.master[i] {
+                tensors.insert(format!("master.{name}"), master.clone());
+            }
         }
         tensors.insert(
             "step".to_string(),
@@ -155,6 +207,21 @@ impl Optimizer {
             };
             self.m[i] = get(format!("m.{name}"))?;
             self.v[i] = get(format!("v.{name}"))?;
+            // A checkpoint written before master weights existed (or by an f32 run resumed in
+            // half precision) has none: start them from the model's weights.
+            if self.master[i].is_some() {
+                if let Some(master) = tensors.get(&format!("master.{name}")) {
+                    if master.shape() != self.vars[i].shape() {
+                        bail!(
+                            "{}: master.{name} has shape {:?}, the model {:?}",
+                            path.display(),
+                            master.shape(),
+                            self.vars[i].shape()
+                        );
+                    }
+                    self.master[i] = Some(master.to_dtype(DType::F32)?);
+                }
+            }
         }
         let step = tensors
             .get("step")
@@ -289,6 +356,77 @@ mod tests {
             var.as_tensor().to_vec1::<f32>().unwrap(),
             var2.as_tensor().to_vec1::<f32>().unwrap()
         );
+    }
+
+    #[test]
+    fn half_precision_keeps_f32_master_weights() {
+        // One AdamW step at lr 1e-6 moves every weight by ~1e-6 (Adam's first step is
+        // lr·sign(g)), far below half an ulp of bf16/f16 at these magnitudes: without master
+        // weights the update rounds away and the model never changes.
+        let init = [0.5f32, -1.0, 2.0, 0.75];
+        for dtype in [DType::BF16, DType::F16] {
+            let var = Var::from_tensor(
+                &Tensor::new(&init, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let mut opt = Optimizer::new(vec![("w".into(), var.clone())], &optim(1e-6, 0.0))
+                .unwrap();
+            assert!(opt.has_master_weights());
+            let g = Tensor::new(&[0.3f32, -0.2, 0.1, -0.4], &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            opt.step(std::slice::from_ref(&g), 1e-6).unwrap();
+            let master = opt.master_weights().unwrap()[0]
+                .1
+                .to_vec1::<f32>()
+                .unwrap();
+            let want = [0.5 - 1e-6, -1.0 + 1e-6, 2.0 - 1e-6, 0.75 + 1e-6];
+            for k in 0..4 {
+                assert!(
+                    (f64::from(master[k]) - want[k]).abs() < 1e-7,
+                    "{dtype:?}: {master:?} vs {want:?}"
+                );
+            }
+            // The model holds the master's rounding.
+            let model = var
+                .as_tensor()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(model, init, "{dtype:?}");
+            // Many small steps accumulate in the master and eventually move the model too.
+            for _ in 0..2000 {
+                opt.step(std::slice::from_ref(&g), 1e-5).unwrap();
+            }
+            let model = var
+                .as_tensor()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(model[0] < 0.5 && model[1] > -1.0, "{dtype:?}: {model:?}");
+
+            // Save / load restores the master exactly.
+            let dir = tempfile::tempdir().unwrap();
+            opt.save(&dir.path().join("o.safetensors")).unwrap();
+            let var2 = Var::from_tensor(var.as_tensor()).unwrap();
+            let mut opt2 =
+                Optimizer::new(vec![("w".into(), var2)], &optim(1e-6, 0.0)).unwrap();
+            opt2.load(&dir.path().join("o.safetensors")).unwrap();
+            assert_eq!(
+                opt2.master_weights().unwrap()[0].1.to_vec1::<f32>().unwrap(),
+                opt.master_weights().unwrap()[0].1.to_vec1::<f32>().unwrap()
+            );
+        }
+        // f32 parameters are their own master.
+        let var = Var::new(&[1.0f32], &Device::Cpu).unwrap();
+        let opt = Optimizer::new(vec![("w".into(), var)], &optim(1e-6, 0.0)).unwrap();
+        assert!(!opt.has_master_weights());
     }
 
     #[test]

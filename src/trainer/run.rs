@@ -6,7 +6,8 @@
 //! for step in start..max_steps:
 //!     rollout:    the step's B prompts (pure in seed and step) → G completions each
 //!     score:      reward functions on each completion
-//!     credit:     advantages (r − mean) / (std + eps), and |λ| from each group's prefix tree
+//!     credit:     advantages (r − mean) / (std + eps), masks, |λ| from each group's prefix tree
+//!                 of its counted completions, and the loss coefficients (`credit::assign`)
 //!     update:     for μ iterations: loss over micro-batches → backward → clip → AdamW
 //!     log:        one metrics.jsonl line (validation every eval.every steps)
 //!     checkpoint: every save_steps
@@ -26,14 +27,13 @@ use crate::config::Config;
 use crate::data::dataset::{load_examples, Example};
 use crate::eval::{evaluate, EvalSet, EvalSettings};
 use crate::model::{resolve_model_dir, Policy, Tokenizer};
-use crate::process_sets::{self, BatchProcessStats};
 use crate::record::{RewardScores, RolloutCompletion, RolloutGroup, StepMetrics};
 use crate::resolve::Resolved;
 use crate::rewards::{self, RewardFn};
 use crate::sampler::{self, mix_seed, Completion, FinishReason, SamplingParams};
-use crate::trainer::advantages::{advantages, zero_std_groups};
+use crate::trainer::credit::{self, Credit, CreditSettings};
 use crate::trainer::lock::RunLock;
-use crate::trainer::loss::{self, LossStats, SeqLayout};
+use crate::trainer::loss::LossStats;
 use crate::trainer::memory;
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::rollout::step_prompt_indices;
@@ -73,6 +73,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
     let metrics_path = run.out.join("metrics.jsonl");
     if let Some(dir) = &run.resume_dir {
         state = load_state(dir)?;
+        crate::trainer::resume::check_resume_config(&state.config, &cfg.to_toml()?, state.step)
+            .with_context(|| format!("resuming from {}", dir.display()))?;
+        // Harmless changes (output, logging, eval) take the new values from here on.
+        state.config = cfg.to_toml()?;
         opt.load(&dir.join("optimizer.safetensors"))?;
         tracing::info!(step = state.step, dir = %dir.display(), "resumed");
         truncate_metrics(&metrics_path, state.step)?;
@@ -112,7 +116,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         let rollout = run.rollout(cfg, state.step)?;
         let ts_score = Instant::now();
         let scores = run.score(&rollout);
-        let credit = credit(cfg, &rollout, &scores)?;
+        let credit = run.credit(cfg, &rollout, &scores)?;
         let time_score = ts_score.elapsed().as_secs_f64();
         let update = run.update(cfg, &mut opt, &mut state, &rollout, &credit, lr)?;
         state.step += 1;
@@ -150,8 +154,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
             m.accuracy.unwrap_or(0.0),
             m.completion_length_mean.unwrap_or(0.0),
         ));
-        if state.step.is_multiple_of(cfg.train.logging_steps) {
-            tracing::debug!(step = state.step, loss = update.loss, "step");
+        if state.step.is_multiple_of(cfg.train.logging_steps) || last {
+            // One plain line per `logging_steps` (the progress bar draws only on a terminal).
+            let line = log_line(&m, cfg.train.max_steps);
+            bar.suspend(|| tracing::info!("{line}"));
         }
         if cfg.train.save_steps > 0 && state.step.is_multiple_of(cfg.train.save_steps) {
             let mut s = state.clone();
@@ -357,23 +363,19 @@ struct Scores {
     correct: Vec<f64>,
 }
 
-/// Who gets credit for what: advantages, zero-variance groups and process sets.
-struct Credit {
-    advantages: Vec<f64>,
-    zero_std: Vec<bool>,
-    /// `|λ_{i,t}|` of every completion token.
-    lambda: Vec<Vec<u32>>,
-    process: BatchProcessStats,
-    time_process_sets: f64,
-}
-
 /// The outcome of a step's update.
 struct Update {
     /// The loss of the first of the μ passes.
     loss: f64,
-    /// Token statistics and entropy of the first pass.
+    /// Token statistics and entropy of the first pass (the policy that sampled the batch).
     stats: LossStats,
     entropy_sum: f64,
+    /// Clip counts where clipping can act: the passes after the first when μ > 1 (on the
+    /// first, ρ ≡ 1), else the only one. `low_min` / `high_max` are TRL's extremes over those
+    /// passes' micro-batches.
+    clip: LossStats,
+    clip_low_min: f64,
+    clip_high_max: f64,
     logprob_diff: f64,
     grad_norm: f64,
     /// The update was skipped (non-finite loss or gradient).
@@ -470,31 +472,7 @@ impl Run {
         let ts = Instant::now();
         let comps = &rollout.completions;
         let n = comps.len();
-        let g = cfg.sampling.num_generations;
         let mb = n / cfg.train.gradient_accumulation_steps;
-        // Token masks and the step's loss coefficients (normalisers over the whole step).
-        let masks: Vec<Vec<bool>> = comps
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let truncated =
-                    cfg.loss.mask_truncated_completions && c.finish_reason == FinishReason::Length;
-                let skipped = cfg.loss.skip_zero_std_groups && credit.zero_std[i / g];
-                vec![!truncated && !skipped; c.token_ids.len()]
-            })
-            .collect();
-        let layouts: Vec<SeqLayout> = masks
-            .iter()
-            .zip(&credit.lambda)
-            .enumerate()
-            .map(|(i, (m, l))| SeqLayout {
-                mask: m,
-                lambda_sizes: Some(l),
-                micro_batch: i / mb,
-            })
-            .collect();
-        let coef =
-            loss::token_coefficients(&layouts, self.res.loss, cfg.sampling.max_completion_length)?;
         let prompts: Vec<&[u32]> = comps
             .iter()
             .map(|c| rollout.prompt_ids[c.prompt_index].as_slice())
@@ -505,7 +483,7 @@ impl Run {
             prompts: &prompts,
             completions: &completions,
             advantages: &credit.advantages,
-            coefficients: &coef,
+            coefficients: &credit.coefficients,
             micro_batch: mb,
             pad: self.tokenizer.pad_token_id(),
             sampler_logprobs: Some(&sampled),
@@ -520,7 +498,9 @@ impl Run {
         let mut frozen = FrozenLogprobs::default();
         let mut first = None;
         let (mut grad_norm, mut skipped) = (0.0, false);
-        for _ in 0..cfg.loss.num_iterations {
+        let mut clip = LossStats::default();
+        let (mut low_min, mut high_max) = (None::<f64>, None::<f64>);
+        for iteration in 0..cfg.loss.num_iterations {
             let mut pass = accumulate(
                 &self.policy,
                 self.reference.as_ref(),
@@ -533,6 +513,16 @@ impl Run {
             let loss = pass.loss;
             if first.is_none() {
                 first = Some((pass.loss, pass.stats, pass.entropy_sum, pass.logprob_diff));
+            }
+            if iteration > 0 || cfg.loss.num_iterations == 1 {
+                clip += pass.stats;
+                for mb in &pass.micro_batch_stats {
+                    if mb.tokens > 0.0 {
+                        let (lo, hi) = (mb.low_clip_fraction(), mb.high_clip_fraction());
+                        low_min = Some(low_min.map_or(lo, |m| m.min(lo)));
+                        high_max = Some(high_max.map_or(hi, |m| m.max(hi)));
+                    }
+                }
             }
             if !loss.is_finite() || !grad_norm.is_finite() {
                 skipped = true;
@@ -559,11 +549,32 @@ impl Run {
             loss,
             stats,
             entropy_sum,
+            clip,
+            clip_low_min: low_min.unwrap_or(0.0),
+            clip_high_max: high_max.unwrap_or(0.0),
             logprob_diff: diff.0 / diff.1.max(1) as f64,
             grad_norm,
             skipped,
             time: ts.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Advantages, masks, |λ| and loss coefficients of a rollout ([`credit::assign`]).
+    fn credit(&self, cfg: &Config, rollout: &Rollout, scores: &Scores) -> Result<Credit> {
+        let comps = &rollout.completions;
+        let token_ids: Vec<&[u32]> = comps.iter().map(|c| c.token_ids.as_slice()).collect();
+        let truncated: Vec<bool> = comps
+            .iter()
+            .map(|c| c.finish_reason == FinishReason::Length)
+            .collect();
+        let settings = CreditSettings {
+            loss: &cfg.loss,
+            resolved: self.res.loss,
+            group_size: cfg.sampling.num_generations,
+            max_completion_length: cfg.sampling.max_completion_length,
+            micro_batch: comps.len() / cfg.train.gradient_accumulation_steps,
+        };
+        credit::assign(&settings, &token_ids, &truncated, &scores.total)
     }
 
     /// Validation accuracy (mean pass@1 over `eval.n` samples) by the same code as `grpo eval`,
@@ -589,31 +600,6 @@ impl Run {
         let result = evaluate(&self.policy, &self.tokenizer, &set, &settings, None)?;
         Ok(Some(result.pass1))
     }
-}
-
-/// Advantages and |λ| of a rollout: one prefix tree per group serves both the loss weights and
-/// the logged process-set statistics.
-fn credit(cfg: &Config, rollout: &Rollout, scores: &Scores) -> Result<Credit> {
-    let g = cfg.sampling.num_generations;
-    let advantages = advantages(&scores.total, g, cfg.loss.scale_rewards)?;
-    let zero_std = zero_std_groups(&scores.total, g)?;
-    let ts = Instant::now();
-    let token_ids: Vec<&[u32]> = rollout
-        .completions
-        .iter()
-        .map(|c| c.token_ids.as_slice())
-        .collect();
-    let trees: Vec<_> = token_ids.chunks(g).map(process_sets::build).collect();
-    let lambda: Vec<Vec<u32>> = trees.iter().flat_map(|t| t.lambda_sizes()).collect();
-    let group_stats: Vec<_> = trees.iter().map(|t| t.stats()).collect();
-    let process = process_sets::batch_stats(&group_stats);
-    Ok(Credit {
-        advantages,
-        zero_std,
-        lambda,
-        process,
-        time_process_sets: ts.elapsed().as_secs_f64(),
-    })
 }
 
 /// The `metrics.jsonl` record of a finished step (validation is added by the caller).
@@ -657,7 +643,12 @@ fn step_metrics(
         completion_length_max: Some(lens.iter().max().copied().unwrap_or(0)),
         truncated_fraction: Some(truncated as f64 / n),
         kl: Some(update.stats.kl_mean()),
-        clip_fraction: Some(update.stats.clip_fraction()),
+        clip_fraction: Some(update.clip.clip_fraction()),
+        clip_ratio_low_mean: Some(update.clip.low_clip_fraction()),
+        clip_ratio_low_min: Some(update.clip_low_min),
+        clip_ratio_high_mean: Some(update.clip.high_clip_fraction()),
+        clip_ratio_high_max: Some(update.clip_high_max),
+        clip_ratio_region_mean: Some(update.clip.clip_fraction()),
         entropy: Some(update.entropy_sum / update.stats.tokens.max(1.0)),
         logprob_diff: Some(update.logprob_diff),
         grad_norm: Some(update.grad_norm),
@@ -745,6 +736,34 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
         out.push('\n');
     }
     std::fs::write(path, out).with_context(|| format!("rewriting {}", path.display()))
+}
+
+/// `step N/M loss … reward … (eval/accuracy …)`: the step's headline metrics as one log line.
+fn log_line(m: &StepMetrics, max_steps: usize) -> String {
+    let mut line = format!("step {}/{max_steps}", m.step);
+    for (key, label) in [
+        ("loss", "loss"),
+        ("reward_mean", "reward"),
+        ("reward_std", "reward_std"),
+        ("accuracy", "accuracy"),
+        ("completion_length_mean", "length"),
+        ("kl", "kl"),
+        ("entropy", "entropy"),
+        ("clip_fraction", "clip"),
+        ("grad_norm", "grad_norm"),
+        ("lr", "lr"),
+        ("step_time_s", "step_time_s"),
+        ("eval/accuracy", "eval/accuracy"),
+    ] {
+        if let Some(v) = m.get(key) {
+            if v != 0.0 && v.abs() < 1e-3 {
+                line.push_str(&format!(" {label} {v:.3e}"));
+            } else {
+                line.push_str(&format!(" {label} {v:.4}"));
+            }
+        }
+    }
+    line
 }
 
 fn progress_bar(total: usize, start: usize) -> indicatif::ProgressBar {

@@ -46,7 +46,13 @@ pub fn save_checkpoint(
         std::fs::remove_dir_all(&staging)
             .with_context(|| format!("removing stale {}", staging.display()))?;
     }
-    policy.save(&staging)?;
+    // Half-precision runs store the f32 master weights: the bf16/f16 copy loses small updates.
+    let master = if opt.has_master_weights() {
+        Some(opt.master_weights()?)
+    } else {
+        None
+    };
+    policy.save_weights(&staging, master.as_deref())?;
     copy_tokenizer_files(tokenizer_dir, &staging)?;
     opt.save(&staging.join("optimizer.safetensors"))?;
     let json = serde_json::to_string_pretty(state)?;

@@ -60,6 +60,8 @@ pub struct Pass {
     pub grads: Vec<Tensor>,
     /// Token statistics over the tokens that count (`c ≠ 0`).
     pub stats: LossStats,
+    /// The same per micro-batch (TRL's `clip_ratio/low_min`, `high_max` are extremes over them).
+    pub micro_batch_stats: Vec<LossStats>,
     /// Sum of the per-token entropies over the tokens that count.
     pub entropy_sum: f64,
     /// Σ |trainer log-prob − sampler log-prob| and the number of tokens compared (first pass
@@ -93,6 +95,7 @@ pub fn accumulate(
         loss: 0.0,
         grads: Vec::new(),
         stats: LossStats::default(),
+        micro_batch_stats: Vec::with_capacity(chunks),
         entropy_sum: 0.0,
         logprob_diff: (0.0, 0),
     };
@@ -155,6 +158,7 @@ pub fn accumulate(
         let counted = coef.ne(0.0)?.to_dtype(DType::F32)?;
         pass.entropy_sum += (entropy * counted)?.sum_all()?.to_scalar::<f32>()? as f64;
         pass.stats += stats;
+        pass.micro_batch_stats.push(stats);
         grads.add(&loss_t.backward()?, vars)?;
     }
     pass.grads = grads.finish(vars)?;
