@@ -372,18 +372,15 @@ mod tests {
                     .unwrap(),
             )
             .unwrap();
-            let mut opt = Optimizer::new(vec![("w".into(), var.clone())], &optim(1e-6, 0.0))
-                .unwrap();
+            let mut opt =
+                Optimizer::new(vec![("w".into(), var.clone())], &optim(1e-6, 0.0)).unwrap();
             assert!(opt.has_master_weights());
             let g = Tensor::new(&[0.3f32, -0.2, 0.1, -0.4], &Device::Cpu)
                 .unwrap()
                 .to_dtype(dtype)
                 .unwrap();
             opt.step(std::slice::from_ref(&g), 1e-6).unwrap();
-            let master = opt.master_weights().unwrap()[0]
-                .1
-                .to_vec1::<f32>()
-                .unwrap();
+            let master = opt.master_weights().unwrap()[0].1.to_vec1::<f32>().unwrap();
             let want = [0.5 - 1e-6, -1.0 + 1e-6, 2.0 - 1e-6, 0.75 + 1e-6];
             for k in 0..4 {
                 assert!(
@@ -415,11 +412,13 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             opt.save(&dir.path().join("o.safetensors")).unwrap();
             let var2 = Var::from_tensor(var.as_tensor()).unwrap();
-            let mut opt2 =
-                Optimizer::new(vec![("w".into(), var2)], &optim(1e-6, 0.0)).unwrap();
+            let mut opt2 = Optimizer::new(vec![("w".into(), var2)], &optim(1e-6, 0.0)).unwrap();
             opt2.load(&dir.path().join("o.safetensors")).unwrap();
             assert_eq!(
-                opt2.master_weights().unwrap()[0].1.to_vec1::<f32>().unwrap(),
+                opt2.master_weights().unwrap()[0]
+                    .1
+                    .to_vec1::<f32>()
+                    .unwrap(),
                 opt.master_weights().unwrap()[0].1.to_vec1::<f32>().unwrap()
             );
         }

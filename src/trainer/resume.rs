@@ -77,7 +77,9 @@ pub fn check_resume_config(saved: &str, new: &str, step: usize) -> Result<()> {
 
 fn key_matches(key: &str, pattern: &str) -> bool {
     match pattern.strip_suffix('.') {
-        Some(section) => key.strip_prefix(section).is_some_and(|r| r.starts_with('.')),
+        Some(section) => key
+            .strip_prefix(section)
+            .is_some_and(|r| r.starts_with('.')),
         None => key == pattern,
     }
 }
