@@ -29,8 +29,14 @@ pub struct StepMetrics {
     /// The step's loss (first of the μ iterations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
-    /// Mean and sample std of the weighted reward sum over the step's completions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Mean and sample std of the weighted reward sum over the step's completions (TRL's
+    /// `reward`, `reward_std`; runs before the rename wrote `reward_mean`).
+    #[serde(
+        rename = "reward",
+        alias = "reward_mean",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reward_mean: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward_std: Option<f64>,
@@ -41,12 +47,28 @@ pub struct StepMetrics {
     /// Share of completions whose answer is correct.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Completion lengths in tokens (TRL's `completions/mean_length`, `completions/max_length`).
+    #[serde(
+        rename = "completions/mean_length",
+        alias = "completion_length_mean",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub completion_length_mean: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "completions/max_length",
+        alias = "completion_length_max",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub completion_length_max: Option<usize>,
-    /// Share of completions cut at `max_completion_length`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Share of completions cut at `max_completion_length` (TRL's `completions/clipped_ratio`).
+    #[serde(
+        rename = "completions/clipped_ratio",
+        alias = "truncated_fraction",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub truncated_fraction: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl: Option<f64>,
@@ -98,8 +120,14 @@ pub struct StepMetrics {
     /// The update was skipped (non-finite loss or gradient).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_update: Option<bool>,
-    /// Share of groups whose rewards are all equal (no policy-gradient signal).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Share of groups whose rewards are all equal, no policy-gradient signal (TRL's
+    /// `frac_reward_zero_std`).
+    #[serde(
+        rename = "frac_reward_zero_std",
+        alias = "zero_std_group_fraction",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub zero_std_group_fraction: Option<f64>,
     /// Process-set statistics of the step's groups (`docs/lambda-grpo.md` §7).
     #[serde(
@@ -167,12 +195,26 @@ impl StepMetrics {
     /// `reward/accuracy`, ...), for tools whose user names the metric; `None` when this step
     /// has no numeric value for it.
     pub fn get(&self, key: &str) -> Option<f64> {
+        let key = Self::current_key(key);
         if let Some(v) = self.rewards.get(key) {
             return Some(v);
         }
         match serde_json::to_value(self).ok()?.get(key)? {
             Value::Bool(b) => Some(f64::from(u8::from(*b))),
             v => v.as_f64(),
+        }
+    }
+
+    /// The key this version writes for `key`, which may be a name older runs wrote (the
+    /// metrics now carry TRL's names).
+    pub fn current_key(key: &str) -> &str {
+        match key {
+            "reward_mean" => "reward",
+            "completion_length_mean" => "completions/mean_length",
+            "completion_length_max" => "completions/max_length",
+            "truncated_fraction" => "completions/clipped_ratio",
+            "zero_std_group_fraction" => "frac_reward_zero_std",
+            other => other,
         }
     }
 
@@ -413,7 +455,7 @@ mod tests {
         let line = serde_json::to_string(&m).unwrap();
         assert_eq!(
             line,
-            r#"{"step":3,"loss":-0.5,"reward_mean":0.25,"reward/length":-0.1,"reward/accuracy":0.5,"accuracy":0.5,"completion_length_max":12,"skipped_update":false,"process/lambda_histogram":[0,3,1],"eval/accuracy":0.75}"#
+            r#"{"step":3,"loss":-0.5,"reward":0.25,"reward/length":-0.1,"reward/accuracy":0.5,"accuracy":0.5,"completions/max_length":12,"skipped_update":false,"process/lambda_histogram":[0,3,1],"eval/accuracy":0.75}"#
         );
         let back = parse_metrics(&line, "m").unwrap();
         assert_eq!(back, vec![m.clone()]);
@@ -421,6 +463,35 @@ mod tests {
         assert_eq!(back[0].get("eval/accuracy"), Some(0.75));
         assert_eq!(back[0].get("skipped_update"), Some(0.0));
         assert_eq!(back[0].get("kl"), None);
+        // The old names still find the renamed metrics.
+        assert_eq!(back[0].get("reward_mean"), Some(0.25));
+        assert_eq!(back[0].get("completion_length_max"), Some(12.0));
+    }
+
+    #[test]
+    fn runs_written_with_the_old_metric_names_read() {
+        let old = r#"{"step":1,"reward_mean":0.5,"reward_std":0.1,"completion_length_mean":7.5,"completion_length_max":9,"truncated_fraction":0.25,"zero_std_group_fraction":0.5,"clip_fraction":0.0}"#;
+        let m = &parse_metrics(old, "m").unwrap()[0];
+        assert_eq!(m.reward_mean, Some(0.5));
+        assert_eq!(m.completion_length_mean, Some(7.5));
+        assert_eq!(m.completion_length_max, Some(9));
+        assert_eq!(m.truncated_fraction, Some(0.25));
+        assert_eq!(m.zero_std_group_fraction, Some(0.5));
+        assert!(m.rewards.other.is_empty(), "{:?}", m.rewards.other);
+        // Written back with TRL's names, readable by both.
+        let new: Value = serde_json::to_value(m).unwrap();
+        for key in [
+            "reward",
+            "reward_std",
+            "completions/mean_length",
+            "completions/max_length",
+            "completions/clipped_ratio",
+            "frac_reward_zero_std",
+        ] {
+            assert!(new[key].is_number(), "{key}: {new}");
+        }
+        assert_eq!(m.get("reward"), m.get("reward_mean"));
+        assert_eq!(m.get("frac_reward_zero_std"), Some(0.5));
     }
 
     #[test]
@@ -460,11 +531,15 @@ mod tests {
             );
             assert!(metrics[0].process_lambda_histogram.is_some());
             assert!(metrics.iter().any(|m| m.eval_accuracy.is_some()));
-            // Re-serialised, every line is the line on disk.
+            // Re-serialised, every line is the line on disk under the current (TRL) names.
             let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
             for (line, m) in text.lines().zip(&metrics) {
-                let a: Value = serde_json::from_str(line).unwrap();
-                assert_eq!(serde_json::to_value(m).unwrap(), a);
+                let a: Map<String, Value> = serde_json::from_str(line).unwrap();
+                let renamed: Map<String, Value> = a
+                    .into_iter()
+                    .map(|(k, v)| (StepMetrics::current_key(&k).to_string(), v))
+                    .collect();
+                assert_eq!(serde_json::to_value(m).unwrap(), Value::Object(renamed));
             }
             n += 1;
         }

@@ -105,7 +105,7 @@ fn seed_groups_mean_std_and_smoothing() {
         ..PlotOptions::default()
     };
     let err = format!("{:#}", plot_runs(&runs, &bad, &out).unwrap_err());
-    assert!(err.contains("nope") && err.contains("reward_mean"), "{err}");
+    assert!(err.contains("nope") && err.contains("reward"), "{err}");
     let err = format!(
         "{:#}",
         plot_runs(&runs, &opts, &tmp.path().join("x.pdf")).unwrap_err()

@@ -91,7 +91,7 @@ fn masked_truncated_completions_count_nowhere() {
     set.push(("loss.mask_truncated_completions", "true"));
     let (masked, _) = train(tmp.path(), "masked", &set);
     let (k, m) = (&kept[0], &masked[0]);
-    assert_eq!(num(k, "truncated_fraction"), 1.0);
+    assert_eq!(num(k, "completions/clipped_ratio"), 1.0);
     // Unmasked: every token of the 8 completions is in some process set.
     assert_eq!(hist_tokens(k), 8 * 6, "{k}");
     assert!(num(k, "process/mean_num_process_sets") > 0.0, "{k}");
@@ -120,7 +120,7 @@ fn skip_zero_std_groups_drops_their_kl_term_too() {
     set.push(("loss.skip_zero_std_groups", "true"));
     let (skipped, _) = train(tmp.path(), "skipped", &set);
     for m in kept.iter().chain(&skipped) {
-        assert_eq!(num(m, "zero_std_group_fraction"), 1.0, "{m}");
+        assert_eq!(num(m, "frac_reward_zero_std"), 1.0, "{m}");
     }
     assert!(num(&kept[1], "kl") > 0.0, "{}", kept[1]);
     assert!(num(&kept[1], "grad_norm") > 0.0, "{}", kept[1]);

@@ -16,10 +16,10 @@ use crate::record::{read_metrics, read_summary, StepMetrics, TrainSummary};
 
 /// Panels drawn when `--metrics` is not given (those without data in any run are left out).
 pub const DEFAULT_METRICS: &[&str] = &[
-    "reward_mean",
+    "reward",
     "accuracy",
     "eval/accuracy",
-    "completion_length_mean",
+    "completions/mean_length",
     "kl",
     "entropy",
     "clip_fraction",

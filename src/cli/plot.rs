@@ -10,8 +10,8 @@ use crate::analysis::{plot_runs, PlotOptions, Run};
 pub const LONG_ABOUT: &str = "\
 Plot the training curves of one or more runs (their metrics.jsonl) against step.
 
-One panel per metric: by default reward_mean, accuracy, eval/accuracy (validation, with the
-accuracy before and after training from summary.json), completion_length_mean, kl, entropy,
+One panel per metric: by default reward, accuracy, eval/accuracy (validation, with the
+accuracy before and after training from summary.json), completions/mean_length, kl, entropy,
 clip_fraction and the process-set statistics (process/non_trivial_fraction,
 process/mean_num_process_sets, process/mean_path_depth, process/mean_intermediate_proportion);
 defaults without data are left out. Runs are overlaid with a legend labelled by run directory.
@@ -22,7 +22,7 @@ that off. The format follows the extension of --out (.png or .svg).
 Examples:
   grpo plot runs/grpo runs/lambda --out curves.png
   grpo plot runs/lambda-s1 runs/lambda-s2 runs/lambda-s3 runs/grpo-s1 runs/grpo-s2 --out seeds.svg
-  grpo plot runs/lambda --metrics reward_mean,kl,non_trivial_fraction --smooth 10 --out r.png";
+  grpo plot runs/lambda --metrics reward,kl,non_trivial_fraction --smooth 10 --out r.png";
 
 /// Plot training curves of runs (metrics.jsonl) to a PNG or SVG grid of panels.
 #[derive(Debug, Clone, clap::Args)]

@@ -743,10 +743,10 @@ fn log_line(m: &StepMetrics, max_steps: usize) -> String {
     let mut line = format!("step {}/{max_steps}", m.step);
     for (key, label) in [
         ("loss", "loss"),
-        ("reward_mean", "reward"),
+        ("reward", "reward"),
         ("reward_std", "reward_std"),
         ("accuracy", "accuracy"),
-        ("completion_length_mean", "length"),
+        ("completions/mean_length", "length"),
         ("kl", "kl"),
         ("entropy", "entropy"),
         ("clip_fraction", "clip"),
