@@ -279,3 +279,26 @@ fn logs_to_a_file_are_plain_and_follow_logging_steps() {
     assert!(steps[0].contains("step 2/4") && steps[1].contains("step 4/4"));
     assert!(steps[1].contains("reward") && steps[1].contains("eval/accuracy"));
 }
+
+#[test]
+fn eval_caps_max_new_tokens_at_the_models_context() {
+    // The fixture's context is 512 tokens; the default --max-new-tokens is 2048.
+    let model = fixture("tiny-qwen2");
+    let run = grpo(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--benchmark",
+        "arith",
+        "--limit",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("note: arith: max_new_tokens 2048 capped at"),
+        "{err}"
+    );
+    assert!(err.contains("512"), "{err}");
+    assert!(!err.contains("exceed the model"), "{err}");
+}
