@@ -23,6 +23,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 mod device;
+pub mod lora;
 mod loss;
 mod ranges;
 mod sft;
@@ -45,6 +46,8 @@ pub struct Config {
     pub eval: EvalSection,
     pub output: OutputSection,
     pub sft: SftSection,
+    /// LoRA adapters instead of full fine-tuning when `lora.r > 0` (PEFT's `LoraConfig` keys).
+    pub lora: lora::LoraConfig,
 }
 
 /// `[model]`: which checkpoint to train and in what precision.
@@ -434,6 +437,7 @@ impl Config {
         }
         let l = &self.loss;
         l.resolved()?;
+        self.lora.validate("lora")?;
         if l.beta < 0.0 {
             bail!("loss.beta: expected >= 0, got {}", l.beta);
         }

@@ -43,6 +43,9 @@ enum Command {
     /// Sample completions from a model (batched, KV-cached).
     #[command(long_about = cli::generate::LONG_ABOUT)]
     Generate(cli::generate::GenerateArgs),
+    /// Write a model or adapter for other tools (`--merge`: LoRA merged into the weights).
+    #[command(long_about = cli::export::LONG_ABOUT)]
+    Export(cli::export::ExportArgs),
     /// Score models on math benchmarks (pass@k, maj@k; resumable; comparisons).
     #[command(long_about = cli::eval::LONG_ABOUT)]
     Eval(cli::eval::EvalArgs),
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Sft(a) => cli::sft::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Export(a) => cli::export::run(a),
         Command::Verify(a) => cli::verify::run(a),
         Command::Analyze(a) => cli::analyze::run(a),
         Command::Plot(a) => cli::plot::run(a),

@@ -23,6 +23,10 @@ pub struct ModelArgs {
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// A LoRA adapter in PEFT layout (e.g. a LoRA run's `checkpoint-N`) applied to the model.
+    /// A LoRA checkpoint given as the model itself is found without it.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -32,8 +36,16 @@ impl ModelArgs {
         let dir = resolve_model_dir(model, self.revision.as_deref())?;
         let device = self.device.open().context("--device")?;
         let tokenizer = Tokenizer::load(&dir)?;
-        let policy = Policy::load(&dir, self.dtype.to_candle(), &device)
+        let mut policy = Policy::load(&dir, self.dtype.to_candle(), &device)
             .with_context(|| format!("loading the model from {}", dir.display()))?;
+        if let Some(adapter) = &self.adapter {
+            policy.load_adapter(adapter)?;
+        }
+        // Sampling runs on the adapter merged into the weights: no per-token adapter cost.
+        let policy = match policy.for_sampling()? {
+            Some(merged) => merged,
+            None => policy,
+        };
         Ok((dir, tokenizer, policy))
     }
 }

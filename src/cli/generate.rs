@@ -30,6 +30,7 @@ Examples:
   grpo generate --model tests/fixtures/tiny-qwen2 --prompt 'What is 2+3?' --max-new-tokens 32
   grpo generate --model Qwen/Qwen2.5-0.5B-Instruct --input prompts.jsonl -n 8 --temperature 0.7 --json
   grpo generate --model runs/lambda/checkpoint-20 --prompt 'Q: 12*7?' --temperature 0 --stop '\\n\\n'
+  grpo generate --model models/tiny-math --adapter runs/lora/checkpoint-200 --prompt 'Q: 12*7?' -t 0
   grpo generate --model tests/fixtures/tiny-qwen2 --bench";
 
 /// Sample completions from a model (batched, KV-cached).

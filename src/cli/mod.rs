@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod init_model;
 pub mod plot;

@@ -10,6 +10,7 @@ pub mod kv_cache;
 mod layer_ops;
 mod linear_op;
 mod lm_head_op;
+pub mod lora;
 mod ops;
 pub mod policy;
 pub mod qwen2;

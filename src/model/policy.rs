@@ -4,6 +4,8 @@ use super::checkpoint::{self, dtype_from_name, dtype_name};
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::lm_head_op::LmHeadLogprobs;
+use super::lora::{Adapter, LoraConfig, TrainGuard};
+use super::ops::{LogSoftmaxGather, RowEntropy};
 use super::qwen2::{parameter_specs, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -22,6 +24,9 @@ pub struct Policy {
     model: Transformer,
     /// On-disk dtype of each tensor, so `save` writes what was loaded.
     disk_dtypes: HashMap<String, DType>,
+    /// LoRA adapters: when present, they are the only trainable parameters and the base
+    /// weights in `model` are frozen (`model::lora`).
+    lora: Option<Adapter>,
 }
 
 fn check_dtype_device(dtype: DType, device: &Device) -> Result<()> {
@@ -71,13 +76,23 @@ impl Policy {
             dtype,
             model,
             disk_dtypes,
+            lora: None,
         })
     }
 
     /// Load from a local HF directory (config.json + model.safetensors or
     /// model.safetensors.index.json shards).
+    /// A PEFT adapter directory (`adapter_config.json`, no `config.json`) loads its
+    /// `base_model_name_or_path` with the adapter on top.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Policy> {
         check_dtype_device(dtype, device)?;
+        if dir.join(super::lora::ADAPTER_CONFIG).is_file() && !dir.join("config.json").is_file() {
+            let base = super::lora::base_model_of(dir)?;
+            let mut p = Self::load(&base, dtype, device)
+                .with_context(|| format!("loading the base model of adapter {}", dir.display()))?;
+            p.load_adapter(dir)?;
+            return Ok(p);
+        }
         let config = checkpoint::load_config(dir)?;
         checkpoint::check_layers_present(dir, &config)?;
         let specs = parameter_specs(&config);
@@ -297,6 +312,9 @@ impl Policy {
         if temperature <= 0.0 || !temperature.is_finite() {
             bail!("temperature must be positive and finite, got {temperature}");
         }
+        // The trainer's loss path: the only one where LoRA dropout applies (as in PEFT's
+        // train mode; every other forward is eval mode).
+        let _train = self.train_mode();
         let h = self.model.forward_train(input_ids, attention_mask)?;
         let targets = targets.to_dtype(DType::U32)?;
         if self.fused_head(&h) {
@@ -320,6 +338,7 @@ impl Policy {
     /// Whether the output projection and log-softmax run as one chunked op (f32 on CPU).
     fn fused_head(&self, hidden: &Tensor) -> bool {
         self.model.fused
+            && !self.model.has_adapters()
             && hidden.device().is_cpu()
             && hidden.dtype() == DType::F32
             && self.model.lm_head_weight().dtype() == DType::F32
@@ -407,6 +426,134 @@ impl Policy {
     #[doc(hidden)]
     pub fn set_fused_ops(&mut self, on: bool) {
         self.model.fused = on;
+    }
+
+    /// Adds fresh LoRA adapters (`model::lora`): from now on only they are trained, the base
+    /// weights are frozen, and the model equals the base until they are updated.
+    pub fn add_lora(&mut self, config: &LoraConfig, seed: u64) -> Result<()> {
+        let adapter = Adapter::init(config, &self.config, seed, self.dtype, &self.device)?;
+        self.attach(adapter)
+    }
+
+    /// Loads a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`)
+    /// onto this base model, replacing any adapter it had.
+    pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        let adapter = Adapter::load(dir, &self.config, self.dtype, &self.device)?;
+        self.attach(adapter)
+    }
+
+    fn attach(&mut self, adapter: Adapter) -> Result<()> {
+        let mut model = self.frozen_model()?;
+        model.fused = self.model.fused;
+        for (path, lin) in model.linears_mut() {
+            lin.lora = adapter.layer(&path);
+        }
+        self.model = model;
+        self.lora = Some(adapter);
+        Ok(())
+    }
+
+    /// The decoder over this policy's weights as frozen (non-`Var`) tensors, sharing storage.
+    fn frozen_model(&self) -> Result<Transformer> {
+        let vars: HashMap<String, Var> = self.named_vars().into_iter().collect();
+        let get = |name: &str| -> Result<Tensor> {
+            vars.get(name)
+                .map(|v| v.as_tensor().detach())
+                .with_context(|| format!("parameter `{name}` missing"))
+        };
+        Transformer::new(&self.config, &get)
+    }
+
+    /// The LoRA config when this policy carries adapters.
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref().map(|a| &a.config)
+    }
+
+    /// What the optimizer updates: the adapters' A and B under their PEFT keys when there are
+    /// adapters, else every parameter.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        match &self.lora {
+            Some(a) => a.named_vars(),
+            None => self.named_vars(),
+        }
+    }
+
+    /// Writes the adapters in PEFT layout into `dir`; `base_model` goes into the config's
+    /// `base_model_name_or_path`. Fails when there are none.
+    pub fn save_adapter(&self, dir: &Path, base_model: &str) -> Result<()> {
+        match &self.lora {
+            Some(a) => a.save(dir, base_model),
+            None => bail!("this policy has no LoRA adapter to save"),
+        }
+    }
+
+    /// The base model with the adapters switched off, sharing this policy's weights (no
+    /// copy): the KL reference of a LoRA run. Without adapters, a shallow copy of the policy.
+    pub fn without_adapter(&self) -> Result<Policy> {
+        let mut model = if self.lora.is_some() {
+            self.frozen_model()?
+        } else {
+            self.model.clone()
+        };
+        model.fused = self.model.fused;
+        Ok(Policy {
+            config: self.config.clone(),
+            varmap: self.varmap.clone(),
+            device: self.device.clone(),
+            dtype: self.dtype,
+            model,
+            disk_dtypes: self.disk_dtypes.clone(),
+            lora: None,
+        })
+    }
+
+    /// A plain model with the adapters merged into its weights (`W + s·B·A`): what
+    /// `grpo export --merge` saves, and what the sampler runs. Only adapted weights are new
+    /// tensors; the others are shared with this policy.
+    pub fn merged(&self) -> Result<Policy> {
+        let Some(adapter) = &self.lora else {
+            return self.without_adapter();
+        };
+        let mut tensors = HashMap::new();
+        for (name, var) in self.named_vars() {
+            let module = name.strip_suffix(".weight").unwrap_or("");
+            let t = match adapter.delta(module)? {
+                Some(d) => (var.as_tensor() + d)?,
+                None => var.as_tensor().clone(),
+            };
+            tensors.insert(name, t);
+        }
+        let mut p = Self::from_tensors(
+            self.config.clone(),
+            tensors,
+            self.disk_dtypes.clone(),
+            self.dtype,
+            &self.device,
+        )?;
+        p.model.fused = self.model.fused;
+        Ok(p)
+    }
+
+    /// What the sampler should run instead of this policy: the adapters merged into the
+    /// weights (`Some`), or this policy itself (`None`, no adapters). Merging costs one
+    /// `B·A` product per adapted weight per call; applying the adapters per decoded token
+    /// instead costs three small ops per projection per token, measured slower (README).
+    pub fn for_sampling(&self) -> Result<Option<Policy>> {
+        match self.lora {
+            Some(_) => Ok(Some(self.merged()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Seeds LoRA dropout for the next training forwards (no-op without adapters or dropout).
+    pub fn set_dropout_seed(&self, seed: u64) {
+        if let Some(a) = &self.lora {
+            a.set_dropout_seed(seed);
+        }
+    }
+
+    fn train_mode(&self) -> Option<TrainGuard> {
+        self.lora.as_ref().map(|a| TrainGuard::new(&a.ctl))
     }
 
     /// A KV cache sized for this model.

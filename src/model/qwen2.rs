@@ -16,6 +16,7 @@ use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::layer_ops::{RmsNorm, SwiGlu, SwiGluDown};
 use super::linear_op::LinearOp;
+use super::lora::{self, LoraLayer};
 use super::ops::MaskedSoftmax;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -30,17 +31,21 @@ const MASK_VALUE: f32 = -1e30;
 pub(crate) struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// A LoRA adapter whose term is added to the output (`model::lora`).
+    pub lora: Option<LoraLayer>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, i) = x.dims3()?;
         let out = self.weight.dim(0)?;
-        let y = x.reshape((b * t, i))?.matmul(&self.weight.t()?)?;
+        let x = x.reshape((b * t, i))?;
+        let y = lora::matmul_t(&x, &self.weight)?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
         };
+        let y = lora::apply(self.lora.as_ref(), &x, y)?;
         Ok(y.reshape((b, t, out))?)
     }
 }
@@ -490,6 +495,7 @@ impl Transformer {
                 } else {
                     None
                 },
+                lora: None,
             })
         };
         let o_bias = cfg.family == super::config::ModelFamily::Llama && cfg.attention_bias;
@@ -531,6 +537,46 @@ impl Transformer {
             eps: cfg.rms_norm_eps,
             vocab_size: cfg.vocab_size,
             fused: true,
+        })
+    }
+
+    /// Every linear projection with its module path (`model.layers.0.self_attn.q_proj`), for
+    /// attaching LoRA adapters.
+    pub(crate) fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut v = Vec::with_capacity(7 * self.layers.len());
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let (a, m) = (&mut layer.self_attn, &mut layer.mlp);
+            for (name, lin) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                v.push((format!("model.layers.{l}.{name}"), lin));
+            }
+        }
+        v
+    }
+
+    /// Whether any projection carries a LoRA adapter. The fused training ops have no adapter
+    /// hook, so an adapted model trains through the composed path.
+    pub(crate) fn has_adapters(&self) -> bool {
+        self.layers.iter().any(|layer| {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            [
+                &a.q_proj,
+                &a.k_proj,
+                &a.v_proj,
+                &a.o_proj,
+                &m.gate_proj,
+                &m.up_proj,
+                &m.down_proj,
+            ]
+            .iter()
+            .any(|lin| lin.lora.is_some())
         })
     }
 
@@ -579,7 +625,7 @@ impl Transformer {
         let dtype = self.embed_tokens.dtype();
         let m = mask_to_host(mask, b, t)?;
         let (pos, _) = positions_from_mask(&m, b, t, &vec![0; b]);
-        if self.fused && dev.is_cpu() && dtype == DType::F32 {
+        if self.fused && dev.is_cpu() && dtype == DType::F32 && !self.has_adapters() {
             let (cos, sin) = self.rotary.half_vecs(&pos);
             let rope = FusedRope {
                 cos: Arc::new(cos),
@@ -625,10 +671,11 @@ impl Transformer {
     /// Logits `[B, T, V]` in f32 for hidden states `[B, T, H]`.
     pub(crate) fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         let (b, t, h) = hidden.dims3()?;
-        let logits = hidden
-            .reshape((b * t, h))?
-            .matmul(&self.lm_head.t()?)?
-            .reshape((b, t, self.vocab_size))?;
+        let logits = lora::matmul_t(&hidden.reshape((b * t, h))?, &self.lm_head)?.reshape((
+            b,
+            t,
+            self.vocab_size,
+        ))?;
         Ok(logits.to_dtype(DType::F32)?)
     }
 

@@ -62,7 +62,7 @@ pub enum Resume {
 pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Result<TrainSummary> {
     let t0 = Instant::now();
     let run = setup(cfg, &resume)?;
-    let mut opt = Optimizer::new(run.policy.named_vars(), &cfg.optim)?;
+    let mut opt = Optimizer::new(run.policy.trainable_vars(), &cfg.optim)?;
     let mut state = TrainerState {
         step: 0,
         nonfinite_streak: 0,
@@ -113,6 +113,8 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         }
         let ts = Instant::now();
         let lr = learning_rate(&cfg.optim, state.step, cfg.train.max_steps);
+        run.policy
+            .set_dropout_seed(mix_seed(cfg.train.seed ^ 0x1025, state.step as u64));
         let rollout = run.rollout(cfg, state.step)?;
         let ts_score = Instant::now();
         let scores = run.score(&rollout);
@@ -255,13 +257,25 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
         })?),
         Resume::Dir(d) => Some(d.clone()),
     };
-    let weights_dir = resume_dir.clone().unwrap_or_else(|| base_dir.clone());
-    let policy = Policy::load(&weights_dir, res.dtype, &res.device)?;
+    let lora = cfg.lora.enabled();
+    let weights_dir = match &resume_dir {
+        Some(d) if !lora => d.clone(),
+        _ => base_dir.clone(),
+    };
+    let mut policy = Policy::load(&weights_dir, res.dtype, &res.device)?;
+    if lora {
+        // LoRA: the base stays frozen; adapters are fresh or the checkpoint's (PEFT layout).
+        match &resume_dir {
+            Some(d) => policy.load_adapter(d)?,
+            None => policy.add_lora(&cfg.lora, cfg.train.seed)?,
+        }
+    }
     let tokenizer = Tokenizer::load(&base_dir)?;
-    let reference = if cfg.loss.beta > 0.0 {
-        Some(Policy::load(&base_dir, res.dtype, &res.device)?)
-    } else {
-        None
+    let reference = match cfg.loss.beta > 0.0 {
+        // The base with the adapter off: shares the policy's weights, no second copy.
+        true if lora => Some(policy.without_adapter()?),
+        true => Some(Policy::load(&base_dir, res.dtype, &res.device)?),
+        false => None,
     };
     tracing::info!(
         model = %base_dir.display(),
@@ -410,8 +424,9 @@ impl Run {
             seed: mix_seed(cfg.train.seed, step as u64 + 1),
             ..self.res.sampling.clone()
         };
+        let merged = self.policy.for_sampling()?;
         let completions = sampler::generate_restricted(
-            &self.policy,
+            merged.as_ref().unwrap_or(&self.policy),
             &self.tokenizer,
             &prompt_ids,
             cfg.sampling.num_generations,
@@ -597,7 +612,9 @@ impl Run {
             allowed_tokens: self.allowed.clone(),
             ..EvalSettings::default()
         };
-        let result = evaluate(&self.policy, &self.tokenizer, &set, &settings, None)?;
+        let merged = self.policy.for_sampling()?;
+        let policy = merged.as_ref().unwrap_or(&self.policy);
+        let result = evaluate(policy, &self.tokenizer, &set, &settings, None)?;
         Ok(Some(result.pass1))
     }
 }

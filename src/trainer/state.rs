@@ -1,5 +1,6 @@
 //! Checkpoints: `output.dir/checkpoint-N/` holds the model in Hugging Face layout (so
-//! `transformers` and `grpo generate` load it unchanged) plus what a resumed run needs:
+//! `transformers` and `grpo generate` load it unchanged), or for a LoRA run the adapter in
+//! PEFT's layout (`adapter_config.json`, `adapter_model.safetensors`), plus what a resumed run needs:
 //! `optimizer.safetensors` (AdamW moments) and `trainer_state.json` (step, counters, config).
 //!
 //! A checkpoint is written into a staging folder beside its final name and renamed into place,
@@ -46,13 +47,17 @@ pub fn save_checkpoint(
         std::fs::remove_dir_all(&staging)
             .with_context(|| format!("removing stale {}", staging.display()))?;
     }
-    // Half-precision runs store the f32 master weights: the bf16/f16 copy loses small updates.
-    let master = if opt.has_master_weights() {
-        Some(opt.master_weights()?)
+    if policy.lora_config().is_some() {
+        policy.save_adapter(&staging, &tokenizer_dir.display().to_string())?;
     } else {
-        None
-    };
-    policy.save_weights(&staging, master.as_deref())?;
+        // Half-precision runs store the f32 master weights: the bf16/f16 copy loses small updates.
+        let master = if opt.has_master_weights() {
+            Some(opt.master_weights()?)
+        } else {
+            None
+        };
+        policy.save_weights(&staging, master.as_deref())?;
+    }
     copy_tokenizer_files(tokenizer_dir, &staging)?;
     opt.save(&staging.join("optimizer.safetensors"))?;
     let json = serde_json::to_string_pretty(state)?;
