@@ -5,7 +5,7 @@
 //! - `from-peft/`: an adapter saved by PEFT itself (rsLoRA), which `grpo` must load.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
 use grpo::model::lora::{LoraConfig, TargetModules};
@@ -52,7 +52,7 @@ fn cases() -> Vec<(&'static str, PathBuf, LoraConfig)> {
 }
 
 /// A fresh adapter (seeded) whose B is set to fixed non-zero values, as training would leave it.
-fn adapter(base: &PathBuf, cfg: &LoraConfig) -> Policy {
+fn adapter(base: &Path, cfg: &LoraConfig) -> Policy {
     let mut p = Policy::load(base, DType::F32, &Device::Cpu).unwrap();
     p.add_lora(cfg, 11).unwrap();
     for (i, (name, var)) in p.trainable_vars().iter().enumerate() {
