@@ -5,6 +5,7 @@
 mod attention_op;
 pub mod checkpoint;
 pub mod config;
+mod infer;
 pub mod kernels;
 pub mod kv_cache;
 mod layer_ops;

@@ -2,6 +2,7 @@
 
 use super::checkpoint::{self, dtype_from_name, dtype_name};
 use super::config::ModelConfig;
+use super::infer::LogitsAt;
 use super::kv_cache::KvCache;
 use super::lm_head_op::LmHeadLogprobs;
 use super::lora::{Adapter, LoraConfig, TrainGuard};
@@ -217,10 +218,8 @@ impl Policy {
         attention_mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let h = self
-            .model
-            .forward_cached(input_ids, attention_mask, cache)?;
-        self.model.lm_head(&h)
+        self.model
+            .forward_cached_logits(input_ids, attention_mask, cache, LogitsAt::All)
     }
 
     /// Like `forward_cached` but returns only the last position's logits `[B, V]` (f32),
@@ -231,12 +230,25 @@ impl Policy {
         attention_mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let h = self
-            .model
-            .forward_cached(input_ids, attention_mask, cache)?;
-        let t = h.dim(1)?;
-        let last = h.narrow(1, t - 1, 1)?;
-        Ok(self.model.lm_head(&last)?.squeeze(1)?)
+        self.model
+            .forward_cached_logits(input_ids, attention_mask, cache, LogitsAt::Last)
+    }
+
+    /// [`forward_cached_last`](Self::forward_cached_last) on host data, the sampler's decode
+    /// step: `ids` `[b, t]` row-major, `mask` 1 = token (None = all); writes the last
+    /// position's logits `[b, V]` row-major into `logits` (resized, so one buffer serves every
+    /// step). No tensor is built on a host (CPU f32) cache.
+    pub fn forward_cached_last_host(
+        &self,
+        ids: &[u32],
+        mask: Option<&[u8]>,
+        b: usize,
+        t: usize,
+        cache: &mut KvCache,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.model
+            .forward_cached_host(ids, mask, b, t, cache, LogitsAt::Last, logits)
     }
 
     /// Log-prob of each next token: logits/temperature at position t scored at

@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
@@ -296,12 +295,16 @@ impl Ctx<'_> {
                 rows[r].tokens.last().copied().unwrap_or(0)
             }));
             let t0 = Instant::now();
-            let input = Tensor::from_slice(&step_tokens, (slots.len(), 1), &self.policy.device)?;
-            let next = self
-                .policy
-                .forward_cached_last(&input, None, &mut cache)
+            self.policy
+                .forward_cached_last_host(
+                    &step_tokens,
+                    None,
+                    slots.len(),
+                    1,
+                    &mut cache,
+                    &mut logits,
+                )
                 .context("decode step")?;
-            logits = logits_to_host(&next)?;
             timing.decode += t0.elapsed();
             timing.steps += 1;
         }
@@ -331,12 +334,9 @@ impl Ctx<'_> {
             let n_pad = max_len - p.len();
             ids.extend(std::iter::repeat_n(pad, n_pad));
             ids.extend_from_slice(p);
-            mask.extend(std::iter::repeat_n(0u32, n_pad));
-            mask.extend(std::iter::repeat_n(1u32, p.len()));
+            mask.extend(std::iter::repeat_n(0u8, n_pad));
+            mask.extend(std::iter::repeat_n(1u8, p.len()));
         }
-        let dev = &self.policy.device;
-        let ids = Tensor::from_vec(ids, (b, max_len), dev)?;
-        let mask = Tensor::from_vec(mask, (b, max_len), dev)?;
         let mut cache = self.policy.new_cache(b, capacity)?;
         // The attention scores of a chunk are [b, heads, chunk, len]: bound them for long
         // prompts by feeding the prompt in position chunks.
@@ -346,22 +346,24 @@ impl Ctx<'_> {
         });
         let chunk = chunk.max(1);
         let mut start = 0;
-        let mut last = None;
+        let mut logits = Vec::new();
+        let (mut cids, mut cmask) = (Vec::new(), Vec::new());
         while start < max_len {
             let t = chunk.min(max_len - start);
-            last = Some(
-                self.policy
-                    .forward_cached_last(
-                        &ids.narrow(1, start, t)?,
-                        Some(&mask.narrow(1, start, t)?),
-                        &mut cache,
-                    )
-                    .with_context(|| format!("prefill of {b} prompts of up to {max_len} tokens"))?,
-            );
+            cids.clear();
+            cmask.clear();
+            for r in 0..b {
+                cids.extend_from_slice(&ids[r * max_len + start..r * max_len + start + t]);
+                cmask.extend_from_slice(&mask[r * max_len + start..r * max_len + start + t]);
+            }
+            self.policy
+                .forward_cached_last_host(&cids, Some(&cmask), b, t, &mut cache, &mut logits)
+                .with_context(|| format!("prefill of {b} prompts of up to {max_len} tokens"))?;
             start += t;
         }
-        let last = last.context("prefill of an empty batch")?;
-        let logits = logits_to_host(&last)?;
+        if logits.is_empty() {
+            bail!("prefill of an empty batch");
+        }
         if self.num_samples > 1 {
             cache = cache.repeat_rows(self.num_samples)?;
         }
@@ -434,20 +436,10 @@ fn mask_to_allowed(logits: &[f32], allowed: &[u32]) -> Vec<f32> {
     out
 }
 
-/// `[rows, vocab]` logits as one flat f32 buffer on the host.
-fn logits_to_host(logits: &Tensor) -> Result<Vec<f32>> {
-    let logits = if logits.dtype() == DType::F32 {
-        logits.clone()
-    } else {
-        logits.to_dtype(DType::F32)?
-    };
-    Ok(logits.flatten_all()?.to_vec1::<f32>()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// Chunked prefill (3 positions per forward, so left padding fills whole chunks of the
     /// shorter prompt) gives the same greedy tokens as `transformers`.
