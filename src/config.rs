@@ -158,8 +158,9 @@ pub struct RewardsSection {
     pub funcs: Vec<String>,
     /// One weight per function; empty = all 1.0.
     pub weights: Vec<f64>,
-    /// How a completion's answer is found: `default` (last `\boxed{}`, `####`, "the answer
-    /// is"), `math`, `gsm8k` (also the last number), `boxed` (only `\boxed{}`).
+    /// How a completion's answer is found: `default` (math-verify's extraction), `lenient`
+    /// (last `\boxed{}`, `####`, "the answer is"), `math`, `gsm8k` (also the last number),
+    /// `boxed` (only `\boxed{}`).
     pub extract: String,
     /// `format` reward: `boxed` (exactly one `\boxed{}`) or `think` (`<think>…</think>` then
     /// an answer).
@@ -210,13 +211,15 @@ impl RewardsSection {
         "amc23",
         "boxed_only",
         "strict",
+        "math_verify",
+        "math-verify",
     ];
 
     /// Names checked here, so that `grpo config show` rejects what a run would reject.
     fn validate(&self) -> Result<()> {
         if !Self::EXTRACT_NAMES.contains(&self.extract.to_ascii_lowercase().as_str()) {
             bail!(
-                "rewards.extract: expected one of default, math, gsm8k, boxed; got `{}`",
+                "rewards.extract: expected one of default, lenient, math, gsm8k, boxed; got `{}`",
                 self.extract
             );
         }

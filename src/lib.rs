@@ -1,6 +1,6 @@
 //! `grpo`: RL fine-tuning of causal language models on problems with checkable answers.
 //!
-//! Data flows one way: [`config`] → [`model`] + [`data`] → [`sampler`] → [`rewards`] →
+//! Data flows one way: [`config`] → [`model`] + [`data`] → [`sampler`] → [`rewards`] (grading with [`verifier`]) →
 //! [`trainer`] → checkpoints and metrics. [`eval`] reuses the sampler and rewards; [`cli`] is the
 //! glue behind each subcommand of the binary.
 //!
@@ -29,3 +29,4 @@ pub mod resolve;
 pub mod rewards;
 pub mod sampler;
 pub mod trainer;
+pub mod verifier;

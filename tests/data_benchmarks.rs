@@ -89,12 +89,12 @@ fn paper_set_is_the_five_reported_benchmarks() {
     assert_eq!(names, PAPER_SET);
     for s in benchmark_set("paper").unwrap() {
         assert_eq!(s.extraction, "math");
-        assert!(grpo::rewards::ExtractPolicy::by_name(&s.extraction).is_some());
+        assert!(grpo::verifier::ExtractPolicy::by_name(&s.extraction).is_some());
     }
     assert!(
-        grpo::rewards::ExtractPolicy::by_name(&benchmark("gsm8k").unwrap().extraction).is_some()
+        grpo::verifier::ExtractPolicy::by_name(&benchmark("gsm8k").unwrap().extraction).is_some()
     );
     assert!(
-        grpo::rewards::ExtractPolicy::by_name(&benchmark("arith").unwrap().extraction).is_some()
+        grpo::verifier::ExtractPolicy::by_name(&benchmark("arith").unwrap().extraction).is_some()
     );
 }

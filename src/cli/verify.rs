@@ -9,18 +9,20 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use crate::rewards::extract::has_answer_marker;
-use crate::rewards::{
-    extract_answer, gold_answer, is_equiv, EquivOptions, ExtractPolicy, PercentPolicy,
+use crate::verifier::extract::has_answer_marker;
+use crate::verifier::{
+    extract_answer, gold_answer, is_equiv, EquivOptions, ExtractPolicy, PercentPolicy, Verdict,
 };
 
 /// The `-h` long text for `grpo verify` (also used by `main.rs` on the subcommand).
 pub const LONG_ABOUT: &str = "\
 Check whether predicted answers are mathematically equivalent to gold answers.
 
-A pred may be a whole completion: if it contains \\boxed{}, #### or an answer phrase
-(\"The answer is ...\"), the answer is extracted first (--policy); otherwise the pred is the
-answer. A gold containing \\boxed{} or #### is reduced to its answer the same way.
+A pred may be a whole completion. With the default policy the answer is extracted as
+math-verify does (\\boxed{}, \"Final Answer: ...\", \"answer: ...\", the last $...$, \\(...\\),
+\\[...\\] or $$...$$, then the last number or expression); --policy lenient|math|gsm8k|boxed
+are stricter (a pred without an answer marker is then the answer itself). A gold with a
+marker or a plain number is reduced the same way; any other gold is one LaTeX answer.
 
 Examples:
   grpo verify --gold '\\frac{1}{2}' --pred '0.5'            # prints true
@@ -30,7 +32,8 @@ Examples:
 Input lines are JSON objects {\"gold\": ..., \"pred\": ...} (numbers are accepted too). Each
 output line is {\"correct\": bool, \"gold_parsed\": ..., \"pred_parsed\": ...}, in input order;
 a malformed line yields {\"line\": N, \"error\": \"...\"} and a message on stderr, and the rest are
-still judged. Exit status: 0 when every line was judged, 2 if any line was malformed.";
+still judged (invalid UTF-8 on one line makes only that line malformed). Exit status: 0 when
+every line was judged, 2 if any line was malformed.";
 
 /// Check answers for mathematical equivalence (the verifier behind the accuracy reward).
 #[derive(Debug, Clone, clap::Args)]
@@ -48,15 +51,16 @@ pub struct VerifyArgs {
     /// Where to write verdicts for --input (default: stdout).
     #[arg(long, short = 'o', value_name = "FILE", requires = "input")]
     pub output: Option<PathBuf>,
-    /// Extraction policy for completions: math, gsm8k, boxed or lenient.
-    #[arg(long, default_value = "lenient")]
+    /// Extraction policy for completions: default (math-verify's), lenient, math, gsm8k, boxed.
+    #[arg(long, default_value = "default")]
     pub policy: String,
     /// How `50\%` compares with `50` and `0.5`: lenient (both), fraction (0.5), number (50).
     #[arg(long, default_value = "lenient")]
     pub percent: String,
-    /// Relative tolerance when a decimal is involved.
-    #[arg(long, default_value_t = 1e-6)]
-    pub rel_tol: f64,
+    /// Decimal places a decimal answer and a number are rounded to before comparing
+    /// (math-verify's `float_rounding`).
+    #[arg(long, default_value_t = 6)]
+    pub float_rounding: u32,
     /// Treat bare comma lists (`1, 2`) as ordered tuples instead of sets.
     #[arg(long)]
     pub ordered_lists: bool,
@@ -65,7 +69,7 @@ pub struct VerifyArgs {
 fn options(args: &VerifyArgs) -> Result<(ExtractPolicy, EquivOptions)> {
     let policy = ExtractPolicy::by_name(&args.policy).with_context(|| {
         format!(
-            "--policy {}: expected one of math, gsm8k, boxed, lenient",
+            "--policy {}: expected one of default, lenient, math, gsm8k, boxed",
             args.policy
         )
     })?;
@@ -75,14 +79,14 @@ fn options(args: &VerifyArgs) -> Result<(ExtractPolicy, EquivOptions)> {
         "number" => PercentPolicy::AsNumber,
         other => bail!("--percent {other}: expected lenient, fraction or number"),
     };
-    if !(args.rel_tol.is_finite() && args.rel_tol >= 0.0) {
+    if args.float_rounding > 30 {
         bail!(
-            "--rel-tol {}: expected a finite non-negative number",
-            args.rel_tol
+            "--float-rounding {}: expected 0 to 30 decimal places",
+            args.float_rounding
         );
     }
     let opts = EquivOptions {
-        rel_tol: args.rel_tol,
+        float_rounding: args.float_rounding,
         percent,
         unordered_lists: !args.ordered_lists,
         ..EquivOptions::default()
@@ -90,8 +94,12 @@ fn options(args: &VerifyArgs) -> Result<(ExtractPolicy, EquivOptions)> {
     Ok((policy, opts))
 }
 
-/// The answer in a pred: extracted when it carries an answer marker, else the pred itself.
+/// The answer in a pred. math-verify's policy extracts from any text; the stricter policies
+/// extract when the pred carries an answer marker and take the pred itself otherwise.
 pub fn pred_answer(pred: &str, policy: &ExtractPolicy) -> Option<String> {
+    if policy.math_verify {
+        return extract_answer(pred, policy);
+    }
     if has_answer_marker(pred) {
         if let Some(a) = extract_answer(pred, policy) {
             return Some(a);
@@ -122,48 +130,68 @@ pub fn judge_line(
         }
     };
     let (gold, pred) = (text("gold")?, text("pred")?);
-    let gold_parsed = gold_answer(&gold);
-    let pred_parsed = pred_answer(&pred, policy);
+    let v = judge(&gold, &pred, policy, opts);
+    Ok(json!({"correct": v.correct, "gold_parsed": v.gold_parsed, "pred_parsed": v.pred_parsed}))
+}
+
+/// One verdict: the gold and the pred reduced to answers, then compared.
+pub fn judge(gold: &str, pred: &str, policy: &ExtractPolicy, opts: &EquivOptions) -> Verdict {
+    let gold_parsed = gold_answer(gold);
+    // A pred that is the gold itself counts even when nothing is extractable (`LRRL`).
+    let pred_parsed = pred_answer(pred, policy).or_else(|| {
+        let p = pred.trim();
+        (!p.is_empty() && p == gold.trim()).then(|| p.to_string())
+    });
     let correct = match (&gold_parsed, &pred_parsed) {
         (Some(g), Some(p)) => is_equiv(g, p, opts),
         _ => false,
     };
-    Ok(json!({"correct": correct, "gold_parsed": gold_parsed, "pred_parsed": pred_parsed}))
+    Verdict {
+        correct,
+        pred_parsed,
+        gold_parsed,
+    }
 }
 
 pub fn run(args: &VerifyArgs) -> Result<()> {
     let (policy, opts) = options(args)?;
     if let (Some(gold), Some(pred)) = (&args.gold, &args.pred) {
-        let correct = match (gold_answer(gold), pred_answer(pred, &policy)) {
-            (Some(g), Some(p)) => is_equiv(&g, &p, &opts),
-            _ => false,
-        };
-        println!("{correct}");
+        println!("{}", judge(gold, pred, &policy, &opts).correct);
         return Ok(());
     }
     let Some(input) = &args.input else {
         bail!("expected --gold and --pred, or --input FILE (see grpo verify -h)");
     };
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     if input.as_os_str() == "-" {
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .context("reading stdin")?;
     } else {
         File::open(input)
-            .and_then(|mut f| f.read_to_string(&mut text))
+            .and_then(|mut f| f.read_to_end(&mut bytes))
             .with_context(|| format!("reading {}", input.display()))?;
     }
     let start = Instant::now();
-    let lines: Vec<(usize, &str)> = text
-        .lines()
+    // Lines are split as bytes so that invalid UTF-8 spoils only its own line.
+    let lines: Vec<(usize, &[u8])> = bytes
+        .split(|&b| b == b'\n')
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, l))
+        .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
+        .filter(|(_, l)| !l.trim_ascii().is_empty())
         .collect();
     let results: Vec<(usize, Result<Value, String>)> = lines
         .par_iter()
-        .map(|&(n, l)| (n, judge_line(l, &policy, &opts)))
+        .map(|&(n, l)| {
+            let r = match std::str::from_utf8(l) {
+                Ok(l) => judge_line(l, &policy, &opts),
+                Err(e) => Err(format!(
+                    "invalid UTF-8 at byte {} of the line",
+                    e.valid_up_to() + 1
+                )),
+            };
+            (n, r)
+        })
         .collect();
     let secs = start.elapsed().as_secs_f64();
 

@@ -56,7 +56,7 @@ pub struct BenchmarkSpec {
     pub solution_field: Option<String>,
     pub subject_field: Option<String>,
     pub level_field: Option<String>,
-    /// Answer-extraction policy for predictions, a name `grpo::rewards::extract::ExtractPolicy::by_name`
+    /// Answer-extraction policy for predictions, a name `grpo::verifier::extract::ExtractPolicy::by_name`
     /// accepts: `math` (last `\boxed{}` first), `gsm8k` (also `####` and the last number) or
     /// `boxed` (strict, for the built-in task the tiny model is trained to box).
     pub extraction: String,

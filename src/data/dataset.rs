@@ -158,14 +158,14 @@ fn resolve_gold(at: &At<'_>, gold: &GoldSource) -> Result<String> {
         GoldSource::Field(name) => at.text(name)?,
         GoldSource::AfterHashes(name) => {
             let text = at.text(name)?;
-            let ans = crate::rewards::extract::after_hashes(&text)
+            let ans = crate::verifier::extract::after_hashes(&text)
                 .ok_or_else(|| at.err(format!("field `{name}` has no `#### <answer>` line")))?;
             // GSM8K writes thousands with commas (`1,000`).
             ans.replace(',', "").trim().to_string()
         }
         GoldSource::LastBoxedIn(name) => {
             let text = at.text(name)?;
-            crate::rewards::extract::last_boxed(&text)
+            crate::verifier::extract::last_boxed(&text)
                 .ok_or_else(|| at.err(format!("field `{name}` has no \\boxed{{}} answer")))?
                 .to_string()
         }

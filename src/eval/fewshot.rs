@@ -8,7 +8,7 @@ use regex::Regex;
 
 use crate::data::benchmarks::benchmark;
 use crate::data::dataset::{load_benchmark, Example};
-use crate::rewards::extract::after_hashes;
+use crate::verifier::extract::after_hashes;
 
 /// The registered train split of a benchmark, when it has one.
 pub fn train_split(benchmark: &str) -> Option<&'static str> {

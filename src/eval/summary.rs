@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::metrics::{majority_vote, mean_pass_at_k, normal_interval, wilson_interval, Z_95};
 use super::SampleRecord;
-use crate::rewards::{is_equiv, EquivOptions};
+use crate::verifier::{is_equiv, EquivOptions};
 
 /// Scores of one slice of a benchmark (a subject or a level).
 #[derive(Debug, Clone, PartialEq)]

@@ -462,7 +462,7 @@ impl Run {
                 .iter()
                 .zip(&golds)
                 .map(|(t, g)| {
-                    let v = rewards::verify_completion(t, g, &rc.policy, &rc.opts);
+                    let v = crate::verifier::verify_completion(t, g, &rc.policy, &rc.opts);
                     f64::from(u8::from(v.correct))
                 })
                 .collect(),

@@ -39,7 +39,7 @@ use crate::model::{
     copy_tokenizer_files, random_qwen2_config, resolve_model_dir, ModelConfig, Policy, Qwen2Shape,
     Tokenizer,
 };
-use crate::rewards::{self, EquivOptions, ExtractPolicy};
+use crate::verifier::{EquivOptions, ExtractPolicy};
 use crate::sampler::{self, mix_seed, SamplingParams};
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::rollout::{pack, PackedBatch};
@@ -241,10 +241,10 @@ pub fn accuracy(
         let completions = sampler::generate(policy, tokenizer, &prompts, n, params, None)?;
         for c in &completions {
             let gold = &chunk[c.prompt_index].answer;
-            let verdict = rewards::verify_completion(
+            let verdict = crate::verifier::verify_completion(
                 &c.text,
                 gold,
-                &ExtractPolicy::default(),
+                &ExtractPolicy::lenient(),
                 &EquivOptions::default(),
             );
             correct += usize::from(verdict.correct);

@@ -1,8 +1,8 @@
 //! The verifier against the public benchmark sets in `data/benchmarks`.
 
-use grpo::rewards::equiv::{parse_answer, Answer};
-use grpo::rewards::latex::normalize;
-use grpo::rewards::{extract_answer, is_equiv, last_boxed, EquivOptions, ExtractPolicy, Fuel};
+use grpo::verifier::structure::{parse_answer, Answer};
+use grpo::verifier::normalize::normalize;
+use grpo::verifier::{extract_answer, is_equiv, last_boxed, EquivOptions, ExtractPolicy, Fuel};
 use serde_json::Value;
 
 fn rows(rel: &str) -> Vec<Value> {
@@ -372,8 +372,8 @@ fn gsm8k_solutions_as_completions() {
     for i in 0..sols.len() {
         let j = (i + 1) % sols.len();
         own +=
-            grpo::rewards::verify_completion(sols[i], &golds[i], &policy, &opts).correct as usize;
-        if grpo::rewards::verify_completion(sols[j], &golds[i], &policy, &opts).correct {
+            grpo::verifier::verify_completion(sols[i], &golds[i], &policy, &opts).correct as usize;
+        if grpo::verifier::verify_completion(sols[j], &golds[i], &policy, &opts).correct {
             cross += 1;
             cross_equal_gold += (golds[i].replace(',', "") == golds[j].replace(',', "")) as usize;
         }

@@ -1,7 +1,7 @@
 //! Robustness: random LaTeX-like and random Unicode inputs never panic, and every pair stays
 //! within the documented work budget (`EquivOptions::fuel`), so verification time is bounded.
 
-use grpo::rewards::{
+use grpo::verifier::{
     extract_answer, is_equiv, is_equiv_counted, last_boxed, EquivOptions, ExtractPolicy,
 };
 use proptest::prelude::*;

@@ -9,7 +9,7 @@ use num_bigint::BigInt;
 use num_rational::BigRational;
 use num_traits::{One, Signed, ToPrimitive, Zero};
 
-use super::latex::{Const, Expr, Fun};
+use super::parse::{Const, Expr, Fun};
 use super::Fuel;
 
 /// Largest exact intermediate (numerator + denominator bits); beyond it we fall back to floats.
@@ -380,7 +380,15 @@ pub fn eval(e: &Expr, env: &[(String, C64)], fuel: &Fuel) -> Option<C64> {
             eval(a, env, fuel)?.div(d)
         }
         Expr::Percent(a) => eval(a, env, fuel)?.div(C64::real(100.0)),
-        Expr::Pow(a, b) => eval(a, env, fuel)?.pow(eval(b, env, fuel)?),
+        Expr::Pow(a, b) => {
+            let base = eval(a, env, fuel)?;
+            let r = base.pow(eval(b, env, fuel)?);
+            // Overflow and underflow are no values: `2^{-100000}` is not 0.
+            if !r.is_finite() || (r.abs() == 0.0 && base.abs() != 0.0) {
+                return None;
+            }
+            r
+        }
         Expr::Root(n, x) => {
             let n = eval(n, env, fuel)?;
             let x = eval(x, env, fuel)?;
@@ -432,7 +440,13 @@ pub fn eval(e: &Expr, env: &[(String, C64)], fuel: &Fuel) -> Option<C64> {
                     }
                     z.ln()
                 }
-                Fun::Exp => z.exp(),
+                Fun::Exp => {
+                    let r = z.exp();
+                    if !r.is_finite() || r.abs() == 0.0 {
+                        return None;
+                    }
+                    r
+                }
                 Fun::Abs => C64::real(z.abs()),
                 Fun::Floor => real_only(z, f64::floor)?,
                 Fun::Ceil => real_only(z, f64::ceil)?,

@@ -1,6 +1,6 @@
 //! Hand-written (gold, pred, expected) cases for `is_equiv`, each checked in both directions.
 
-use grpo::rewards::{is_equiv, EquivOptions, PercentPolicy};
+use grpo::verifier::{is_equiv, EquivOptions, PercentPolicy};
 
 const T: bool = true;
 const F: bool = false;
@@ -315,12 +315,13 @@ fn ordered_lists_option() {
 }
 
 #[test]
-fn tolerance_option() {
-    let loose = EquivOptions {
-        rel_tol: 1e-2,
+fn float_rounding_option() {
+    let three = EquivOptions {
+        float_rounding: 3,
         ..Default::default()
     };
-    assert!(is_equiv(r"\frac{1}{3}", "0.333", &loose));
-    // Exact answers stay exact under any tolerance.
-    assert!(!is_equiv("100", "101", &loose));
+    assert!(is_equiv(r"\frac{1}{3}", "0.333", &three));
+    assert!(!is_equiv(r"\frac{1}{3}", "0.333", &EquivOptions::default()));
+    // Exact answers stay exact whatever the rounding.
+    assert!(!is_equiv("100", "101", &three));
 }

@@ -1,6 +1,8 @@
 //! Final-answer extraction from a model completion (or a reference solution).
 //!
-//! Order of preference, each step enabled by [`ExtractPolicy`]:
+//! The default policy is math-verify's extraction ([`super::mv_extract`]). The other named
+//! policies are stricter, for RL rewards and benchmarks; their order of preference, each step
+//! enabled by [`ExtractPolicy`]:
 //! 1. the last `\boxed{...}` / `\fbox{...}` with balanced braces (escaped `\{`, `\}` do not count),
 //!    or `\boxed X` (up to the next space or `$`);
 //! 2. the text after the last `####` (GSM8K), up to the end of its line;
@@ -22,21 +24,36 @@ pub struct ExtractPolicy {
     pub answer_phrases: bool,
     /// The last number anywhere in the text (lenient; off for MATH-style grading).
     pub last_number: bool,
+    /// math-verify's extraction instead of the steps above ([`super::mv_extract`]): boxed,
+    /// answer phrases, any math environment, then the last number or expression.
+    pub math_verify: bool,
 }
 
 impl Default for ExtractPolicy {
-    /// Lenient without guessing: boxed, `####` and answer phrases, but no last-number fallback.
+    /// math-verify's extraction (what `grpo verify` and `rewards.extract = "default"` use).
     fn default() -> Self {
         Self {
             boxed: true,
             hash: true,
             answer_phrases: true,
-            last_number: false,
+            last_number: true,
+            math_verify: true,
         }
     }
 }
 
 impl ExtractPolicy {
+    /// Boxed, `####` and answer phrases, but no guessing from the last number or the last math
+    /// environment: safer for RL on tasks that ask for `\boxed{}` (the shipped configs use it).
+    pub fn lenient() -> Self {
+        Self {
+            boxed: true,
+            hash: true,
+            answer_phrases: true,
+            last_number: false,
+            math_verify: false,
+        }
+    }
     /// MATH / MATH-500 / Minerva / OlympiadBench: boxed first, then answer phrases.
     pub fn math() -> Self {
         Self {
@@ -44,6 +61,7 @@ impl ExtractPolicy {
             hash: false,
             answer_phrases: true,
             last_number: false,
+            math_verify: false,
         }
     }
     /// GSM8K: boxed, `####`, answer phrases, then the last number in the text.
@@ -53,6 +71,7 @@ impl ExtractPolicy {
             hash: true,
             answer_phrases: true,
             last_number: true,
+            math_verify: false,
         }
     }
     /// Only a `\boxed{}` counts (strict format).
@@ -62,17 +81,19 @@ impl ExtractPolicy {
             hash: false,
             answer_phrases: false,
             last_number: false,
+            math_verify: false,
         }
     }
     /// Policy by benchmark or preset name (`math`, `math500`, `minerva`, `olympiadbench`,
-    /// `aime`, `amc`, `gsm8k`, `boxed`, `lenient`/`default`).
+    /// `aime`, `amc`, `gsm8k`, `boxed`/`strict`, `lenient`, `default`/`math_verify`).
     pub fn by_name(name: &str) -> Option<Self> {
         Some(match name.to_ascii_lowercase().as_str() {
             "math" | "math500" | "minerva" | "minerva_math" | "olympiadbench" | "aime"
             | "aime24" | "amc" | "amc23" => Self::math(),
             "gsm8k" => Self::gsm8k(),
             "boxed" | "boxed_only" | "strict" => Self::boxed_only(),
-            "lenient" | "default" => Self::default(),
+            "lenient" => Self::lenient(),
+            "default" | "math_verify" | "math-verify" => Self::default(),
             _ => return None,
         })
     }
@@ -263,6 +284,9 @@ pub fn last_number(text: &str) -> Option<String> {
 
 /// The final answer of `text` under `policy`, or `None` when no step finds one.
 pub fn extract_answer(text: &str, policy: &ExtractPolicy) -> Option<String> {
+    if policy.math_verify {
+        return super::mv_extract::extract(text).map(|e| e.answer);
+    }
     if policy.boxed {
         if let Some(b) = last_boxed(text) {
             return Some(b.to_string());
@@ -287,7 +311,7 @@ pub fn extract_answer(text: &str, policy: &ExtractPolicy) -> Option<String> {
 /// Whether the text contains any answer marker ([`extract_answer`] with the lenient policy
 /// would find something without guessing a number).
 pub fn has_answer_marker(text: &str) -> bool {
-    extract_answer(text, &ExtractPolicy::default()).is_some()
+    extract_answer(text, &ExtractPolicy::lenient()).is_some()
 }
 
 #[cfg(test)]
@@ -310,7 +334,7 @@ mod tests {
 
     #[test]
     fn phrases_and_hash() {
-        let p = ExtractPolicy::default();
+        let p = ExtractPolicy::lenient();
         assert_eq!(
             extract_answer("blah\n#### 1,234\n", &p).as_deref(),
             Some("1,234")
