@@ -27,7 +27,11 @@ fn math500_pairs() -> Vec<(String, String)> {
         .enumerate()
         .map(|(i, v)| {
             let a = v["answer"].as_str().unwrap_or("").trim().to_string();
-            let p = if i % 4 == 3 { format!("{a}+1") } else { a.clone() };
+            let p = if i % 4 == 3 {
+                format!("{a}+1")
+            } else {
+                a.clone()
+            };
             (
                 format!("${a}$"),
                 format!("We simplify step by step. The answer is $\\boxed{{{p}}}$."),

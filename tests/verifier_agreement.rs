@@ -18,7 +18,10 @@ struct Outcome {
 }
 
 fn run(file: &str) -> Outcome {
-    let path = format!("{}/tests/fixtures/verifier/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/verifier/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let (policy, opts) = (ExtractPolicy::default(), EquivOptions::default());
     let mut o = Outcome {

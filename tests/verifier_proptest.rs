@@ -101,6 +101,8 @@ fn check(a: &str, b: &str) {
     );
     let _ = r;
     let _ = extract_answer(a, &ExtractPolicy::gsm8k());
+    let _ = extract_answer(a, &ExtractPolicy::default());
+    let _ = grpo::cli::verify::judge(a, b, &ExtractPolicy::default(), &opts);
     let _ = last_boxed(b);
 }
 

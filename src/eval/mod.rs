@@ -26,8 +26,8 @@ use crate::data::dataset::{load_benchmark, Example};
 use crate::data::prompt::PromptFormat;
 use crate::data::prompt::BOXED_INSTRUCTION;
 use crate::model::{Policy, Tokenizer};
-use crate::verifier::{verify_completion, EquivOptions, ExtractPolicy};
 use crate::sampler::{generate_restricted, mix_seed, SamplingParams, TokenEvent};
+use crate::verifier::{verify_completion, EquivOptions, ExtractPolicy};
 
 pub use summary::{average, summarize, BenchmarkResult, Breakdown, Interval};
 

@@ -220,8 +220,7 @@ impl Cmp<'_> {
             }
             (A::Union(x), A::Union(y)) => self.unordered(x, y),
             (A::Matrix(x), A::Matrix(y)) => {
-                x.len() == y.len()
-                    && x.iter().zip(y).all(|(r, s)| self.ordered(r, s))
+                x.len() == y.len() && x.iter().zip(y).all(|(r, s)| self.ordered(r, s))
             }
             // A gold tuple (or open interval) against a pred set: in the pred's written order.
             (A::Seq { open, close, items }, A::Set(y) | A::List(y)) if y.len() > 1 => {
@@ -231,9 +230,7 @@ impl Cmp<'_> {
             (A::Set(x) | A::List(x), A::Seq { open, close, items }) if x.len() > 1 => {
                 (*open, *close) == (b'(', b')') && self.unordered(x, items)
             }
-            (A::Set(x), other) | (other, A::Set(x)) if x.len() == 1 => {
-                self.answers(&x[0], other)
-            }
+            (A::Set(x), other) | (other, A::Set(x)) if x.len() == 1 => self.answers(&x[0], other),
             (A::Rel { .. }, A::Rel { .. }) => self.relations(a, b),
             _ => false,
         }
@@ -286,9 +283,8 @@ impl Cmp<'_> {
             // Chains compare link by link, or as the intervals they describe.
             if oa == ob
                 && xa.len() == xb.len()
-                && (0..oa.len()).all(|i| {
-                    self.relation((xa[i], oa[i], xa[i + 1]), (xb[i], ob[i], xb[i + 1]))
-                })
+                && (0..oa.len())
+                    .all(|i| self.relation((xa[i], oa[i], xa[i + 1]), (xb[i], ob[i], xb[i + 1])))
             {
                 return true;
             }
@@ -327,9 +323,7 @@ impl Cmp<'_> {
     }
 
     fn ordered(&self, x: &[Answer], y: &[Answer]) -> bool {
-        x.len() == y.len()
-            && x.len() <= MAX_ITEMS
-            && x.iter().zip(y).all(|(a, b)| self.top(a, b))
+        x.len() == y.len() && x.len() <= MAX_ITEMS && x.iter().zip(y).all(|(a, b)| self.top(a, b))
     }
 
     /// A perfect matching under equivalence (Kuhn's augmenting paths), so the result does not
@@ -497,7 +491,11 @@ impl Cmp<'_> {
         let half = BigRational::new(BigInt::from(1), BigInt::from(2));
         let d = &t - &fl;
         let up = d > half || d == half && !(fl.to_integer() % BigInt::from(2)).is_zero();
-        Some(if up { fl.to_integer() + 1 } else { fl.to_integer() })
+        Some(if up {
+            fl.to_integer() + 1
+        } else {
+            fl.to_integer()
+        })
     }
 
     /// `d1 = c * d2` for one nonzero constant `c` (`positive`: c > 0) at all sample points.
@@ -585,6 +583,9 @@ mod tests {
         let n = |i: i64| Expr::Num(BigRational::from_integer(BigInt::from(i)));
         assert!(atomic(&Expr::Div(Box::new(n(4)), Box::new(n(9)))).is_some());
         assert!(atomic(&Expr::Add(Box::new(n(4)), Box::new(n(9)))).is_none());
-        assert_eq!(int_literal(&Expr::Neg(Box::new(n(3)))), Some(-BigRational::from(BigInt::from(3))));
+        assert_eq!(
+            int_literal(&Expr::Neg(Box::new(n(3)))),
+            Some(-BigRational::from(BigInt::from(3)))
+        );
     }
 }

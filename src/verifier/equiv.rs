@@ -163,7 +163,10 @@ pub(crate) fn has_word(s: &str) -> bool {
             while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
                 i += 1;
             }
-            let after_backslash = start > 0 && bytes[start - 1] == b'\\';
+            // A command name, or a subscript (`S_{MBCN}`), is no prose.
+            let after_backslash = start > 0 && bytes[start - 1] == b'\\'
+                || s[..start].ends_with('_')
+                || s[..start].ends_with("_{");
             let word = &s[start..i];
             const OK: &[&str] = &[
                 "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan",
@@ -245,7 +248,10 @@ mod tests {
     fn decimals_round_to_six_places_like_math_verify() {
         assert!(gp(r"\frac{4}{9}", "0.444444"));
         assert!(!gp(r"\frac{4}{9}", "0.44444"));
-        assert!(gp("1000000", "1000000.0000004"));
+        // Against an integer only the exact value counts (sympy's `Integer.round` is exact).
+        assert!(!gp("1000000", "1000000.0000004"));
+        assert!(gp("12", "12.0"));
+        assert!(gp("0.5", "0.5000001"));
         assert!(!gp("1000000", "1000000.5"));
         assert!(gp(r"\sqrt{2}", "1.414214"));
     }

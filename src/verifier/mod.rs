@@ -101,11 +101,14 @@ pub fn gold_answer(gold: &str) -> Option<String> {
     if g.is_empty() {
         return None;
     }
-    let marked = [r"\boxed", r"\fbox", "####", "$", r"\(", r"\[", "nswer"]
-        .iter()
-        .any(|m| g.contains(m));
-    let plain_number = g.chars().any(|c| c.is_ascii_digit())
-        && g.chars().all(|c| c.is_ascii_digit() || " ,.-+%€£".contains(c));
+    let marked = g.len() > mv_extract::MAX_SCAN
+        || [r"\boxed", r"\fbox", "####", "$", r"\(", r"\[", "nswer"]
+            .iter()
+            .any(|m| g.contains(m));
+    let plain_number = !marked
+        && g.bytes().any(|c| c.is_ascii_digit())
+        && g.chars()
+            .all(|c| c.is_ascii_digit() || " ,.-+%€£".contains(c));
     if marked || plain_number {
         if let Some(e) = mv_extract::extract(g) {
             return Some(e.answer);
@@ -138,7 +141,6 @@ pub fn verify_completion(
         gold_parsed,
     }
 }
-
 
 #[cfg(test)]
 mod tests {

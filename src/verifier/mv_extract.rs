@@ -13,7 +13,7 @@
 //! "and", "or" or commas form one answer (a set). Numbers accept thousands separators (`1,000`,
 //! `1 000`), a decimal comma (`1,22`), a currency sign before and a percent after.
 //!
-//! Only the last [`MAX_SCAN`] bytes of a text are searched, which bounds the time on huge
+//! Only the last [`MAX_SCAN`] bytes (8 KiB) of a text are searched, which bounds the time on huge
 //! inputs; completions that long are not graded as math-verify would (it scans everything).
 
 use std::sync::OnceLock;
@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use fancy_regex::{Captures, Regex, RegexBuilder};
 
 /// Bytes of a text (its tail) that extraction searches.
-pub const MAX_SCAN: usize = 32 * 1024;
+pub const MAX_SCAN: usize = 8 * 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -52,22 +52,41 @@ fn env_pattern(prefix: &str, boxed: bool) -> String {
         }
     };
     let mut pats = vec![
-        format!(r"(?<!\\)\$\$(?P<{prefix}latexDisplayDollar>{})(?<!\\)\$\$", c(dd)),
-        format!(r"(?<!\\)\\\[(?P<{prefix}latexDisplayBracket>{})(?<!\\)\\\]", c(db)),
-        format!(r"(?<![\\\d])\$(?P<{prefix}latexInlineDollar>{})(?<!\\)\$", c(id)),
-        format!(r"(?<!\\)\\\((?P<{prefix}latexInlineParenthesis>{})(?<!\\)\\\)", c(ip)),
+        format!(
+            r"(?<!\\)\$\$(?P<{prefix}latexDisplayDollar>{})(?<!\\)\$\$",
+            c(dd)
+        ),
+        format!(
+            r"(?<!\\)\\\[(?P<{prefix}latexDisplayBracket>{})(?<!\\)\\\]",
+            c(db)
+        ),
+        format!(
+            r"(?<![\\\d])\$(?P<{prefix}latexInlineDollar>{})(?<!\\)\$",
+            c(id)
+        ),
+        format!(
+            r"(?<!\\)\\\((?P<{prefix}latexInlineParenthesis>{})(?<!\\)\\\)",
+            c(ip)
+        ),
         format!(r"\s\[(?P<{prefix}latexInlineBracket>{})\]\s", c(ib)),
     ];
     if !boxed {
         let n = r"-?\d+(?:[.,]\d+)?";
-        pats.push(format!(r"(?P<{prefix}latexFraction>-?\\frac\{{{n}\}}\{{{n}\}})"));
+        pats.push(format!(
+            r"(?P<{prefix}latexFraction>-?\\frac\{{{n}\}}\{{{n}\}})"
+        ));
     }
     format!(r"(?:(?:{})\s*{percent}?)", pats.join("|"))
 }
 
 fn latex_patterns() -> Vec<(String, u32, Option<&'static str>)> {
     let next: String = (1..=5)
-        .map(|i| format!(r"(?:\s*(?:,?and|,?or|,)\s*{})?", env_pattern(&format!("next{i}_"), false)))
+        .map(|i| {
+            format!(
+                r"(?:\s*(?:,?and|,?or|,)\s*{})?",
+                env_pattern(&format!("next{i}_"), false)
+            )
+        })
         .collect();
     let l = format!("(?:{}{next})", env_pattern("first_", false));
     let next_b: String = (1..=5)
@@ -80,13 +99,25 @@ fn latex_patterns() -> Vec<(String, u32, Option<&'static str>)> {
         .collect();
     let lb = format!("{}{next_b}", env_pattern("first_", true));
     vec![
-        (format!(r"(?i:final answer is):?\s*{l}\.?\s?I hope"), 0, Some("final answer")),
-        (format!(r"(?i:final answer.{{0,100}}?)\s+is:?\s*{l}"), 50, Some("final answer")),
+        (
+            format!(r"(?i:final answer is):?\s*{l}\.?\s?I hope"),
+            0,
+            Some("final answer"),
+        ),
+        (
+            format!(r"(?i:final answer.{{0,100}}?)\s+is:?\s*{l}"),
+            50,
+            Some("final answer"),
+        ),
         (format!(r"(?i:answer):.{{0,50}}?{l}"), 100, Some("answer")),
         (format!(r"(?i:answer).{{0,50}}?{l}"), 200, Some("answer")),
         (l, 300, None),
         (lb, 50, Some("boxed")),
-        (r"(?P<first_latexBoxed>\\boxed\{.+\})".to_string(), 50, Some("boxed")),
+        (
+            r"(?P<first_latexBoxed>\\boxed\{.+\})".to_string(),
+            50,
+            Some("boxed"),
+        ),
     ]
 }
 
@@ -102,10 +133,26 @@ fn expr_patterns() -> Vec<(String, u32, Option<&'static str>)> {
     let num_a = format!("(?:{prefix}[{currency}]?{number})");
     let e_or_n = format!("(?:{expr_a}|{num_a})");
     vec![
-        (format!(r"(?i:final answer is):?\s*{e_or_n}\.?\s?I hope"), 0, Some("final answer")),
-        (format!(r"(?i:final answer.{{0,100}}?)\s+is:?{e_or_n}"), 50, Some("final answer")),
-        (format!(r"(?i:answer):(?:.{{0,100}}=\s*|.{{0,50}}?){e_or_n}(?!\s*=)"), 100, Some("answer")),
-        (format!(r"(?i:answer)(?:.{{0,100}}=\s*|.{{0,50}}?){e_or_n}(?!\s*=)"), 200, Some("answer")),
+        (
+            format!(r"(?i:final answer is):?\s*{e_or_n}\.?\s?I hope"),
+            0,
+            Some("final answer"),
+        ),
+        (
+            format!(r"(?i:final answer.{{0,100}}?)\s+is:?{e_or_n}"),
+            50,
+            Some("final answer"),
+        ),
+        (
+            format!(r"(?i:answer):(?:.{{0,100}}=\s*|.{{0,50}}?){e_or_n}(?!\s*=)"),
+            100,
+            Some("answer"),
+        ),
+        (
+            format!(r"(?i:answer)(?:.{{0,100}}=\s*|.{{0,50}}?){e_or_n}(?!\s*=)"),
+            200,
+            Some("answer"),
+        ),
         (expr_a, 300, None),
         (num_a, 300, None),
     ]
@@ -116,17 +163,31 @@ fn patterns() -> &'static [Pattern] {
     P.get_or_init(|| {
         let mut out = Vec::new();
         let build = |src: &str, dotall: bool| {
-            let src = if dotall { format!("(?s){src}") } else { src.to_string() };
+            let src = if dotall {
+                format!("(?s){src}")
+            } else {
+                src.to_string()
+            };
             RegexBuilder::new(&src)
                 .backtrack_limit(200_000)
                 .build()
                 .unwrap_or_else(|e| panic!("math-verify pattern does not compile: {e}"))
         };
         for (src, priority, needs) in latex_patterns() {
-            out.push(Pattern { re: build(&src, true), priority, kind: Kind::Latex, needs });
+            out.push(Pattern {
+                re: build(&src, true),
+                priority,
+                kind: Kind::Latex,
+                needs,
+            });
         }
         for (src, priority, needs) in expr_patterns() {
-            out.push(Pattern { re: build(&src, false), priority, kind: Kind::Expr, needs });
+            out.push(Pattern {
+                re: build(&src, false),
+                priority,
+                kind: Kind::Expr,
+                needs,
+            });
         }
         // Stable: latex patterns stay before expr patterns of the same priority.
         out.sort_by_key(|p| p.priority);
@@ -189,6 +250,14 @@ fn tail(s: &str, max: usize) -> &str {
     while !s.is_char_boundary(start) {
         start += 1;
     }
+    // Do not start inside a word or number (the cut end of `123456` is not the number 456).
+    let b = s.as_bytes();
+    while start < b.len()
+        && b[start - 1].is_ascii_alphanumeric()
+        && b[start].is_ascii_alphanumeric()
+    {
+        start += 1;
+    }
     &s[start..]
 }
 
@@ -211,7 +280,10 @@ fn from_expr(c: &Captures) -> Option<Extracted> {
         if c.name("percent").is_some_and(|m| !m.as_str().is_empty()) {
             s.push_str("\\%");
         }
-        return Some(Extracted { answer: s, plain: true });
+        return Some(Extracted {
+            answer: s,
+            plain: true,
+        });
     }
     let e = c.name("expr")?.as_str().replace('\n', " ");
     let e = e.replace('×', r"\times ").replace('÷', r"\div ");
@@ -243,7 +315,10 @@ fn from_expr(c: &Captures) -> Option<Extracted> {
             out.push('0');
         }
     }
-    Some(Extracted { answer: out, plain: true })
+    Some(Extracted {
+        answer: out,
+        plain: true,
+    })
 }
 
 const ENV_NAMES: [&str; 7] = [
@@ -265,9 +340,15 @@ fn from_latex(c: &Captures) -> Option<Extracted> {
         else {
             continue;
         };
-        let mode = if name == "latexBoxed" { BoxMode::Last } else { BoxMode::All };
+        let mode = if name == "latexBoxed" {
+            BoxMode::Last
+        } else {
+            BoxMode::All
+        };
         let mut s = strip_units(&boxed_content(body, mode));
-        if c.name(&format!("{prefix}percent")).is_some_and(|m| !m.as_str().is_empty()) {
+        if c.name(&format!("{prefix}percent"))
+            .is_some_and(|m| !m.as_str().is_empty())
+        {
             s.push_str("\\%");
         }
         parts.push(s);
@@ -275,8 +356,14 @@ fn from_latex(c: &Captures) -> Option<Extracted> {
     let parts: Vec<String> = parts.into_iter().filter(|p| parses(p)).collect();
     match parts.len() {
         0 => None,
-        1 => Some(Extracted { answer: parts.into_iter().next()?, plain: false }),
-        _ => Some(Extracted { answer: format!(r"\{{{}\}}", parts.join(", ")), plain: false }),
+        1 => Some(Extracted {
+            answer: parts.into_iter().next()?,
+            plain: false,
+        }),
+        _ => Some(Extracted {
+            answer: format!(r"\{{{}\}}", parts.join(", ")),
+            plain: false,
+        }),
     }
 }
 
@@ -288,21 +375,146 @@ fn strip_units(s: &str) -> String {
     static RE: OnceLock<Res> = OnceLock::new();
     let (wrap, sup, units, and_text) = RE.get_or_init(|| {
         let list = [
-            "integerpoint", "feet", "sue", "digit", "pound", "meal", "edge", "student",
-            "children ticket", "multiple", "east", "degree", "mph", "kmph", "ft", "m square",
-            " m east", "sq m", "deg", "mile", "q .", "monkey", "prime", "ratio", "profit of rs",
-            "rd", "o", "gm", "p . m", "lb", "tile", "per", "dm", "lt", "gain", "ab", "way",
-            "west", "a .", "b .", "c .", "d .", "e .", "f .", "g .", "h .", "t", "h",
-            "no change", "men", "soldier", "pie", "bc", "excess", "st", "inches", "noon",
-            "cent", "by", "gal", "kmh", "c", "acre", "rise", "a . m", "th", "π r 2", "sq",
-            "mark", "l", "toy", "coin", "sq . m", "gallon", "° f", "profit", "minw", "yr",
-            "women", "am", "pm", "hr", "cu cm", "square", "v â € ™", "are", "rupee", "rounds",
-            "cubic", "cc", "mtr", "s", "ohm", "number", "kmph", "day", "hour", "minute", "min",
-            "second", "man", "woman", "sec", "cube", "mt", "sq inch", "mp", "∏ cm ³",
-            "hectare", "more", "sec", "unit", "cu . m", "cm 2", "rs .", "rs", "kg", "g",
-            "month", "km", "m", "cm", "mm", "apple", "liter", "loss", "yard", "pure", "year",
-            "increase", "decrease", "d", "less", "Surface", "litre", "pi sq m", "s .", "metre",
-            "meter", "inch",
+            "integerpoint",
+            "feet",
+            "sue",
+            "digit",
+            "pound",
+            "meal",
+            "edge",
+            "student",
+            "children ticket",
+            "multiple",
+            "east",
+            "degree",
+            "mph",
+            "kmph",
+            "ft",
+            "m square",
+            " m east",
+            "sq m",
+            "deg",
+            "mile",
+            "q .",
+            "monkey",
+            "prime",
+            "ratio",
+            "profit of rs",
+            "rd",
+            "o",
+            "gm",
+            "p . m",
+            "lb",
+            "tile",
+            "per",
+            "dm",
+            "lt",
+            "gain",
+            "ab",
+            "way",
+            "west",
+            "a .",
+            "b .",
+            "c .",
+            "d .",
+            "e .",
+            "f .",
+            "g .",
+            "h .",
+            "t",
+            "h",
+            "no change",
+            "men",
+            "soldier",
+            "pie",
+            "bc",
+            "excess",
+            "st",
+            "inches",
+            "noon",
+            "cent",
+            "by",
+            "gal",
+            "kmh",
+            "c",
+            "acre",
+            "rise",
+            "a . m",
+            "th",
+            "π r 2",
+            "sq",
+            "mark",
+            "l",
+            "toy",
+            "coin",
+            "sq . m",
+            "gallon",
+            "° f",
+            "profit",
+            "minw",
+            "yr",
+            "women",
+            "am",
+            "pm",
+            "hr",
+            "cu cm",
+            "square",
+            "v â € ™",
+            "are",
+            "rupee",
+            "rounds",
+            "cubic",
+            "cc",
+            "mtr",
+            "s",
+            "ohm",
+            "number",
+            "kmph",
+            "day",
+            "hour",
+            "minute",
+            "min",
+            "second",
+            "man",
+            "woman",
+            "sec",
+            "cube",
+            "mt",
+            "sq inch",
+            "mp",
+            "∏ cm ³",
+            "hectare",
+            "more",
+            "sec",
+            "unit",
+            "cu . m",
+            "cm 2",
+            "rs .",
+            "rs",
+            "kg",
+            "g",
+            "month",
+            "km",
+            "m",
+            "cm",
+            "mm",
+            "apple",
+            "liter",
+            "loss",
+            "yard",
+            "pure",
+            "year",
+            "increase",
+            "decrease",
+            "d",
+            "less",
+            "Surface",
+            "litre",
+            "pi sq m",
+            "s .",
+            "metre",
+            "meter",
+            "inch",
         ];
         // Not escaped, as in latex2sympy2_extended (`q .` matches `q` and any character).
         let alts: Vec<String> = list.iter().map(|u| u.to_string()).collect();
@@ -310,12 +522,18 @@ fn strip_units(s: &str) -> String {
         (
             build(r"\\math(?:rm|it|bf)|\\text(?:normal|bf|it|rm)"),
             build(r"\\(?:text|mbox)\{.*?\}(?:\^\d|\{\^\d\})?$"),
-            build(&format!(r"(\d|\}}|\s)\s*(?:{})(?:s|es)?\s*$", alts.join("|"))),
+            build(&format!(
+                r"(\d|\}}|\s)\s*(?:{})(?:s|es)?\s*$",
+                alts.join("|")
+            )),
             build(r",?\s*\\text\{\s*(?:and|or)\s*\}"),
         )
     });
     // `\text{ and }` is a comma before units are looked at (basic_latex comes first).
-    let mut t = wrap.replace_all(s, r"\text").replace('$', "");
+    let mut t = wrap
+        .replace_all(s, r"\text")
+        .replace(r"\$", "")
+        .replace('$', "");
     if t.contains(r"\text") {
         t = and_text.replace_all(&t, ",").to_string();
     }
@@ -467,16 +685,28 @@ mod tests {
         assert_eq!(ex("$1,000.99").as_deref(), Some("1000.99"));
         assert_eq!(ex(".4").as_deref(), Some("0.4"));
         assert_eq!(ex("AZYUK2A"), None);
-        assert_eq!(ex("Final Answer: The largest $n$ is 34.").as_deref(), Some("34"));
+        assert_eq!(
+            ex("Final Answer: The largest $n$ is 34.").as_deref(),
+            Some("34")
+        );
     }
 
     #[test]
     fn latex_environments() {
-        assert_eq!(ex(r"we get $\frac{1}{2}$.").as_deref(), Some(r"\frac{1}{2}"));
-        assert_eq!(ex("so\n\\[\nx^2\n\\]").as_deref(), Some("\nx^2\n"));
+        assert_eq!(
+            ex(r"we get $\frac{1}{2}$.").as_deref(),
+            Some(r"\frac{1}{2}")
+        );
+        assert_eq!(ex("so\n\\[\nx^2\n\\]").as_deref(), Some("x^2"));
         assert_eq!(ex(r"\boxed{1}\boxed{2}").as_deref(), Some("1,2"));
-        assert_eq!(ex(r"roots $\boxed{1}$ and $\boxed{2}$.").as_deref(), Some(r"\{1, 2\}"));
-        assert_eq!(ex(r"first \boxed{3} then \boxed{4}").as_deref(), Some("3,4"));
+        assert_eq!(
+            ex(r"roots $\boxed{1}$ and $\boxed{2}$.").as_deref(),
+            Some(r"\{1, 2\}")
+        );
+        assert_eq!(
+            ex(r"first \boxed{3} then \boxed{4}").as_deref(),
+            Some("3,4")
+        );
         assert_eq!(
             ex(r"first \boxed{3}. After a long detour we find instead \boxed{4}").as_deref(),
             Some("4")

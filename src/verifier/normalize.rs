@@ -4,7 +4,6 @@
 //! signs, dollar signs, units after a number and trailing periods; the result is what
 //! [`super::parse::parse_expr`] and the structural comparer see.
 
-
 /// Font / text wrappers whose argument is kept (or dropped when it is a unit after a number).
 const WRAPPERS: &[&str] = &[
     "text",
@@ -252,6 +251,10 @@ pub fn normalize(input: &str) -> String {
             s = s.replace(from, to);
         }
     }
+    // `\\frac` (a doubled backslash from an escaped string) is `\frac`, outside matrices.
+    if s.contains(r"\\") && !s.contains("matrix") && !s.contains("array") {
+        s = undouble_commands(&s);
+    }
     // Protect row breaks `\\` from the one-symbol spacing commands below.
     let s_protected = s.replace(r"\\", "\u{1}");
     s = s_protected;
@@ -380,6 +383,26 @@ fn and_or_to_commas(s: &str) -> String {
                 i += w.len();
                 continue;
             }
+        }
+        let ch = s[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// `\\` followed by a letter becomes `\` (latex2sympy2_extended's `command_slash_fix`).
+fn undouble_commands(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && b.get(i + 1) == Some(&b'\\')
+            && b.get(i + 2).is_some_and(u8::is_ascii_alphabetic)
+        {
+            i += 1;
+            continue;
         }
         let ch = s[i..].chars().next().unwrap_or(' ');
         out.push(ch);

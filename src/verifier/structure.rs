@@ -1,9 +1,9 @@
 //! The structure of a normalised answer: relations, tuples and intervals, sets, lists,
 //! unions, matrices, expressions, or text ([`parse_answer`]).
 
+use super::equiv::{has_word, text_canon, MAX_ITEMS};
 use super::parse::{parse_expr, Expr};
 use super::Fuel;
-use super::equiv::{has_word, text_canon, MAX_ITEMS};
 
 /// An answer's structure.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +216,96 @@ fn parse_matrix(s: &str, fuel: &Fuel, depth: usize) -> Option<Answer> {
         .then_some(Answer::Matrix(rows))
 }
 
+/// The cells of a matrix answer as expressions, if they all are.
+fn cells(a: Answer) -> Option<Vec<Vec<Expr>>> {
+    let Answer::Matrix(rows) = a else {
+        return None;
+    };
+    rows.into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|c| match c {
+                    Answer::Expr(e) => Some(e),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A sum of matrices (`A + B`) or a product of two (`A B`, `A \cdot B`), evaluated cell by
+/// cell, as sympy does with matrix expressions.
+fn matrix_arithmetic(s: &str, fuel: &Fuel, depth: usize) -> Option<Answer> {
+    let terms = split_top(s, "+");
+    let bx = Box::new;
+    let wrap = |m: Vec<Vec<Expr>>| {
+        Answer::Matrix(
+            m.into_iter()
+                .map(|r| r.into_iter().map(Answer::Expr).collect())
+                .collect(),
+        )
+    };
+    if terms.len() > 1 {
+        let ms: Vec<Vec<Vec<Expr>>> = terms
+            .iter()
+            .map(|t| parse_matrix(t.trim(), fuel, depth).and_then(cells))
+            .collect::<Option<_>>()?;
+        let (r, c) = (ms[0].len(), ms[0].first()?.len());
+        if ms
+            .iter()
+            .any(|m| m.len() != r || m.iter().any(|row| row.len() != c))
+        {
+            return None;
+        }
+        let sum = (0..r)
+            .map(|i| {
+                (0..c)
+                    .map(|j| {
+                        ms[1..].iter().fold(ms[0][i][j].clone(), |acc, m| {
+                            Expr::Add(bx(acc), bx(m[i][j].clone()))
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        return Some(wrap(sum));
+    }
+    // `A B` / `A \cdot B`: split after the first `\end{..}`.
+    let end = s.find(r"\end{")?;
+    let close = end + s[end..].find('}')? + 1;
+    let (left, right) = (s[..close].trim(), s[close..].trim());
+    let right = right
+        .strip_prefix(r"\cdot")
+        .or_else(|| right.strip_prefix(r"\times"))
+        .unwrap_or(right)
+        .trim();
+    let a = parse_matrix(left, fuel, depth).and_then(cells)?;
+    let b = parse_matrix(right, fuel, depth).and_then(cells)?;
+    let n = b.len();
+    if a.iter().any(|row| row.len() != n) || n == 0 || a.len() * n * b[0].len() > MAX_ITEMS * 8 {
+        return None;
+    }
+    let prod = a
+        .iter()
+        .map(|row| {
+            (0..b[0].len())
+                .map(|j| {
+                    (1..n).fold(
+                        Expr::Mul(bx(row[0].clone()), bx(b[0][j].clone())),
+                        |acc, k| {
+                            Expr::Add(
+                                bx(acc),
+                                bx(Expr::Mul(bx(row[k].clone()), bx(b[k][j].clone()))),
+                            )
+                        },
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    Some(wrap(prod))
+}
+
 fn items(parts: &[&str], fuel: &Fuel, depth: usize) -> Vec<Answer> {
     parts
         .iter()
@@ -241,6 +331,11 @@ pub fn parse_answer(s: &str, fuel: &Fuel, depth: usize) -> Answer {
     }
     if let Some(m) = parse_matrix(s, fuel, depth) {
         return m;
+    }
+    if s.matches(r"\begin{").count() > 1 {
+        if let Some(m) = matrix_arithmetic(s, fuel, depth) {
+            return m;
+        }
     }
     if is_thousands(s) {
         let plain: String = s.chars().filter(|&c| c != ',').collect();
@@ -422,4 +517,3 @@ fn replace_first_pm(e: &Expr, plus: bool) -> (Expr, bool) {
         _ => (e.clone(), false),
     }
 }
-
