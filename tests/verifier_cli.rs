@@ -16,7 +16,8 @@ fn grpo(args: &[&str]) -> std::process::Output {
 fn verify_one_pair_uses_math_verify_rules() {
     for (gold, pred, want) in [
         (r"$\frac{4}{9}$", "So the answer is $0.444444$.", "true"),
-        ("1000.99", "it costs 1 000,99 €", "true"),
+        ("1000.99", "it costs 1000,99 €", "true"),
+        ("1000", "it costs 1 000 €", "true"),
         (r"$x > 5$", "$5 < x$", "true"),
         ("34", "Final Answer: The largest $n$ is 34.", "true"),
         (r"$10^{10^{10^{10}}}$", r"$10^{10^{10^{10}}}+1$", "false"),

@@ -216,11 +216,15 @@ pub fn extract(text: &str) -> Option<Extracted> {
         let mut found: Vec<(usize, usize, usize, Captures)> = Vec::new();
         while j < pats.len() && pats[j].priority == prio {
             let p = &pats[j];
-            if p.needs.is_none_or(|w| lower.contains(w)) {
-                for c in p.re.captures_iter(text) {
+            let from = match p.needs {
+                None => Some(0),
+                Some(w) => phrase_window(&lower, w),
+            };
+            if let Some(from) = from {
+                for c in p.re.captures_iter(&text[from..]) {
                     let Ok(c) = c else { break };
                     let m = c.get(0).map_or((0, 0), |m| (m.start(), m.end()));
-                    found.push((m.1, m.0, j, c));
+                    found.push((from + m.1, from + m.0, j, c));
                 }
             }
             j += 1;
@@ -239,6 +243,16 @@ pub fn extract(text: &str) -> Option<Extracted> {
         i = j;
     }
     None
+}
+
+/// Where a phrase pattern (which starts with `word`) is searched from: the whole text, or, in a
+/// text with more than 16 occurrences of the word, from its 16th-last occurrence (a bound on
+/// adversarial inputs such as "Final Answer: " repeated; a match starting earlier would have to
+/// end after every later one). `None` when the word does not occur.
+fn phrase_window(lower: &str, word: &str) -> Option<usize> {
+    let mut hits = lower.rmatch_indices(word).map(|(i, _)| i);
+    let first = hits.next()?;
+    Some(hits.nth(14).unwrap_or(0).min(first))
 }
 
 /// The last `max` bytes of `s`, cut at a character boundary.
