@@ -83,7 +83,13 @@ fn every_adversarial_pair_is_answered_within_50_ms() {
     for (gold, pred, want) in &cases {
         let (got, took) = timed(gold, pred);
         let short = |s: &str| s.chars().take(40).collect::<String>();
-        let label = format!("{:?} vs {:?} ({} and {} bytes)", short(gold), short(pred), gold.len(), pred.len());
+        let label = format!(
+            "{:?} vs {:?} ({} and {} bytes)",
+            short(gold),
+            short(pred),
+            gold.len(),
+            pred.len()
+        );
         assert_eq!(got, *want, "{label}");
         if took > Duration::from_millis(50) {
             slow.push(format!("{label}: {took:?}"));

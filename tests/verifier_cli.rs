@@ -25,16 +25,23 @@ fn verify_one_pair_uses_math_verify_rules() {
     ] {
         let out = grpo(&["verify", "--gold", gold, "--pred", pred]);
         assert!(out.status.success(), "{gold} vs {pred}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{gold} vs {pred}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want,
+            "{gold} vs {pred}"
+        );
     }
 }
 
 #[test]
 fn verify_input_with_invalid_utf8_line_judges_the_rest() {
     let mut f = tempfile::NamedTempFile::new().expect("temp file");
-    f.write_all(b"{\"gold\": \"1\", \"pred\": \"1\"}\n").unwrap();
-    f.write_all(b"{\"gold\": \"2\", \"pred\": \"\xff2\"}\n").unwrap();
-    f.write_all(b"{\"gold\": \"3\", \"pred\": \"the answer is 4\"}\n").unwrap();
+    f.write_all(b"{\"gold\": \"1\", \"pred\": \"1\"}\n")
+        .unwrap();
+    f.write_all(b"{\"gold\": \"2\", \"pred\": \"\xff2\"}\n")
+        .unwrap();
+    f.write_all(b"{\"gold\": \"3\", \"pred\": \"the answer is 4\"}\n")
+        .unwrap();
     let path = f.path().to_str().unwrap().to_string();
     let out = grpo(&["verify", "--input", &path]);
     // Exit status 2: a line was malformed; every other line is still judged, in order.
