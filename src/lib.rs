@@ -1,17 +1,18 @@
 //! `grpo`: RL fine-tuning of causal language models on problems with checkable answers.
 //!
-//! Data flows one way: [`config`] → [`model`] + [`data`] → [`sampler`] → [`rewards`] (grading with [`verifier`]) →
+//! Data flows one way: [`config`] → [`model`] + [`data`] → [`sampler`] → [`rewards`] →
 //! [`trainer`] → checkpoints and metrics. [`eval`] reuses the sampler and rewards; [`cli`] is the
 //! glue behind each subcommand of the binary.
 //!
 //! Layers, lowest first; a module imports only from layers below it:
 //!
 //! 1. [`config`] (the TOML schema, its enums, device and dtype names) and [`process_sets`]
-//!    (the prefix-tree math of λ-GRPO): pure, import nothing of the crate.
+//!    (the prefix-tree math of λ-GRPO) and [`verifier`] (math answer extraction, parsing and
+//!    equivalence): pure, import nothing of the crate.
 //! 2. [`model`] (policy, checkpoints, tokenizer) and [`record`] (the run record train writes
 //!    and sweep, plot and analyze read).
 //! 3. [`data`] (datasets, prompts, the built-in tasks) and [`sampler`] (generation).
-//! 4. [`rewards`] (answer verification and reward functions).
+//! 4. [`rewards`] (the reward functions; `accuracy` grades with [`verifier`]).
 //! 5. [`resolve`] (`Config::resolve()`: the specs a run builds once from its config).
 //! 6. [`eval`] (benchmarks and validation) and [`analysis`] (rollout statistics, plots).
 //! 7. [`trainer`] (the RL and SFT loops, sweeps).

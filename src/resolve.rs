@@ -11,8 +11,9 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::config::{Config, ResolvedLoss, RewardsSection};
 use crate::data::prompt::PromptFormat;
-use crate::rewards::{ExtractPolicy, FormatMode, Length, LengthUnit, RewardConfig, RewardSpec};
+use crate::rewards::{FormatMode, Length, LengthUnit, RewardConfig, RewardSpec};
 use crate::sampler::SamplingParams;
+use crate::verifier::ExtractPolicy;
 
 /// Everything a run derives from its [`Config`].
 #[derive(Debug, Clone)]
@@ -78,7 +79,7 @@ impl Config {
 pub fn reward_config(r: &RewardsSection) -> Result<RewardConfig> {
     let policy = ExtractPolicy::by_name(&r.extract).ok_or_else(|| {
         anyhow!(
-            "rewards.extract: expected one of default, math, gsm8k, boxed; got `{}`",
+            "rewards.extract: expected one of default, lenient, math, gsm8k, boxed; got `{}`",
             r.extract
         )
     })?;

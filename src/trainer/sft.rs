@@ -39,11 +39,11 @@ use crate::model::{
     copy_tokenizer_files, random_qwen2_config, resolve_model_dir, ModelConfig, Policy, Qwen2Shape,
     Tokenizer,
 };
-use crate::verifier::{EquivOptions, ExtractPolicy};
 use crate::sampler::{self, mix_seed, SamplingParams};
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::rollout::{pack, PackedBatch};
 use crate::trainer::update::GradAccumulator;
+use crate::verifier::{EquivOptions, ExtractPolicy};
 
 pub use crate::config::{SftInit, SftSection};
 
