@@ -105,7 +105,16 @@ pub fn gold_answer(gold: &str) -> Option<String> {
         || [r"\boxed", r"\fbox", "####", "$", r"\(", r"\[", "nswer"]
             .iter()
             .any(|m| g.contains(m));
+    // A comma makes a plain number only as a thousands separator (`1,000`) or a decimal comma
+    // without signs or spaces (`1,22`); `1,-2` and `3, 5, 7` are lists.
+    let thousands = g
+        .split(',')
+        .skip(1)
+        .all(|grp| grp.len() >= 3 && grp.as_bytes()[..3].iter().all(u8::is_ascii_digit));
+    let comma_ok =
+        !g.contains(',') || thousands || g.matches(',').count() == 1 && !g.contains(['-', ' ']);
     let plain_number = !marked
+        && comma_ok
         && g.bytes().any(|c| c.is_ascii_digit())
         && g.chars()
             .all(|c| c.is_ascii_digit() || " ,.-+%€£".contains(c));
