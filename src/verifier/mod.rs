@@ -101,6 +101,13 @@ pub fn gold_answer(gold: &str) -> Option<String> {
     if g.is_empty() {
         return None;
     }
+    // A gold that is all math (`$x=1$, $y=2$`) is one answer as written.
+    let all_math = g.starts_with('$')
+        && g.ends_with('$')
+        && ![r"\boxed", r"\fbox", "nswer"].iter().any(|m| g.contains(m));
+    if all_math {
+        return Some(g.to_string());
+    }
     let marked = g.len() > mv_extract::MAX_SCAN
         || [r"\boxed", r"\fbox", "####", "$", r"\(", r"\[", "nswer"]
             .iter()
