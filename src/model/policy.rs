@@ -6,7 +6,6 @@ use super::infer::LogitsAt;
 use super::kv_cache::KvCache;
 use super::lm_head_op::LmHeadLogprobs;
 use super::lora::{Adapter, LoraConfig, TrainGuard};
-use super::ops::{LogSoftmaxGather, RowEntropy};
 use super::qwen2::{parameter_specs, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
