@@ -93,11 +93,10 @@ fn fresh_adapter_equals_the_base_and_only_adapters_train() {
     let before = policy.forward(&ids, None).unwrap();
     policy.add_lora(&lora(4, all_linear(), false), 1).unwrap();
     let after = policy.forward(&ids, None).unwrap();
-    assert_eq!(
-        max_abs_diff(&before, &after),
-        0.0,
-        "B = 0: step 0 is the base"
-    );
+    // B = 0 adds exactly nothing; an adapted model runs the composed ops instead of the fused
+    // CPU kernels, so the two forwards differ only by float rounding.
+    let d = max_abs_diff(&before, &after);
+    assert!(d < 1e-4, "B = 0: step 0 is the base (max |diff| {d})");
 
     let cfg = policy.config.clone();
     let trainable = policy.trainable_vars();
