@@ -7,6 +7,7 @@
 //! saved log-sum-exp of each query (as flash attention does), so only `O` and `lse` are kept.
 //! Causality also skips the keys after each query block: about half the score work.
 
+use super::ops::f32_slice as f32s;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
@@ -35,16 +36,6 @@ pub(crate) struct CausalAttention {
     /// `[B, H, T]` log-sum-exp of each query's scores, written by the forward for the
     /// backward.
     pub lse: Arc<Mutex<Vec<f32>>>,
-}
-
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage")
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        bail!("{what}: expected a contiguous tensor")
-    };
-    Ok(&v[a..b])
 }
 
 /// Geometry of one call.

@@ -2,6 +2,7 @@
 //! ops, RMSNorm is eight tensors forward and more backward, and SwiGLU three; each op here is
 //! one pass forward and one backward, parallel over rows.
 
+use super::ops::f32_slice as f32s;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -10,16 +11,6 @@ use super::kernels::rows::exp;
 
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 16;
-
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage")
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        bail!("{what}: expected a contiguous tensor")
-    };
-    Ok(&v[a..b])
-}
 
 /// Reads a contiguous CPU f32 tensor (taking the storage lock for the closure's duration).
 fn with_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {

@@ -3,6 +3,7 @@
 //! gradient accumulators; here forward is one GEMM (+ bias) and backward two GEMMs and a
 //! column sum. f32, CPU; `x [N, in]`, `W [out, in]`, `b [out]`.
 
+use super::ops::f32_slice as f32s;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -10,16 +11,6 @@ use super::kernels::gemm::{matmul, Operand};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LinearOp;
-
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage")
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        bail!("{what}: expected a contiguous tensor")
-    };
-    Ok(&v[a..b])
-}
 
 /// `x Wᵀ (+ b)`.
 fn forward(

@@ -4,6 +4,7 @@
 //! backward. The forward keeps a running max / sum per row (online softmax); the backward
 //! recomputes each block's logits from the saved log-sum-exp, so no softmax is stored.
 
+use super::ops::f32_slice as slice;
 use std::sync::Arc;
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -26,16 +27,6 @@ pub(crate) struct LmHeadLogprobs {
     pub bias: Option<Arc<Vec<f32>>>,
     /// Vocabulary columns per block; 0 = sized from `BLOCK_ELEMS`.
     pub block_cols: usize,
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage")
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        bail!("{what}: expected a contiguous tensor")
-    };
-    Ok(&v[a..b])
 }
 
 impl LmHeadLogprobs {

@@ -14,7 +14,8 @@ use rayon::prelude::*;
 /// Rows per rayon task: amortises scheduling for short rows.
 const ROWS_PER_TASK: usize = 64;
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The contiguous f32 data of a CPU tensor; shared by every fused op.
+pub(super) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("{what}: expected f32 storage")
     };
