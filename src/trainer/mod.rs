@@ -3,11 +3,11 @@
 //! One GRPO step (`run.rs`, each phase a function): sample `G` completions per prompt
 //! ([`crate::sampler`]), score them ([`crate::rewards`]), turn rewards into group-relative
 //! [`advantages`] and process-set sizes |λ| ([`crate::process_sets`]), and [`update`] the policy
-//! with the [`loss`] of `loss.type` ([`optim`] for AdamW / SGD and clipping); [`state`] writes
-//! and reads checkpoints, and the step's record goes to [`crate::record`]. [`rollout`] packs
-//! prompts and completions into padded batches. [`sft`] is the supervised warm start, sharing
-//! the optimizer, gradient accumulation and checkpoint layout. [`sweep`] runs configs × seeds and
-//! writes the comparison report.
+//! with the [`loss`] of `loss.type` ([`optim`] for AdamW / SGD and clipping); `step.rs` turns
+//! the step's outputs into its record ([`crate::record`]) and [`state`] writes and reads
+//! checkpoints. [`rollout`] packs prompts and completions into padded batches. [`sft`] is the
+//! supervised warm start, sharing the optimizer, gradient accumulation and checkpoint layout.
+//! [`sweep`] runs configs × seeds and writes the comparison report.
 //!
 //! The config arrives resolved ([`crate::config::Config::resolve`]); nothing here parses keys.
 
@@ -22,6 +22,7 @@ pub mod rollout;
 pub mod run;
 pub mod sft;
 pub mod state;
+mod step;
 pub mod sweep;
 pub mod update;
 
