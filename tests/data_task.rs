@@ -1,5 +1,6 @@
-//! The committed `data/arith` splits are exactly what `grpo data build-task --seed 0` writes,
-//! are disjoint, and every answer follows from its worked solution.
+//! The committed `data/arith` and `data/arith-chain` splits are exactly what
+//! `grpo data build-task --seed 0` writes, are disjoint, and every answer follows from its
+//! worked solution.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -71,4 +72,35 @@ fn answers_follow_from_solutions_and_levels_are_balanced() {
     }
     assert_eq!(per_level, [100; 5]);
     assert_eq!(rows[0].id, "arith-test-00000");
+}
+
+fn chain_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/arith-chain"))
+}
+
+#[test]
+fn committed_chain_splits_regenerate_byte_identically_and_check_out() {
+    let task = Task::from_name("arith-chain").unwrap();
+    let splits = build_splits(task, 0, task.default_sizes()).unwrap();
+    assert_eq!(splits.train.len(), 4000);
+    let mut seen: HashSet<&str> = HashSet::new();
+    for (name, rows) in splits.named() {
+        let path = chain_dir().join(format!("{name}.jsonl"));
+        let committed = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            committed == to_jsonl(rows).unwrap(),
+            "{} differs from `grpo data build-task --task arith-chain`",
+            path.display()
+        );
+        for p in rows {
+            assert!(seen.insert(&p.question), "{}: repeats", p.id);
+            assert_eq!(evaluate_chain(&p.solution).unwrap().to_string(), p.answer);
+            // Level L = L intermediate results, then the answer.
+            assert_eq!(p.solution.matches('=').count(), usize::from(p.level) + 1);
+        }
+    }
+    let per_level: Vec<usize> = (3..=6)
+        .map(|l| splits.validation.iter().filter(|p| p.level == l).count())
+        .collect();
+    assert_eq!(per_level, [50; 4]);
 }

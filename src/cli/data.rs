@@ -32,17 +32,19 @@ pub enum DataCommand {
 
 #[derive(Debug, Args)]
 pub struct BuildTaskArgs {
-    /// Task family (`arith`).
+    /// Task family (`arith` or `arith-chain`).
     #[arg(long, default_value = "arith")]
     pub task: String,
     /// Seed of the ChaCha8 generator; the same seed gives byte-identical files.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output folder for train.jsonl, validation.jsonl and test.jsonl.
-    #[arg(long, default_value = "data/arith")]
-    pub out: PathBuf,
-    #[arg(long, default_value_t = task::DEFAULT_TRAIN)]
-    pub train: usize,
+    /// Output folder for train.jsonl, validation.jsonl and test.jsonl [default: data/TASK].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Training problems [default: the task's committed size, 10000 for arith, 4000 for
+    /// arith-chain].
+    #[arg(long)]
+    pub train: Option<usize>,
     #[arg(long, default_value_t = task::DEFAULT_VALIDATION)]
     pub validation: usize,
     #[arg(long, default_value_t = task::DEFAULT_TEST)]
@@ -86,14 +88,18 @@ pub fn run(args: &DataArgs) -> Result<()> {
 fn build_task(a: &BuildTaskArgs) -> Result<()> {
     let task = Task::from_name(&a.task)?;
     let sizes = SplitSizes {
-        train: a.train,
+        train: a.train.unwrap_or(task.default_sizes().train),
         validation: a.validation,
         test: a.test,
     };
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("data").join(task.name()));
     let splits = task::build_splits(task, a.seed, sizes)?;
-    task::write_splits(&splits, &a.out)?;
+    task::write_splits(&splits, &out)?;
     for (name, rows) in splits.named() {
-        let path = a.out.join(format!("{name}.jsonl"));
+        let path = out.join(format!("{name}.jsonl"));
         let bytes = std::fs::metadata(&path)
             .with_context(|| format!("reading {}", path.display()))?
             .len();

@@ -1,7 +1,8 @@
-//! Datasets: the built-in `arith` task, the shipped benchmark files, JSONL loaders, prompts and
+//! Datasets: the built-in `arith` and `arith-chain` tasks, the shipped benchmark files, JSONL loaders, prompts and
 //! the tiny model's tokenizer.
 
 pub mod benchmarks;
+pub mod chain;
 pub mod dataset;
 pub mod prompt;
 pub mod task;

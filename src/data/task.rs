@@ -23,17 +23,21 @@ use serde::{Deserialize, Serialize};
 pub const LEVELS: [u8; 5] = [1, 2, 3, 4, 5];
 
 /// Names of the built-in tasks (`grpo data build-task --task <name>`).
-pub const TASK_NAMES: &[&str] = &["arith"];
+pub const TASK_NAMES: &[&str] = &["arith", "arith-chain"];
 
 /// Default split sizes: big enough for a supervised warm-start plus RL, small enough to commit.
 pub const DEFAULT_TRAIN: usize = 10_000;
 pub const DEFAULT_VALIDATION: usize = 200;
 pub const DEFAULT_TEST: usize = 500;
+/// arith-chain's committed training split (its rows are about twice as long).
+pub const DEFAULT_CHAIN_TRAIN: usize = 4_000;
 
 /// A built-in task family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
     Arith,
+    /// Longer chains (3–6 intermediate results), see [`super::chain`].
+    ArithChain,
 }
 
 impl Task {
@@ -41,6 +45,7 @@ impl Task {
     pub fn from_name(name: &str) -> Result<Task> {
         match name {
             "arith" => Ok(Task::Arith),
+            "arith-chain" => Ok(Task::ArithChain),
             other => bail!(
                 "unknown task `{other}`: expected one of {}",
                 TASK_NAMES.join(", ")
@@ -51,6 +56,35 @@ impl Task {
     pub fn name(self) -> &'static str {
         match self {
             Task::Arith => "arith",
+            Task::ArithChain => "arith-chain",
+        }
+    }
+
+    /// The levels this task's generator knows; splits cycle through them.
+    pub fn levels(self) -> &'static [u8] {
+        match self {
+            Task::Arith => &LEVELS,
+            Task::ArithChain => &super::chain::CHAIN_LEVELS,
+        }
+    }
+
+    /// The sizes of the committed splits (`data/<name>/`): arith-chain's solutions are longer,
+    /// so fewer training rows keep its files small.
+    pub fn default_sizes(self) -> SplitSizes {
+        match self {
+            Task::Arith => SplitSizes::default(),
+            Task::ArithChain => SplitSizes {
+                train: DEFAULT_CHAIN_TRAIN,
+                ..SplitSizes::default()
+            },
+        }
+    }
+
+    /// Generates one problem of `level` (id left empty).
+    pub fn generate(self, level: u8, rng: &mut ChaCha8Rng) -> Result<Problem> {
+        match self {
+            Task::Arith => generate(level, rng),
+            Task::ArithChain => super::chain::generate_chain(level, rng),
         }
     }
 }
@@ -104,7 +138,7 @@ impl Default for SplitSizes {
     }
 }
 
-const NAMES: [(&str, &str); 12] = [
+pub(super) const NAMES: [(&str, &str); 12] = [
     ("Tom", "He"),
     ("Ann", "She"),
     ("Sam", "He"),
@@ -119,12 +153,12 @@ const NAMES: [(&str, &str); 12] = [
     ("Nora", "She"),
 ];
 
-const ITEMS: [&str; 12] = [
+pub(super) const ITEMS: [&str; 12] = [
     "apples", "pens", "coins", "books", "cards", "marbles", "cookies", "shells", "stamps", "eggs",
     "stickers", "balls",
 ];
 
-const CONTAINERS: [(&str, &str); 4] = [
+pub(super) const CONTAINERS: [(&str, &str); 4] = [
     ("box", "boxes"),
     ("bag", "bags"),
     ("pack", "packs"),
@@ -133,7 +167,7 @@ const CONTAINERS: [(&str, &str); 4] = [
 
 /// One step of a worked solution.
 #[derive(Debug, Clone, Copy)]
-enum Op {
+pub(super) enum Op {
     Add,
     Sub,
     Mul,
@@ -141,18 +175,18 @@ enum Op {
 }
 
 /// Builds the solution text while computing each value, so text and answer cannot disagree.
-struct Chain {
+pub(super) struct Chain {
     text: String,
 }
 
 impl Chain {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Chain {
             text: String::new(),
         }
     }
 
-    fn step(&mut self, a: i64, op: Op, b: i64) -> i64 {
+    pub(super) fn step(&mut self, a: i64, op: Op, b: i64) -> i64 {
         let (sym, value) = match op {
             Op::Add => ('+', a + b),
             Op::Sub => ('-', a - b),
@@ -164,20 +198,20 @@ impl Chain {
         value
     }
 
-    fn finish(mut self, answer: i64) -> (String, String) {
+    pub(super) fn finish(mut self, answer: i64) -> (String, String) {
         self.text.push_str(&format!("\\boxed{{{answer}}}"));
         (self.text, answer.to_string())
     }
 }
 
 /// Picks two different people, so that "gives 5 to Ann" never reads "Ann gives 5 to Ann".
-fn two_people(rng: &mut ChaCha8Rng) -> ((&'static str, &'static str), &'static str) {
+pub(super) fn two_people(rng: &mut ChaCha8Rng) -> ((&'static str, &'static str), &'static str) {
     let i = rng.random_range(0..NAMES.len());
     let j = (i + rng.random_range(1..NAMES.len())) % NAMES.len();
     (NAMES[i], NAMES[j].0)
 }
 
-fn pick<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T]) -> T {
+pub(super) fn pick<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T]) -> T {
     // The pools are non-empty constants.
     *xs.choose(rng).expect("non-empty pool")
 }
@@ -309,11 +343,11 @@ pub fn generate(level: u8, rng: &mut ChaCha8Rng) -> Result<Problem> {
 
 /// Generates the three splits of `task` from `seed`.
 ///
-/// Levels cycle 1,2,…,5 within each split so every split (even a 200-row validation set) has the
+/// Levels cycle (1,2,…,5 for arith) within each split so every split (even a 200-row validation set) has the
 /// same level mix, and one set of seen questions spans all splits so that none is in two of them.
 /// Validation and test are drawn first, so changing the train size leaves them unchanged.
 pub fn build_splits(task: Task, seed: u64, sizes: SplitSizes) -> Result<Splits> {
-    let Task::Arith = task;
+    let levels = task.levels();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut seen: HashSet<String> = HashSet::new();
     let mut draw = |split: &str, n: usize| -> Result<Vec<Problem>> {
@@ -325,8 +359,8 @@ pub fn build_splits(task: Task, seed: u64, sizes: SplitSizes) -> Result<Splits> 
                 attempts <= 20 * n + 1000,
                 "could not draw {n} distinct {split} problems (the generator's space is too small)"
             );
-            let level = LEVELS[rows.len() % LEVELS.len()];
-            let mut p = generate(level, &mut rng)?;
+            let level = levels[rows.len() % levels.len()];
+            let mut p = task.generate(level, &mut rng)?;
             if seen.insert(p.question.clone()) {
                 p.id = format!("{}-{split}-{:05}", task.name(), rows.len());
                 rows.push(p);
