@@ -9,7 +9,12 @@ use serde_json::Value;
 #[test]
 fn default_configs_train_a_few_steps() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for config in ["configs/lambda.toml", "configs/grpo.toml"] {
+    for config in [
+        "configs/lambda.toml",
+        "configs/grpo.toml",
+        "configs/chain/lambda.toml",
+        "configs/chain/grpo.toml",
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("run");
         let run = Command::new(env!("CARGO_BIN_EXE_grpo"))
@@ -53,7 +58,7 @@ fn default_configs_train_a_few_steps() {
 fn every_shipped_config_is_valid() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["configs", "configs/tree", "configs/examples"] {
+    for dir in ["configs", "configs/chain", "configs/tree", "configs/examples"] {
         for entry in std::fs::read_dir(repo.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
@@ -61,7 +66,7 @@ fn every_shipped_config_is_valid() {
             }
         }
     }
-    assert!(files.len() >= 8, "{files:?}");
+    assert!(files.len() >= 12, "{files:?}");
     for path in &files {
         let cfg = grpo::config::Config::load(path, &[])
             .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
@@ -139,4 +144,51 @@ fn tree_validation_samples_only_allowed_moves() {
         acc,
         "lr 0 moves nothing"
     );
+}
+
+/// The arith-chain configs are the default pair moved to the chain task: the same keys and
+/// values as configs/lambda.toml except the model, data, lengths and steps, and among
+/// themselves they differ only in the loss type and output folder (a fair comparison).
+#[test]
+fn chain_configs_differ_only_where_they_should() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(repo.join(p)).unwrap()).unwrap()
+    };
+    let strip = |mut t: toml::Table| {
+        t["loss"].as_table_mut().unwrap().remove("type");
+        t["output"].as_table_mut().unwrap().remove("dir");
+        t
+    };
+    let lambda = read("configs/chain/lambda.toml");
+    assert_eq!(lambda["loss"]["type"].as_str(), Some("lambda_grpo"));
+    assert_eq!(lambda["model"]["path"].as_str(), Some("models/tiny-chain"));
+    assert_eq!(
+        lambda["data"]["train"].as_str(),
+        Some("data/arith-chain/train.jsonl")
+    );
+    for (file, loss) in [
+        ("configs/chain/grpo.toml", "dapo"),
+        ("configs/chain/grpo-seq.toml", "grpo"),
+    ] {
+        let other = read(file);
+        assert_eq!(other["loss"]["type"].as_str(), Some(loss), "{file}");
+        assert_eq!(strip(other), strip(lambda.clone()), "{file}");
+    }
+    // Against the default pair: only these keys change.
+    let mut default = read("configs/lambda.toml");
+    let mut chain = lambda.clone();
+    for (section, key) in [
+        ("model", "path"),
+        ("data", "train"),
+        ("data", "validation"),
+        ("sampling", "max_completion_length"),
+        ("eval", "max_completion_length"),
+        ("train", "max_steps"),
+        ("output", "dir"),
+    ] {
+        default[section].as_table_mut().unwrap().remove(key);
+        chain[section].as_table_mut().unwrap().remove(key);
+    }
+    assert_eq!(default, chain);
 }
