@@ -355,14 +355,19 @@ mod tests {
     fn deterministic_mixed_and_bad_levels_rejected() {
         assert_eq!(splits(7), splits(7));
         assert_ne!(splits(7).train[0].question, splits(8).train[0].question);
-        // The menu is used: every event kind shows up in a few hundred problems.
+        // Every routine shows up in a few hundred problems.
         let s = splits(0);
         let all: String = s.train.iter().map(|p| p.question.as_str()).collect();
-        for verb in [
-            " buys ", " sells ", " gives ", " loses ", " finds ", " splits ",
+        for routine in [
+            "day she finds",
+            "day he gives",
+            "of 6. How",
+            "more and gives",
+            "and gives",
         ] {
-            assert!(all.contains(verb), "no `{verb}` event");
+            assert!(all.contains(routine), "no `{routine}` problem");
         }
+        assert!(all.contains("after 7 days") && all.contains("after 2 days"));
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let err = generate_chain(2, &mut rng).unwrap_err().to_string();
         assert!(err.contains("3 to 6"), "{err}");
