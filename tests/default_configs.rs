@@ -58,7 +58,12 @@ fn default_configs_train_a_few_steps() {
 fn every_shipped_config_is_valid() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["configs", "configs/chain", "configs/tree", "configs/examples"] {
+    for dir in [
+        "configs",
+        "configs/chain",
+        "configs/tree",
+        "configs/examples",
+    ] {
         for entry in std::fs::read_dir(repo.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {

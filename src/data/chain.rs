@@ -298,12 +298,7 @@ mod tests {
         for p in &s.train {
             let st = steps(&p.solution);
             let first = p.question.split(|ch: char| !ch.is_ascii_digit());
-            let mut total: i64 = first
-                .filter(|w| !w.is_empty())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
+            let mut total: i64 = first.find(|w| !w.is_empty()).unwrap().parse().unwrap();
             for (i, &(a, op, _, r)) in st.iter().enumerate() {
                 if op == '*' {
                     assert_eq!(i, 0, "{}", p.solution);
