@@ -297,7 +297,7 @@ mod tests {
         let s = splits(5);
         for p in &s.train {
             let st = steps(&p.solution);
-            let first = p.question.split(|ch: char| !ch.is_ascii_digit());
+            let mut first = p.question.split(|ch: char| !ch.is_ascii_digit());
             let mut total: i64 = first.find(|w| !w.is_empty()).unwrap().parse().unwrap();
             for (i, &(a, op, _, r)) in st.iter().enumerate() {
                 if op == '*' {
