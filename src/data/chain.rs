@@ -248,7 +248,7 @@ mod tests {
     /// The answer recomputed from the question's words alone, independently of the generator.
     fn simulate(question: &str) -> i64 {
         let words: Vec<&str> = question
-            .split(|ch: char| ch == ' ' || ch == '.' || ch == '?')
+            .split([' ', '.', '?'])
             .filter(|w| !w.is_empty())
             .collect();
         let num = |i: usize| -> i64 { words[i].parse().unwrap() };
