@@ -39,9 +39,15 @@ pub enum GoldSource {
     LastBoxedIn(String),
     /// The text after `####` in the field, thousands commas removed (GSM8K).
     AfterHashes(String),
-    /// A list of LaTeX answers with `$` delimiters; several answers are joined by `,` as a set
-    /// (OlympiadBench `final_answer`).
-    ListField(String),
+    /// A list of LaTeX answers with `$` delimiters (OlympiadBench `final_answer`). Several
+    /// answers (more than one item, or a row whose boolean field `multiple` is true, as
+    /// OlympiadBench's `is_multiple_answer` marks `["1,3"]`) become one math-mode list `$1,3$`,
+    /// which the verifier reads as a set, as math-verify reads the dataset's own `$1,3$`; bare,
+    /// `1,3` would be the decimal 1.3 to both.
+    ListField {
+        field: String,
+        multiple: Option<String>,
+    },
 }
 
 /// One benchmark (or any JSONL problem file) and how to read it.
@@ -202,7 +208,10 @@ pub fn benchmark(name: &str) -> Result<BenchmarkSpec> {
             name: s(name),
             file: PathBuf::from("benchmarks/olympiadbench/test.jsonl"),
             question_field: s("question"),
-            gold: GoldSource::ListField(s("final_answer")),
+            gold: GoldSource::ListField {
+                field: s("final_answer"),
+                multiple: some("is_multiple_answer"),
+            },
             id_field: some("id"),
             solution_field: some("solution"),
             subject_field: some("subfield"),

@@ -169,7 +169,10 @@ fn resolve_gold(at: &At<'_>, gold: &GoldSource) -> Result<String> {
                 .ok_or_else(|| at.err(format!("field `{name}` has no \\boxed{{}} answer")))?
                 .to_string()
         }
-        GoldSource::ListField(name) => {
+        GoldSource::ListField {
+            field: name,
+            multiple,
+        } => {
             let v = at.field(name)?;
             let items = v.as_array().ok_or_else(|| {
                 at.err(format!(
@@ -183,8 +186,25 @@ fn resolve_gold(at: &At<'_>, gold: &GoldSource) -> Result<String> {
                 .map(|s| strip_dollars(&s))
                 .filter(|s| !s.is_empty())
                 .collect();
-            // Several answers form a set; the verifier compares comma-separated lists element-wise.
-            parts.join(",")
+            let several = match multiple {
+                Some(flag) => {
+                    let v = at.field(flag)?;
+                    v.as_bool().ok_or_else(|| {
+                        at.err(format!(
+                            "field `{flag}`: expected true or false, found {}",
+                            kind(v)
+                        ))
+                    })?
+                }
+                None => false,
+            } || parts.len() > 1;
+            // Several answers form one set, written in math mode so that `1,3` is not read as
+            // the decimal 1.3 (math-verify reads a bare `1,3` so too).
+            if several {
+                format!("${}$", parts.join(","))
+            } else {
+                parts.join(",")
+            }
         }
     };
     if answer.trim().is_empty() {
@@ -404,7 +424,7 @@ mod tests {
     #[test]
     fn gold_sources_resolve() {
         let row: Map<String, Value> = serde_json::from_str(
-            r#"{"a":"so 1,000 total\n#### 1,000","s":"x \\boxed{\\frac{1}{2}} y","l":["$69$,$84$"],"n":27.0}"#,
+            r#"{"a":"so 1,000 total\n#### 1,000","s":"x \\boxed{\\frac{1}{2}} y","l":["$69$,$84$"],"n":27.0,"m":true,"one":["$1,000$"],"no":false,"two":["$2$","3"]}"#,
         )
         .unwrap();
         let at = At {
@@ -415,7 +435,22 @@ mod tests {
         let g = |src| resolve_gold(&at, &src).unwrap();
         assert_eq!(g(GoldSource::AfterHashes("a".into())), "1000");
         assert_eq!(g(GoldSource::LastBoxedIn("s".into())), "\\frac{1}{2}");
-        assert_eq!(g(GoldSource::ListField("l".into())), "69,84");
+        let list = |field: &str, multiple: Option<&str>| GoldSource::ListField {
+            field: field.into(),
+            multiple: multiple.map(Into::into),
+        };
+        // Several answers: one math-mode set, never the decimal 69.84.
+        assert_eq!(g(list("l", Some("m"))), "$69,84$");
+        assert_eq!(g(list("two", None)), "$2,3$");
+        // One answer as written (here a thousands comma).
+        assert_eq!(g(list("one", Some("no"))), "1,000");
+        assert_eq!(g(list("one", None)), "1,000");
+        let err = resolve_gold(&at, &list("l", Some("n"))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("field `n`: expected true or false"),
+            "{err}"
+        );
         assert_eq!(g(GoldSource::Field("n".into())), "27");
         let err = resolve_gold(&at, &GoldSource::AfterHashes("s".into())).unwrap_err();
         assert!(
