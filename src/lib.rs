@@ -8,7 +8,8 @@
 //!
 //! 1. [`config`] (the TOML schema, its enums, device and dtype names) and [`process_sets`]
 //!    (the prefix-tree math of λ-GRPO) and [`verifier`] (math answer extraction, parsing and
-//!    equivalence): pure, import nothing of the crate.
+//!    equivalence) and [`heap_budget`] (the allocator's per-thread budget for chat templates):
+//!    pure, import nothing of the crate.
 //! 2. [`model`] (policy, checkpoints, tokenizer) and [`record`] (the run record train writes
 //!    and sweep, plot and analyze read).
 //! 3. [`data`] (datasets, prompts, the built-in tasks) and [`sampler`] (generation).
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod heap_budget;
 pub mod model;
 pub mod process_sets;
 pub mod record;
@@ -31,3 +33,8 @@ pub mod rewards;
 pub mod sampler;
 pub mod trainer;
 pub mod verifier;
+
+/// The system allocator with [`heap_budget::with_budget`]'s accounting (a chat template's
+/// rendering runs under a budget).
+#[global_allocator]
+static ALLOC: heap_budget::BudgetAlloc = heap_budget::BudgetAlloc;

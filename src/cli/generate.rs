@@ -24,7 +24,9 @@ generation_config.json values (temperature, top_p, top_k, min_p; do_sample = fal
 else temperature 1.0 with no truncation. A single prompt with -n 1 streams its text to stdout;
 --json prints one JSON object per completion (prompt_index, sample_index, text, token_ids,
 logprobs, finish_reason). Log-probs are those of log_softmax(logits / T) over the full
-vocabulary, as the trainer computes them.
+vocabulary, as the trainer computes them. A prompt must leave room in the model's context
+(max_position_embeddings): a longer one is an error naming it, and --max-new-tokens is capped, with
+a note, at what the longest prompt leaves.
 
 Examples:
   grpo generate --model tests/fixtures/tiny-qwen2 --prompt 'What is 2+3?' --max-new-tokens 32
@@ -75,11 +77,23 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         return bench(&policy, &tokenizer, &mut params);
     }
     let texts = prompt_texts(args)?;
+    // Bounded by the model's positions before anything is allocated: a prompt that fills the
+    // context is an error naming it, and the new tokens are capped at what the longest leaves.
+    let context = policy.config.max_position_embeddings;
     let prompts = texts
         .iter()
-        .enumerate()
-        .map(|(i, t)| prepare_prompt(args, &tokenizer, t).with_context(|| format!("prompt {i}")))
+        .map(|(name, t)| prepare_prompt(args, &tokenizer, t, context).with_context(|| name.clone()))
         .collect::<Result<Vec<_>>>()?;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let cap = crate::eval::context::context_cap(params.max_new_tokens, longest, context)?;
+    if cap < params.max_new_tokens {
+        eprintln!(
+            "note: --max-new-tokens {} capped at {cap}: the longest prompt has {longest} tokens \
+             and the model's context (max_position_embeddings) is {context}",
+            params.max_new_tokens
+        );
+        params.max_new_tokens = cap;
+    }
 
     let start = Instant::now();
     let stream = prompts.len() == 1 && args.num_samples == 1 && !args.json;
@@ -144,7 +158,8 @@ fn sampling_params(args: &GenerateArgs, dir: &Path, tok: &Tokenizer) -> Result<S
     Ok(params)
 }
 
-fn prompt_texts(args: &GenerateArgs) -> Result<Vec<String>> {
+/// Each prompt's text with the name its errors carry (`prompt N`, or `FILE:LINE`).
+fn prompt_texts(args: &GenerateArgs) -> Result<Vec<(String, String)>> {
     if let Some(path) = &args.input {
         let file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -166,7 +181,7 @@ fn prompt_texts(args: &GenerateArgs) -> Result<Vec<String>> {
                         i + 1
                     )
                 })?;
-            out.push(text.to_string());
+            out.push((format!("{}:{}", path.display(), i + 1), text.to_string()));
         }
         if out.is_empty() {
             bail!("{}: no prompts", path.display());
@@ -176,24 +191,48 @@ fn prompt_texts(args: &GenerateArgs) -> Result<Vec<String>> {
     if args.prompt.is_empty() {
         bail!("give prompts with --prompt TEXT or --input FILE (or run --bench)");
     }
-    Ok(args.prompt.clone())
+    Ok(args
+        .prompt
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("--prompt {i}"), p.clone()))
+        .collect())
 }
 
-fn prepare_prompt(args: &GenerateArgs, tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    if args.sampling.no_chat_template || !tok.has_chat_template() {
-        if args.sampling.system.is_some() {
-            bail!("--system needs a chat template (the model has none, or --no-chat-template)");
+/// The prompt's token ids; an error when it leaves no room in a `context`-token model (found
+/// by tokenizing only about `context` tokens' worth of its end, however long the text).
+fn prepare_prompt(
+    args: &GenerateArgs,
+    tok: &Tokenizer,
+    text: &str,
+    context: usize,
+) -> Result<Vec<u32>> {
+    let chat = !args.sampling.no_chat_template && tok.has_chat_template();
+    if !chat && args.sampling.system.is_some() {
+        bail!("--system needs a chat template (the model has none, or --no-chat-template)");
+    }
+    let rendered = if chat {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.sampling.system {
+            messages.push(ChatMessage::new("system", system.clone()));
         }
-        return tok.encode(text, true);
+        messages.push(ChatMessage::new("user", text));
+        tok.apply_chat_template(&messages, true)?
+    } else {
+        text.to_string()
+    };
+    // A template already spells out the special tokens (as transformers does); raw text gets
+    // the tokenizer's.
+    let (ids, over) = tok.encode_tail(&rendered, !chat, context)?;
+    if over || ids.len() >= context {
+        bail!(
+            "the prompt ({} characters{}) has at least {context} tokens, the model's whole \
+             context (max_position_embeddings), leaving no room to generate; shorten it",
+            text.chars().count(),
+            if chat { ", in the chat template" } else { "" }
+        );
     }
-    let mut messages = Vec::new();
-    if let Some(system) = &args.sampling.system {
-        messages.push(ChatMessage::new("system", system.clone()));
-    }
-    messages.push(ChatMessage::new("user", text));
-    let rendered = tok.apply_chat_template(&messages, true)?;
-    // The template already spells out the special tokens (as transformers does).
-    tok.encode(&rendered, false)
+    Ok(ids)
 }
 
 /// Runs `f` with a token callback that drives a progress bar on stderr (completed rows, with

@@ -39,7 +39,14 @@ pub fn fit_to_context(
             .encode_bounded(tokenizer, &set.question(ex), context)
         {
             Ok(ids) => ids.len(),
-            Err(e) if e.is::<crate::data::prompt::PromptTooLong>() => context,
+            Err(e) if e.is::<crate::data::prompt::PromptTooLong>() => bail!(
+                "{}: problem {} (line {}): {e}, the model's whole {context}-token context, \
+                 leaving no room to generate (keep fewer prompt tokens with \
+                 --max-prompt-length, or shorten it)",
+                set.name,
+                ex.id,
+                ex.line
+            ),
             Err(e) => return Err(e),
         };
         longest = longest.max(len);

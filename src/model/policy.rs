@@ -151,16 +151,25 @@ impl Policy {
             .iter()
             .map(|(n, t)| (n.as_str(), t))
             .collect();
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
+        // Staged in `dir` itself when it exists (a run's output folder: its next run, holding
+        // the folder's lock, removes what a killed save leaves), else beside it (renamed into
+        // place whole). Never in a parent that other runs share.
+        let staging_in = if dir.is_dir() {
+            dir.to_path_buf()
+        } else {
+            match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            }
         };
-        std::fs::create_dir_all(&parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(&staging_in)
+            .with_context(|| format!("creating {}", staging_in.display()))?;
         let tmp = tempfile::Builder::new()
             .prefix(".grpo-save-")
-            .tempdir_in(&parent)
-            .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+            .tempdir_in(&staging_in)
+            .with_context(|| {
+                format!("creating a temporary directory in {}", staging_in.display())
+            })?;
 
         let mut config = self.config.clone();
         let default_disk = config

@@ -35,6 +35,9 @@ const TAIL_MARGIN: usize = 256;
 /// that a runaway template fails in well under a second instead of exhausting memory.
 pub const MAX_RENDERED_TEMPLATE_BYTES: usize = 16 << 20;
 
+/// Net heap one rendering may grow by: the output cap, a few copies of it, and room to spare.
+pub const TEMPLATE_HEAP_BYTES: usize = 256 << 20;
+
 /// Template instructions one rendering may execute (minijinja fuel); a chat template for a few
 /// messages needs a few thousand.
 const TEMPLATE_FUEL: u64 = 5_000_000;
@@ -275,8 +278,13 @@ impl Tokenizer {
                 .collect::<Vec<_>>()
                 .join("\n"));
         };
-        render_chat_template(
+        let name = match &self.chat_template_source {
+            Some(src) => format!("the chat template of {}", src.display()),
+            None => "the chat template".to_string(),
+        };
+        render_named(
             template,
+            &name,
             messages,
             add_generation_prompt,
             self.bos_token.as_deref(),
@@ -355,6 +363,27 @@ pub fn render_chat_template(
     bos_token: Option<&str>,
     eos_token: Option<&str>,
 ) -> Result<String> {
+    render_named(
+        template,
+        "the chat template",
+        messages,
+        add_generation_prompt,
+        bos_token,
+        eos_token,
+    )
+}
+
+/// [`render_chat_template`], with `name` (which template, from which file) in its errors.
+/// Output, instructions and heap are all bounded: [`MAX_RENDERED_TEMPLATE_BYTES`],
+/// [`TEMPLATE_FUEL`] and [`TEMPLATE_HEAP_BYTES`].
+fn render_named(
+    template: &str,
+    name: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: Option<&str>,
+    eos_token: Option<&str>,
+) -> Result<String> {
     let mut env = minijinja::Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
@@ -377,10 +406,10 @@ pub fn render_chat_template(
     });
     env.set_fuel(Some(TEMPLATE_FUEL));
     env.add_template("chat", template)
-        .map_err(|e| anyhow!("parsing the chat template: {e}"))?;
+        .map_err(|e| anyhow!("parsing {name}: {e}"))?;
     let tmpl = env
         .get_template("chat")
-        .map_err(|e| anyhow!("loading the chat template: {e}"))?;
+        .map_err(|e| anyhow!("loading {name}: {e}"))?;
     let ctx = minijinja::context! {
         messages => messages,
         add_generation_prompt => add_generation_prompt,
@@ -392,20 +421,30 @@ pub fn render_chat_template(
         cap: MAX_RENDERED_TEMPLATE_BYTES,
         overflowed: false,
     };
-    match tmpl.render_captured_to(ctx, &mut out) {
-        Ok(_) => {}
+    // Values built inside the template (a string doubled in a loop) never reach the output
+    // cap: the heap budget stops them, ending the process with this message.
+    let heap_message = format!(
+        "rendering {name}: it builds more than {} MiB in memory (a string doubled in a loop?); \
+         the template is broken or hostile: fix it, or set data.use_chat_template = false",
+        TEMPLATE_HEAP_BYTES >> 20
+    );
+    let rendered = crate::heap_budget::with_budget(TEMPLATE_HEAP_BYTES, &heap_message, || {
+        tmpl.render_captured_to(ctx, &mut out).map(|_| ())
+    });
+    match rendered {
+        Ok(()) => {}
         Err(_) if out.overflowed => bail!(
-            "rendering the chat template: its output exceeds {} MiB; the template or a message \
-             is far too long for a prompt",
+            "rendering {name}: its output exceeds {} MiB; the template or a message is far too \
+             long for a prompt",
             MAX_RENDERED_TEMPLATE_BYTES >> 20
         ),
         Err(e) if matches!(e.kind(), minijinja::ErrorKind::OutOfFuel) => bail!(
-            "rendering the chat template: stopped after {TEMPLATE_FUEL} template instructions \
-             (a runaway loop?)"
+            "rendering {name}: stopped after {TEMPLATE_FUEL} template instructions (a runaway \
+             loop?)"
         ),
-        Err(e) => bail!("rendering the chat template: {e:#}"),
+        Err(e) => bail!("rendering {name}: {e:#}"),
     }
-    String::from_utf8(out.buf).map_err(|e| anyhow!("rendering the chat template: {e}"))
+    String::from_utf8(out.buf).map_err(|e| anyhow!("rendering {name}: {e}"))
 }
 
 /// Collects rendered output and fails the write that would pass `cap` bytes.

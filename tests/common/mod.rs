@@ -95,3 +95,74 @@ pub fn write_train_config(dir: &Path, name: &str, out: &Path, set: &[(&str, &str
 fn toml_path(p: &Path) -> String {
     p.display().to_string().replace('\\', "\\\\")
 }
+
+/// The process's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a clean failure (exit 2, no panic) whose message holds every needle; returns it.
+pub fn fails_with(out: &Output, needles: &[&str]) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "expected exit 2; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks `{n}`: {err}");
+    }
+    err
+}
+
+/// Asserts the process exited 0.
+pub fn succeeds(out: &Output) {
+    assert!(out.status.success(), "grpo failed: {}", stderr(out));
+}
+
+/// A copy of the shipped `models/tiny-math` in `dir/model`, for a test to damage.
+pub fn model_copy(dir: &Path) -> PathBuf {
+    let to = dir.join("model");
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(repo().join("models/tiny-math")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to
+}
+
+/// A JSON file, parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Rewrites a JSON file through `f`.
+pub fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v = read_json(path);
+    f(&mut v);
+    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+/// Holds `dir`'s run lock the way a running `grpo` does (pid and command in the file) until
+/// the returned file is dropped.
+pub fn hold_lock(dir: &Path, pid: u32, command: &str) -> std::fs::File {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(".grpo.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    write!(lock, "{pid}\n{command}\n").unwrap();
+    lock
+}
+
+/// Runs `f` and asserts it took less than `secs` seconds (hostile inputs must fail fast).
+pub fn within<T>(secs: u64, what: &str, f: impl FnOnce() -> T) -> T {
+    let t0 = std::time::Instant::now();
+    let out = f();
+    let took = t0.elapsed();
+    assert!(took.as_secs() < secs, "{what} took {took:?}");
+    out
+}
