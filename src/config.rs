@@ -441,6 +441,9 @@ impl Config {
         let l = &self.loss;
         l.resolved()?;
         self.lora.validate("lora")?;
+        // `grpo sft` reads [sft]; `config show` and `train` check it too, so that every
+        // command names the same bad value.
+        self.sft.validate()?;
         if l.beta < 0.0 {
             bail!("loss.beta: expected >= 0, got {}", l.beta);
         }

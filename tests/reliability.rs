@@ -4,43 +4,16 @@
 //!
 //! Runs use the shipped 0.85M-parameter `models/tiny-math` for 1-2 steps.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn grpo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grpo"))
-        .args(args)
-        .output()
-        .expect("running grpo")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts a clean failure (exit 2, no panic) whose message holds every needle.
-fn fails_with(out: &Output, needles: &[&str]) -> String {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(2), "expected exit 2; stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks `{n}`: {err}");
-    }
-    err
-}
-
-fn succeeds(out: &Output) {
-    assert!(out.status.success(), "grpo failed: {}", stderr(out));
-}
+mod common;
+use common::{
+    edit_json, fails_with, grpo, hold_lock, model_copy, read_json, repo, stderr, succeeds,
+};
 
 /// A 1-step run of the tiny model into `dir/run`, no validation; `extra` is appended (later
 /// keys of a section go in `--set`).
@@ -76,39 +49,13 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A copy of `models/tiny-math` that a test may damage.
-fn model_copy(dir: &Path) -> PathBuf {
-    let to = dir.join("model");
-    std::fs::create_dir_all(&to).unwrap();
-    for e in std::fs::read_dir(repo().join("models/tiny-math")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-    to
-}
-
-fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
-
 #[test]
 fn second_run_into_a_locked_output_dir_stops_naming_the_holder_pid() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "");
     // Hold the folder's lock the way a running `grpo train` does.
     let run = tmp.path().join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    let mut lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(run.join(".grpo.lock"))
-        .unwrap();
-    lock.try_lock().unwrap();
-    write!(lock, "4242\ngrpo train\n").unwrap();
+    let lock = hold_lock(&run, 4242, "grpo train");
     let t0 = Instant::now();
     let out = grpo(&["train", "--config", s(&cfg)]);
     fails_with(&out, &["in use by another run", "pid 4242", "grpo train"]);
@@ -131,16 +78,7 @@ fn sweep_into_a_locked_folder_stops_naming_the_holder_pid() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), "");
     let out_dir = tmp.path().join("sweep");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let mut lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(out_dir.join(".grpo.lock"))
-        .unwrap();
-    lock.try_lock().unwrap();
-    write!(lock, "777\ngrpo sweep\n").unwrap();
+    let _lock = hold_lock(&out_dir, 777, "grpo sweep");
     let out = grpo(&["sweep", "-c", s(&cfg), "--seeds", "1", "--out", s(&out_dir)]);
     fails_with(&out, &["pid 777", "grpo sweep"]);
 }
@@ -190,8 +128,7 @@ fn concurrent_runs_into_one_output_dir_never_mix() {
         })
         .collect();
     assert_eq!(steps, [1, 2]);
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let summary = read_json(&run.join("summary.json"));
     assert_eq!(summary["seed"], ok[0] as u64 + 1);
 }
 
@@ -468,8 +405,7 @@ fn resume_removes_leftover_saves_and_wall_time_covers_all_processes() {
     let cfg = config(tmp.path(), "");
     let run = tmp.path().join("run");
     succeeds(&grpo(&["train", "--config", s(&cfg)]));
-    let first: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let first = read_json(&run.join("summary.json"));
     let first_wall = first["wall_time_s"].as_f64().unwrap();
     // What a save killed midway leaves behind.
     for junk in [".grpo-save-Xy12ab", ".checkpoint-2.partial"] {
@@ -487,12 +423,8 @@ fn resume_removes_leftover_saves_and_wall_time_covers_all_processes() {
     succeeds(&out);
     assert!(!run.join(".grpo-save-Xy12ab").exists());
     assert!(!run.join(".checkpoint-2.partial").exists());
-    let resumed: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
-    let state: Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("checkpoint-1/trainer_state.json")).unwrap(),
-    )
-    .unwrap();
+    let resumed = read_json(&run.join("summary.json"));
+    let state = read_json(&run.join("checkpoint-1/trainer_state.json"));
     let before = state["elapsed_s"].as_f64().unwrap();
     assert!(
         before > 0.0 && before <= first_wall,
@@ -566,6 +498,13 @@ fn config_show_rejects_what_train_rejects_before_loading_a_model() {
         ("model.device=tpu", "model.device"),
         ("data.prompt_template=Solve it", "{question}"),
         ("sampling.stop=[\"\"]", "sampling.stop[0]"),
+        // Sections other commands read: checked by every command.
+        (
+            "lora.lora_alpha=nan",
+            "lora.lora_alpha: expected a positive number",
+        ),
+        ("lora.lora_dropout=1.5", "lora.lora_dropout"),
+        ("sft.epochs=0", "sft.max_steps / sft.epochs"),
     ] {
         for cmd in ["config show", "train"] {
             let mut args: Vec<&str> = cmd.split(' ').collect();

@@ -98,10 +98,9 @@ impl LoraConfig {
     }
 
     /// Checks the keys against each other; `what` prefixes errors (`lora` or a file name).
+    /// With LoRA off (`r = 0`) the other keys are unused, but a bad value is still an error
+    /// rather than silently accepted.
     pub fn validate(&self, what: &str) -> Result<()> {
-        if !self.enabled() {
-            return Ok(());
-        }
         if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
             bail!(
                 "{what}.lora_alpha: expected a positive number, got {}",
