@@ -4,13 +4,16 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use clap::{Args, Subcommand, ValueEnum};
 use rand::{Rng, SeedableRng};
 
+use crate::config::lora::{LoraConfig, TargetModules};
 use crate::config::OptimSection;
 use crate::model::{ModelConfig, Policy};
+use crate::trainer::memory::activation_bytes_per_token;
 use crate::trainer::optim::Optimizer;
+use crate::trainer::update::GradAccumulator;
 
 pub const LONG_ABOUT: &str = "Time a training step on a named model shape.
 
@@ -69,12 +72,33 @@ pub struct TrainBenchArgs {
     /// Time the forward pass alone (log-probs, no backward).
     #[arg(long)]
     pub forward_only: bool,
+    /// Sequences per forward/backward pass; the step sums their gradients (as the trainer's
+    /// micro-batches do: same gradient). 0 = as many as keep a pass's saved activations under
+    /// 3 GB.
+    #[arg(long, default_value_t = 0)]
+    pub micro_batch: usize,
+    /// Train LoRA adapters of this rank on all linear layers (lora_alpha = 2r) instead of the
+    /// whole model; 0 = full fine-tuning.
+    #[arg(long, default_value_t = 0)]
+    pub lora_r: usize,
     /// Timed runs after the warm-up; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
     /// Print one JSON line instead of a sentence.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Saved activations one pass may hold when `--micro-batch` is 0 (auto).
+const ACTIVATION_BUDGET: u64 = 3_000_000_000;
+
+/// Sequences per pass: `requested`, or (0) the most whose activations fit the budget.
+pub fn micro_batch_rows(cfg: &ModelConfig, batch: usize, seq: usize, requested: usize) -> usize {
+    if requested > 0 {
+        return requested.min(batch);
+    }
+    let per_row = activation_bytes_per_token(cfg, 4).saturating_mul(seq as u64).max(1);
+    ((ACTIVATION_BUDGET / per_row) as usize).clamp(1, batch)
 }
 
 /// The model config of a named shape.
@@ -148,7 +172,17 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
     }
     let config = shape_config(a.shape)?;
     let vocab = config.vocab_size;
-    let policy = Policy::new_random(config, 0, DType::F32, &Device::Cpu)?;
+    let rows = micro_batch_rows(&config, a.batch, a.seq, a.micro_batch);
+    let mut policy = Policy::new_random(config, 0, DType::F32, &Device::Cpu)?;
+    if a.lora_r > 0 {
+        let lora = LoraConfig {
+            r: a.lora_r,
+            lora_alpha: 2.0 * a.lora_r as f64,
+            target_modules: TargetModules::Pattern("all-linear".into()),
+            ..LoraConfig::default()
+        };
+        policy.add_lora(&lora, 0)?;
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let hi = vocab.min(8192) as u32;
     let ids: Vec<u32> = (0..a.batch * a.seq)
@@ -159,30 +193,31 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
         weight_decay: 0.01,
         ..OptimSection::default()
     };
+    let trainable = policy.trainable_vars();
+    let trainable_params: usize = trainable.iter().map(|(_, v)| v.elem_count()).sum();
     let mut opt = if a.adamw {
-        Some(Optimizer::new(policy.named_vars(), &optim)?)
+        Some(Optimizer::new(trainable.clone(), &optim)?)
     } else {
         None
     };
+    let vars: Vec<Var> = trainable.into_iter().map(|(_, v)| v).collect();
+    let tokens = (a.batch * a.seq) as f64;
     let mut step = || -> Result<()> {
-        if a.forward_only {
-            let (lp, _) = policy.completion_logprobs(&ids, None, 0, &ids, 1.0, None)?;
-            std::hint::black_box(lp.detach());
-            return Ok(());
+        let mut grads = GradAccumulator::new(vars.len());
+        for start in (0..a.batch).step_by(rows) {
+            let part = ids.narrow(0, start, rows.min(a.batch - start))?;
+            let (lp, _) = policy.completion_logprobs(&part, None, 0, &part, 1.0, None)?;
+            if a.forward_only {
+                std::hint::black_box(lp.detach());
+                continue;
+            }
+            // −mean over the whole batch, as a sum of per-pass parts.
+            let loss = (lp.sum_all()? / -tokens)?;
+            // The graph (and its activations) goes with `lp` and `loss` at the end of the pass.
+            grads.add(&loss.backward()?, &vars)?;
         }
-        let (lp, _) = policy.completion_logprobs(&ids, None, 0, &ids, 1.0, None)?;
-        let loss = lp.mean_all()?.neg()?;
-        let grads = loss.backward()?;
         if let Some(opt) = opt.as_mut() {
-            let g = opt
-                .vars()
-                .iter()
-                .map(|v| match grads.get(v) {
-                    Some(g) => Ok(g.clone()),
-                    None => Ok(v.as_tensor().zeros_like()?),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            drop(grads);
+            let g = grads.finish(&vars)?;
             opt.step(&g, optim.learning_rate)?;
         }
         Ok(())
@@ -215,6 +250,9 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
         "best_s": best,
         "tokens_per_s": (a.batch * a.seq) as f64 / best,
         "params": policy.num_parameters(),
+        "trainable_params": trainable_params,
+        "micro_batch": rows,
+        "lora_r": a.lora_r,
         "peak_rss_gb": peak_rss_gb().unwrap_or(f64::NAN),
     }))
 }

@@ -190,7 +190,9 @@ impl CustomOp3 for LmHeadLogprobs {
         let cb = self.block(n, v);
         let mut buf = vec![0f32; n * cb];
         let mut gh = vec![0f32; n * h];
-        let mut gw = vec![0f32; v * h];
+        // A frozen head (LoRA trains adapters only) gets no gradient: skip its GEMM and buffer.
+        let want_w = weight.track_op();
+        let mut gw = vec![0f32; if want_w { v * h } else { 0 }];
         for v0 in (0..v).step_by(cb) {
             let c = cb.min(v - v0);
             let blk = &mut buf[..n * c];
@@ -222,6 +224,9 @@ impl CustomOp3 for LmHeadLogprobs {
                 c,
                 v0 > 0,
             );
+            if !want_w {
+                continue;
+            }
             matmul(
                 &mut gw[v0 * h..(v0 + c) * h],
                 h,
@@ -236,8 +241,12 @@ impl CustomOp3 for LmHeadLogprobs {
         drop(buf);
         let dev = hidden.device();
         let gh = Tensor::from_vec(gh, (n, h), dev)?;
-        let gw = Tensor::from_vec(gw, (v, h), dev)?;
-        Ok((Some(gh), Some(gw), None))
+        let gw = if want_w {
+            Some(Tensor::from_vec(gw, (v, h), dev)?)
+        } else {
+            None
+        };
+        Ok((Some(gh), gw, None))
     }
 }
 

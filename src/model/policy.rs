@@ -355,10 +355,10 @@ impl Policy {
         Ok((logp, entropy))
     }
 
-    /// Whether the output projection and log-softmax run as one chunked op (f32 on CPU).
+    /// Whether the output projection and log-softmax run as one chunked op (f32 on CPU). LoRA
+    /// adapts no output projection, so adapted models use it too (with a frozen head).
     fn fused_head(&self, hidden: &Tensor) -> bool {
         self.model.fused
-            && !self.model.has_adapters()
             && hidden.device().is_cpu()
             && hidden.dtype() == DType::F32
             && self.model.lm_head_weight().dtype() == DType::F32

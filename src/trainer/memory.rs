@@ -59,6 +59,13 @@ pub fn num_parameters(m: &ModelConfig) -> u64 {
         .saturating_add(h + head)
 }
 
+/// Bytes of the activations a training forward keeps for backward, per token: per layer the
+/// normed inputs, q/k/v/o and the MLP's gate, up and product.
+pub fn activation_bytes_per_token(m: &ModelConfig, elem: u64) -> u64 {
+    (m.num_hidden_layers as u64)
+        .saturating_mul((4 * m.hidden_size + 3 * m.intermediate_size) as u64 * elem)
+}
+
 /// KV cache bytes for `rows` sequences of `positions` tokens.
 fn kv_bytes(m: &ModelConfig, rows: u64, positions: u64, elem: u64) -> u64 {
     let per_token = 2 * (m.num_hidden_layers * m.num_key_value_heads * m.head_dim) as u64 * elem;
@@ -91,8 +98,7 @@ pub fn estimate(
     // f32 logits and their log-softmax, plus per layer the normed inputs, q/k/v/o and the MLP's
     // gate, up and product that backward keeps.
     let per_token_logits = 2 * 4 * m.vocab_size as u64;
-    let per_token_layers = (m.num_hidden_layers as u64)
-        .saturating_mul((4 * m.hidden_size + 3 * m.intermediate_size) as u64 * elem);
+    let per_token_layers = activation_bytes_per_token(m, elem);
     let update = tokens.saturating_mul(per_token_logits.saturating_add(per_token_layers));
     let validation = if cfg.data.validation.is_empty() {
         0

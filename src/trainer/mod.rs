@@ -13,6 +13,7 @@
 
 pub mod advantages;
 pub mod credit;
+pub mod inplace;
 pub mod lock;
 pub mod loss;
 pub mod memory;

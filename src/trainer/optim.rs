@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, Var};
 
 use crate::config::{LrScheduler, OptimKind, OptimSection};
+use crate::trainer::inplace::{self, AdamW};
 
 /// Learning rate at `step` (0-based): linear warmup, then constant / cosine / linear decay to 0
 /// at `max_steps`. A pure function so a resumed run gets the same rate.
@@ -63,9 +64,9 @@ impl Optimizer {
         let mut master = Vec::with_capacity(params.len());
         for (name, var) in params {
             let theta = var.as_tensor().to_dtype(DType::F32)?;
-            let zeros = theta.zeros_like()?;
-            m.push(zeros.clone());
-            v.push(zeros);
+            // Two buffers: the step writes them in place.
+            m.push(theta.zeros_like()?);
+            v.push(theta.zeros_like()?);
             master.push((var.dtype() != DType::F32).then_some(theta));
             names.push(name);
             vars.push(var);
@@ -126,47 +127,32 @@ impl Optimizer {
         }
         self.step += 1;
         let t = self.step as i32;
-        let bc1 = 1.0 - self.beta1.powi(t);
-        let bc2 = 1.0 - self.beta2.powi(t);
+        let adamw = AdamW {
+            beta1: self.beta1 as f32,
+            beta2: self.beta2 as f32,
+            eps: self.eps as f32,
+            bc1: (1.0 - self.beta1.powi(t)) as f32,
+            bc2: (1.0 - self.beta2.powi(t)) as f32,
+            lr: lr as f32,
+            weight_decay: self.weight_decay as f32,
+        };
         for (i, grad) in grads.iter().enumerate() {
             let g = grad.to_dtype(DType::F32)?;
+            // Updated in place: the master copy of a half-precision parameter, the
+            // parameter itself otherwise.
             let theta = match &self.master[i] {
                 Some(t) => t.clone(),
-                None => self.vars[i].as_tensor().to_dtype(DType::F32)?,
+                None => self.vars[i].as_tensor().clone(),
             };
-            if self.kind == OptimKind::Sgd {
+            match self.kind {
                 // torch.optim.SGD: weight decay is L2, added to the gradient.
-                let g = if self.weight_decay != 0.0 {
-                    (g + (&theta * self.weight_decay)?)?
-                } else {
-                    g
-                };
-                let new = (theta - (g * lr)?)?;
-                self.write_back(i, new)?;
-                continue;
+                OptimKind::Sgd => inplace::sgd_step(&theta, &g, lr as f32, self.weight_decay as f32)?,
+                OptimKind::Adamw => adamw.step(&theta, &self.m[i], &self.v[i], &g)?,
             }
-            let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
-            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;
-            let decayed = if self.weight_decay != 0.0 {
-                (&theta * (1.0 - lr * self.weight_decay))?
-            } else {
-                theta
-            };
-            let new = (decayed - (update * lr)?)?;
-            self.write_back(i, new)?;
-            self.m[i] = m;
-            self.v[i] = v;
-        }
-        Ok(())
-    }
-
-    /// Stores the updated f32 weights: into the master copy and, rounded, into the model.
-    fn write_back(&mut self, i: usize, new: Tensor) -> Result<()> {
-        let var = &self.vars[i];
-        var.set(&new.to_dtype(var.dtype())?)?;
-        if let Some(master) = self.master[i].as_mut() {
-            *master = new;
+            if self.master[i].is_some() {
+                let var = &self.vars[i];
+                var.set(&theta.to_dtype(var.dtype())?)?;
+            }
         }
         Ok(())
     }
@@ -205,8 +191,19 @@ impl Optimizer {
                     .cloned()
                     .with_context(|| format!("{}: missing tensor `{k}`", path.display()))
             };
-            self.m[i] = get(format!("m.{name}"))?;
-            self.v[i] = get(format!("v.{name}"))?;
+            // The step writes these in place; nothing else holds them once `tensors` is gone.
+            for (moments, key) in [(&mut self.m, "m"), (&mut self.v, "v")] {
+                let t = get(format!("{key}.{name}"))?.to_dtype(DType::F32)?;
+                if t.shape() != self.vars[i].shape() {
+                    bail!(
+                        "{}: {key}.{name} has shape {:?}, the model {:?}",
+                        path.display(),
+                        t.shape(),
+                        self.vars[i].shape()
+                    );
+                }
+                moments[i] = t;
+            }
             // A checkpoint written before master weights existed (or by an f32 run resumed in
             // half precision) has none: start them from the model's weights.
             if self.master[i].is_some() {
@@ -237,23 +234,24 @@ impl Optimizer {
 pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
     let mut total = 0.0f64;
     for g in grads {
-        total += g
-            .to_dtype(DType::F32)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f32>()? as f64;
+        total += inplace::sum_sq(&g.to_dtype(DType::F32)?)?;
     }
     Ok(total.sqrt())
 }
 
 /// Scales gradients so their global norm is at most `max_norm` (as
-/// `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
+/// `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping. Scales f32 gradients in
+/// place (they must not share storage with anything else), others by a new tensor.
 pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
     let norm = global_norm(grads)?;
     if max_norm > 0.0 && norm.is_finite() && norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         for g in grads.iter_mut() {
-            *g = (&*g * scale)?;
+            if g.dtype() == DType::F32 && g.is_contiguous() {
+                inplace::scale(g, scale as f32)?;
+            } else {
+                *g = (&*g * scale)?;
+            }
         }
     }
     Ok(norm)

@@ -11,6 +11,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
 use crate::model::Policy;
+use crate::trainer::inplace;
 use crate::trainer::loss::{self, LossStats};
 use crate::trainer::rollout::{pack, PackedBatch};
 
@@ -203,6 +204,12 @@ impl GradAccumulator {
         for (slot, var) in self.grads.iter_mut().zip(vars) {
             if let Some(g) = store.get(var.as_tensor()) {
                 *slot = Some(match slot.take() {
+                    // Summed in place: a backward pass's gradients are fresh tensors that
+                    // nothing else holds once its store is dropped.
+                    Some(prev) if prev.dtype() == DType::F32 && prev.is_contiguous() => {
+                        inplace::add_into(&prev, g)?;
+                        prev
+                    }
                     Some(prev) => (prev + g)?,
                     None => g.clone(),
                 });
