@@ -74,3 +74,26 @@ fn bad_arguments_are_clear_errors() {
     let out = grpo(&["bench", "train", "--adamw", "--forward-only"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn lora_trains_only_what_the_rank_implies_and_micro_batches_are_reported() {
+    // Bench shape: hidden 256, intermediate 704, 6 layers, 8 heads / 2 kv heads of 32, so per
+    // layer q 256→256, k 256→64, v 256→64, o 256→256, gate 256→704, up 256→704, down 704→256:
+    // Σ (in + out) = 4544, and LoRA of rank r trains r · 4544 · 6 parameters.
+    let j = bench(&["--adamw", "--lora-r", "4", "--micro-batch", "1"]);
+    assert_eq!(j["what"], "fwd+bwd+adamw");
+    assert_eq!(j["lora_r"], 4);
+    assert_eq!(j["trainable_params"], 4 * 4544 * 6);
+    assert_eq!(j["params"], 8_427_008, "the base is unchanged");
+    assert_eq!(j["micro_batch"], 1);
+    assert!(
+        (j["tokens_per_s"].as_f64().unwrap() * j["best_s"].as_f64().unwrap() - 18.0).abs() < 1e-6
+    );
+    let full = bench(&[]);
+    assert_eq!(full["trainable_params"], 8_427_008);
+    assert_eq!(full["lora_r"], 0);
+    assert_eq!(
+        full["micro_batch"], 2,
+        "auto: the whole (small) batch in one pass"
+    );
+}

@@ -97,7 +97,9 @@ pub fn micro_batch_rows(cfg: &ModelConfig, batch: usize, seq: usize, requested: 
     if requested > 0 {
         return requested.min(batch);
     }
-    let per_row = activation_bytes_per_token(cfg, 4).saturating_mul(seq as u64).max(1);
+    let per_row = activation_bytes_per_token(cfg, 4)
+        .saturating_mul(seq as u64)
+        .max(1);
     ((ACTIVATION_BUDGET / per_row) as usize).clamp(1, batch)
 }
 
@@ -162,6 +164,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 }
 
+/// Gradient of −mean(token log-probs of `ids [B, T]`) for `vars`, computed `rows` sequences
+/// per pass and summed: the same gradient for any `rows`, and each pass's graph (its
+/// activations) is freed before the next one starts.
+pub fn batch_gradient(
+    policy: &Policy,
+    ids: &Tensor,
+    rows: usize,
+    vars: &[Var],
+) -> Result<Vec<Tensor>> {
+    let (b, t) = ids.dims2()?;
+    let tokens = (b * t) as f64;
+    let mut grads = GradAccumulator::new(vars.len());
+    for start in (0..b).step_by(rows.max(1)) {
+        let part = ids.narrow(0, start, rows.max(1).min(b - start))?;
+        let (lp, _) = policy.completion_logprobs(&part, None, 0, &part, 1.0, None)?;
+        let loss = (lp.sum_all()? / -tokens)?;
+        grads.add(&loss.backward()?, vars)?;
+    }
+    grads.finish(vars)
+}
+
 /// Runs the measurement; returns the JSON object printed by `--json`.
 pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
     if a.batch == 0 || a.seq == 0 {
@@ -201,23 +224,17 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
         None
     };
     let vars: Vec<Var> = trainable.into_iter().map(|(_, v)| v).collect();
-    let tokens = (a.batch * a.seq) as f64;
     let mut step = || -> Result<()> {
-        let mut grads = GradAccumulator::new(vars.len());
-        for start in (0..a.batch).step_by(rows) {
-            let part = ids.narrow(0, start, rows.min(a.batch - start))?;
-            let (lp, _) = policy.completion_logprobs(&part, None, 0, &part, 1.0, None)?;
-            if a.forward_only {
+        if a.forward_only {
+            for start in (0..a.batch).step_by(rows) {
+                let part = ids.narrow(0, start, rows.min(a.batch - start))?;
+                let (lp, _) = policy.completion_logprobs(&part, None, 0, &part, 1.0, None)?;
                 std::hint::black_box(lp.detach());
-                continue;
             }
-            // −mean over the whole batch, as a sum of per-pass parts.
-            let loss = (lp.sum_all()? / -tokens)?;
-            // The graph (and its activations) goes with `lp` and `loss` at the end of the pass.
-            grads.add(&loss.backward()?, &vars)?;
+            return Ok(());
         }
+        let g = batch_gradient(&policy, &ids, rows, &vars)?;
         if let Some(opt) = opt.as_mut() {
-            let g = grads.finish(&vars)?;
             opt.step(&g, optim.learning_rate)?;
         }
         Ok(())
@@ -255,4 +272,54 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
         "lora_r": a.lora_r,
         "peak_rss_gb": peak_rss_gb().unwrap_or(f64::NAN),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_batches_give_the_gradient_of_one_pass() {
+        let cfg = ModelConfig::from_json(
+            serde_json::json!({"model_type": "qwen2", "vocab_size": 50, "hidden_size": 32,
+                "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "tie_word_embeddings": true}),
+            "t",
+        )
+        .unwrap();
+        let policy = Policy::new_random(cfg, 3, DType::F32, &Device::Cpu).unwrap();
+        let ids: Vec<u32> = (0..5 * 7).map(|i| (i * 17 + 3) % 50).collect();
+        let ids = Tensor::from_vec(ids, (5, 7), &Device::Cpu).unwrap();
+        let vars: Vec<Var> = policy.named_vars().into_iter().map(|(_, v)| v).collect();
+        let one = batch_gradient(&policy, &ids, 5, &vars).unwrap();
+        for rows in [1, 2, 3] {
+            let split = batch_gradient(&policy, &ids, rows, &vars).unwrap();
+            for (a, b) in one.iter().zip(&split) {
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let d = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    scale > 0.0 && d <= 1e-5 * scale,
+                    "rows {rows}: {d} vs {scale}"
+                );
+            }
+        }
+        // The auto choice keeps a pass's activations under the budget.
+        let q = shape_config(Shape::Qwen25_05b).unwrap();
+        assert_eq!(micro_batch_rows(&q, 8, 72, 0), 8);
+        assert_eq!(micro_batch_rows(&q, 8, 700, 0), 2);
+        assert_eq!(micro_batch_rows(&q, 8, 700, 3), 3);
+    }
 }

@@ -187,6 +187,11 @@ pub(crate) struct LoraLayer {
 }
 
 impl LoraLayer {
+    /// `(A, B, scale, dropout)`, for the fused op (`model::lora_op`).
+    pub(crate) fn parts(&self) -> (&Tensor, &Tensor, f64, f64) {
+        (&self.a, &self.b, self.scale, self.dropout)
+    }
+
     /// `y + s · (drop(x) Aᵀ) Bᵀ` for `x [N, in]`, `y [N, out]`.
     fn add_delta(&self, x: &Tensor, y: Tensor) -> Result<Tensor> {
         let x = if self.dropout > 0.0 && self.ctl.train.load(Ordering::Relaxed) {

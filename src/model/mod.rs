@@ -12,6 +12,7 @@ mod layer_ops;
 mod linear_op;
 mod lm_head_op;
 pub mod lora;
+mod lora_op;
 mod ops;
 pub mod policy;
 pub mod qwen2;

@@ -18,6 +18,7 @@ use super::kv_cache::KvCache;
 use super::layer_ops::{RmsNorm, SwiGlu, SwiGluDown};
 use super::linear_op::LinearOp;
 use super::lora::{self, LoraLayer};
+use super::lora_op;
 use super::ops::MaskedSoftmax;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -54,6 +55,9 @@ impl Linear {
 /// `x W^T (+ b)` for several projections of the same input at once: one GEMM over the
 /// stacked weights (q/k/v, or gate/up). Returns `[B, T, Σ out]`.
 fn linear_stacked(x: &Tensor, parts: &[&Linear]) -> Result<Tensor> {
+    if parts.iter().any(|l| l.lora.is_some()) {
+        return lora_op::linear_lora(x, parts);
+    }
     let w = Tensor::cat(&parts.iter().map(|l| &l.weight).collect::<Vec<_>>(), 0)?;
     let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
     let bias = if biases.is_empty() {
@@ -351,14 +355,14 @@ impl DecoderLayer {
             lse: Arc::new(Mutex::new(Vec::new())),
         })?;
         let o = &at.o_proj;
-        let x = (x + linear_fused(&a, &o.weight, o.bias.as_ref())?)?;
+        let x = (x + linear_stacked(&a, &[o])?)?;
         let h = x.apply_op2(&self.post_attention_layernorm, norm)?;
         let gu = linear_stacked(&h, &[&self.mlp.gate_proj, &self.mlp.up_proj])?;
         let d = &self.mlp.down_proj;
         let y = match &d.bias {
             // SwiGLU and the down projection in one op: the activation is not kept.
-            None => gu.apply_op2(&d.weight.contiguous()?, SwiGluDown)?,
-            Some(b) => linear_fused(&gu.apply_op1(SwiGlu)?, &d.weight, Some(b))?,
+            None if d.lora.is_none() => gu.apply_op2(&d.weight.contiguous()?, SwiGluDown)?,
+            _ => linear_stacked(&gu.apply_op1(SwiGlu)?, &[d])?,
         };
         Ok((&x + y)?)
     }
@@ -562,8 +566,20 @@ impl Transformer {
         v
     }
 
-    /// Whether any projection carries a LoRA adapter. The fused training ops have no adapter
-    /// hook, so an adapted model trains through the composed path.
+    /// Whether every adapter can run in the fused training path (`lora_op`: no dropout, one
+    /// rank per stacked group); otherwise an adapted model trains through the composed path.
+    fn adapters_fusable(&self) -> bool {
+        !self.has_adapters()
+            || self.layers.iter().all(|layer| {
+                let (a, m) = (&layer.self_attn, &layer.mlp);
+                lora_op::fusable(&[&a.q_proj, &a.k_proj, &a.v_proj])
+                    && lora_op::fusable(&[&a.o_proj])
+                    && lora_op::fusable(&[&m.gate_proj, &m.up_proj])
+                    && lora_op::fusable(&[&m.down_proj])
+            })
+    }
+
+    /// Whether any projection carries a LoRA adapter.
     pub(crate) fn has_adapters(&self) -> bool {
         self.layers.iter().any(|layer| {
             let (a, m) = (&layer.self_attn, &layer.mlp);
@@ -626,7 +642,7 @@ impl Transformer {
         let dtype = self.embed_tokens.dtype();
         let m = mask_to_host(mask, b, t)?;
         let (pos, _) = positions_from_mask(&m, b, t, &vec![0; b]);
-        if self.fused && dev.is_cpu() && dtype == DType::F32 && !self.has_adapters() {
+        if self.fused && dev.is_cpu() && dtype == DType::F32 && self.adapters_fusable() {
             let (cos, sin) = self.rotary.half_vecs(&pos);
             let rope = FusedRope {
                 cos: Arc::new(cos),

@@ -7,7 +7,9 @@
 //! holds weights, gradients and moments and nothing else. f32 CPU tensors only (moments and
 //! master weights always are; callers convert half-precision gradients first).
 
-use candle_core::{bail, CpuStorage, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Storage, Tensor};
+use candle_core::{
+    bail, CpuStorage, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Storage, Tensor,
+};
 use rayon::prelude::*;
 
 /// Elements per rayon task: large enough to amortise scheduling, small enough to split a
@@ -45,7 +47,13 @@ impl<F: Fn(f32, f32) -> f32 + Sync> InplaceOp2 for Zip1<F> {
         self.name
     }
 
-    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, a: &CpuStorage, al: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        a: &CpuStorage,
+        al: &Layout,
+    ) -> Result<()> {
         let d = slice_mut(dst, dst_l, self.name)?;
         let a = slice(a, al, self.name)?;
         if a.len() != d.len() {

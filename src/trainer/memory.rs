@@ -95,9 +95,14 @@ pub fn estimate(
     let rollout = kv_bytes(m, rows, positions, elem);
     let micro = rows / cfg.train.gradient_accumulation_steps.max(1) as u64;
     let tokens = micro.saturating_mul(positions);
-    // f32 logits and their log-softmax, plus per layer the normed inputs, q/k/v/o and the MLP's
-    // gate, up and product that backward keeps.
-    let per_token_logits = 2 * 4 * m.vocab_size as u64;
+    // f32 logits and their log-softmax (except in f32, where the fused head holds one vocabulary
+    // block at a time), plus per layer the normed inputs, q/k/v/o and the MLP's gate, up and
+    // product that backward keeps.
+    let per_token_logits = if elem == 4 {
+        0
+    } else {
+        2 * 4 * m.vocab_size as u64
+    };
     let per_token_layers = activation_bytes_per_token(m, elem);
     let update = tokens.saturating_mul(per_token_logits.saturating_add(per_token_layers));
     let validation = if cfg.data.validation.is_empty() {

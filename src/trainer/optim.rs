@@ -146,7 +146,9 @@ impl Optimizer {
             };
             match self.kind {
                 // torch.optim.SGD: weight decay is L2, added to the gradient.
-                OptimKind::Sgd => inplace::sgd_step(&theta, &g, lr as f32, self.weight_decay as f32)?,
+                OptimKind::Sgd => {
+                    inplace::sgd_step(&theta, &g, lr as f32, self.weight_decay as f32)?
+                }
                 OptimKind::Adamw => adamw.step(&theta, &self.m[i], &self.v[i], &g)?,
             }
             if self.master[i].is_some() {
