@@ -158,17 +158,18 @@ pub fn sum_sq(t: &Tensor) -> Result<f64> {
         .sum())
 }
 
-/// Constants of one AdamW step (`torch.optim.AdamW`'s update order).
+/// Constants of one AdamW step (`torch.optim.AdamW`'s update order). The arithmetic of each
+/// element runs in f64 (it is memory-bound, so this costs nothing) and is stored in f32.
 #[derive(Debug, Clone, Copy)]
 pub struct AdamW {
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
     /// `1 - β1^t`, `1 - β2^t`.
-    pub bc1: f32,
-    pub bc2: f32,
-    pub lr: f32,
-    pub weight_decay: f32,
+    pub bc1: f64,
+    pub bc2: f64,
+    pub lr: f64,
+    pub weight_decay: f64,
 }
 
 impl AdamW {
@@ -189,14 +190,17 @@ impl AdamW {
             &g,
             &Zip1 {
                 name: "adamw-m",
-                f: |m, g| m * beta1 + g * (1.0 - beta1),
+                f: |m: f32, g: f32| (f64::from(m) * beta1 + f64::from(g) * (1.0 - beta1)) as f32,
             },
         )?;
         v.inplace_op2(
             &g,
             &Zip1 {
                 name: "adamw-v",
-                f: |v, g| v * beta2 + g * g * (1.0 - beta2),
+                f: |v: f32, g: f32| {
+                    let g = f64::from(g);
+                    (f64::from(v) * beta2 + g * g * (1.0 - beta2)) as f32
+                },
             },
         )?;
         let decay = 1.0 - lr * weight_decay;
@@ -205,19 +209,25 @@ impl AdamW {
             v,
             &Zip2 {
                 name: "adamw-theta",
-                f: |t: f32, m: f32, v: f32| t * decay - lr * ((m / bc1) / ((v / bc2).sqrt() + eps)),
+                f: |t: f32, m: f32, v: f32| {
+                    let update = (f64::from(m) / bc1) / ((f64::from(v) / bc2).sqrt() + eps);
+                    (f64::from(t) * decay - lr * update) as f32
+                },
             },
         )
     }
 }
 
 /// `θ ← θ - lr·(g + wd·θ)` in place (`torch.optim.SGD`, L2 weight decay).
-pub fn sgd_step(theta: &Tensor, g: &Tensor, lr: f32, weight_decay: f32) -> Result<()> {
+pub fn sgd_step(theta: &Tensor, g: &Tensor, lr: f64, weight_decay: f64) -> Result<()> {
     theta.inplace_op2(
         &g.contiguous()?,
         &Zip1 {
             name: "sgd",
-            f: |t, g| t - lr * (g + weight_decay * t),
+            f: |t: f32, g: f32| {
+                let t = f64::from(t);
+                (t - lr * (f64::from(g) + weight_decay * t)) as f32
+            },
         },
     )
 }

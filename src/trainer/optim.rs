@@ -128,13 +128,13 @@ impl Optimizer {
         self.step += 1;
         let t = self.step as i32;
         let adamw = AdamW {
-            beta1: self.beta1 as f32,
-            beta2: self.beta2 as f32,
-            eps: self.eps as f32,
-            bc1: (1.0 - self.beta1.powi(t)) as f32,
-            bc2: (1.0 - self.beta2.powi(t)) as f32,
-            lr: lr as f32,
-            weight_decay: self.weight_decay as f32,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            bc1: 1.0 - self.beta1.powi(t),
+            bc2: 1.0 - self.beta2.powi(t),
+            lr,
+            weight_decay: self.weight_decay,
         };
         for (i, grad) in grads.iter().enumerate() {
             let g = grad.to_dtype(DType::F32)?;
@@ -146,9 +146,7 @@ impl Optimizer {
             };
             match self.kind {
                 // torch.optim.SGD: weight decay is L2, added to the gradient.
-                OptimKind::Sgd => {
-                    inplace::sgd_step(&theta, &g, lr as f32, self.weight_decay as f32)?
-                }
+                OptimKind::Sgd => inplace::sgd_step(&theta, &g, lr, self.weight_decay)?,
                 OptimKind::Adamw => adamw.step(&theta, &self.m[i], &self.v[i], &g)?,
             }
             if self.master[i].is_some() {
