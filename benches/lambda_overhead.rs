@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
+use grpo::config::SharePrefixes;
 use grpo::data::dataset::load_jsonl;
 use grpo::data::prompt::PromptFormat;
 use grpo::model::{Policy, Tokenizer};
@@ -117,6 +118,7 @@ fn update(r: &Rollout, weighting: ProcessWeighting) -> f64 {
         micro_batch: completions.len(),
         pad: r.pad,
         sampler_logprobs: None,
+        share: SharePrefixes::Prompt,
     };
     let settings = LossSettings {
         temperature: 1.0,

@@ -303,6 +303,19 @@ pub struct TrainSection {
     pub save_rollouts: bool,
     /// Abort after this many consecutive steps with a NaN/Inf loss or gradient.
     pub max_nonfinite_steps: usize,
+    /// What the update's forward computes once per micro-batch instead of once per completion.
+    pub share_prefixes: SharePrefixes,
+}
+
+/// `train.share_prefixes`: `prompt` runs each group's prompt once in the update's forward and
+/// backward (its keys and values read by the G completions); `none` runs every completion
+/// with its own copy. Both give the same loss and gradients up to float rounding.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SharePrefixes {
+    #[default]
+    Prompt,
+    None,
 }
 
 impl Default for TrainSection {
@@ -317,6 +330,7 @@ impl Default for TrainSection {
             logging_steps: 1,
             save_rollouts: false,
             max_nonfinite_steps: 5,
+            share_prefixes: SharePrefixes::default(),
         }
     }
 }

@@ -178,6 +178,10 @@ pub struct StepMetrics {
     pub time_process_sets_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_time_s: Option<f64>,
+    /// Tokens the update's forward ran (every pass, policy and reference): lower when
+    /// `train.share_prefixes` runs each group's prompt once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_processed: Option<u64>,
     /// Generated tokens per second of rollout time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_s: Option<f64>,

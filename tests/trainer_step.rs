@@ -13,7 +13,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::fixture;
-use grpo::config::{LossSection, LossType, ProcessWeighting};
+use grpo::config::{LossSection, LossType, ProcessWeighting, SharePrefixes};
 use grpo::model::Policy;
 use grpo::trainer::credit::{assign, CreditSettings};
 use grpo::trainer::loss::{
@@ -150,6 +150,7 @@ fn trainer_step(
         micro_batch,
         pad: 0,
         sampler_logprobs: None,
+        share: SharePrefixes::Prompt,
     };
     let loss_settings = LossSettings {
         temperature: TEMPERATURE,
@@ -345,6 +346,7 @@ fn bnpo_gives_one_gradient_for_1_and_k_equal_micro_batches() {
             micro_batch,
             pad: 0,
             sampler_logprobs: None,
+            share: SharePrefixes::Prompt,
         };
         let s = LossSettings {
             temperature: 1.0,

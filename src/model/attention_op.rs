@@ -33,6 +33,10 @@ pub(crate) struct CausalAttention {
     pub sin: Arc<Vec<f32>>,
     /// `[B·T]` nonzero for real tokens.
     pub key_valid: Arc<Vec<u8>>,
+    /// `[B]` first query of each row whose output is used, if not all are: earlier queries
+    /// output zeros and are skipped forward and backward (their output gradient must be 0).
+    /// The shared-prompt forward reads a group's prompt outputs from its first row only.
+    pub query_start: Option<Arc<Vec<u32>>>,
     /// `[B, H, T]` log-sum-exp of each query's scores, written by the forward for the
     /// backward.
     pub lse: Arc<Mutex<Vec<f32>>>,
@@ -61,6 +65,7 @@ impl CausalAttention {
         if self.cos.len() != b * t * half
             || self.sin.len() != b * t * half
             || self.key_valid.len() != b * t
+            || self.query_start.as_ref().is_some_and(|q| q.len() != b)
         {
             bail!("causal-attention: tables do not fit a [{b}, {t}] batch")
         }
@@ -100,6 +105,13 @@ impl CausalAttention {
         }
     }
 
+    /// The first query of row `b` that is computed.
+    fn first_query(&self, b: usize, t: usize) -> usize {
+        self.query_start
+            .as_ref()
+            .map_or(0, |q| (q[b] as usize).min(t))
+    }
+
     /// Keys query `i` of batch row `b` may see: `0..=i` minus padding.
     fn visible(&self, dm: Dims, b: usize, i: usize, j: usize) -> bool {
         j <= i && self.key_valid[b * dm.t + j] != 0
@@ -128,7 +140,7 @@ impl CustomOp1 for CausalAttention {
                 let mut o = vec![0f32; t * d];
                 let mut lse = vec![f32::NEG_INFINITY; t];
                 let mut sc = vec![0f32; QUERY_BLOCK * t];
-                for i0 in (0..t).step_by(QUERY_BLOCK) {
+                for i0 in (self.first_query(bi, t)..t).step_by(QUERY_BLOCK) {
                     let (nq, nk) = ((t - i0).min(QUERY_BLOCK), (i0 + QUERY_BLOCK).min(t));
                     let sb = &mut sc[..nq * nk];
                     matmul(
@@ -240,7 +252,7 @@ impl CustomOp1 for CausalAttention {
                     let d_o = &dout[bi * t * hd + hi * d..];
                     let o = &out[bi * t * hd + hi * d..];
                     let dqh = &mut dq[r * t * d..(r + 1) * t * d];
-                    for i0 in (0..t).step_by(QUERY_BLOCK) {
+                    for i0 in (self.first_query(bi, t)..t).step_by(QUERY_BLOCK) {
                         let (nq, nk) = ((t - i0).min(QUERY_BLOCK), (i0 + QUERY_BLOCK).min(t));
                         let pb = &mut p[..nq * nk];
                         let dpb = &mut dp[..nq * nk];

@@ -6,7 +6,7 @@ use super::infer::LogitsAt;
 use super::kv_cache::KvCache;
 use super::lm_head_op::LmHeadLogprobs;
 use super::lora::{Adapter, LoraConfig, TrainGuard};
-use super::qwen2::{parameter_specs, Transformer};
+use super::qwen2::{parameter_specs, SharedBatch, Transformer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::VarMap;
@@ -279,7 +279,8 @@ impl Policy {
         let h = self.model.forward_train(input_ids, attention_mask)?;
         let targets = input_ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
         if self.fused_head(&h) {
-            let (lp, _) = self.head_logprobs(&h, 0, &targets, temperature, None)?;
+            let h = h.narrow(1, 0, t - 1)?;
+            let (lp, _) = self.head_logprobs(&h, &targets, temperature, None)?;
             return Ok(lp);
         }
         // The last position predicts nothing we score: skip its output projection.
@@ -336,11 +337,50 @@ impl Policy {
         // train mode; every other forward is eval mode).
         let _train = self.train_mode();
         let h = self.model.forward_train(input_ids, attention_mask)?;
-        let targets = targets.to_dtype(DType::U32)?;
-        if self.fused_head(&h) {
-            return self.head_logprobs(&h, start, &targets, temperature, vocab_bias);
+        self.logprobs_from_hidden(&h.narrow(1, start, l)?, targets, temperature, vocab_bias)
+    }
+
+    /// [`Policy::completion_logprobs`] with each group's prompt computed once: rows are
+    /// (prompt, completion) pairs, and adjacent rows with equal prompts share its forward and
+    /// backward (`qwen2::shared`). Returns log-probs and entropy `[R, Lc]` (`Lc` the longest
+    /// completion, at least 1; padding targets are `pad`) and the tokens the decoder ran.
+    /// Equal to the padded forward of `trainer::rollout::pack` up to float rounding.
+    pub fn completion_logprobs_shared(
+        &self,
+        prompts: &[&[u32]],
+        completions: &[&[u32]],
+        pad: u32,
+        temperature: f64,
+        vocab_bias: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor, usize)> {
+        if temperature <= 0.0 || !temperature.is_finite() {
+            bail!("temperature must be positive and finite, got {temperature}");
         }
-        let logits = self.model.lm_head(&h.narrow(1, start, l)?)?;
+        let sb = SharedBatch::new(prompts, completions, pad)?;
+        let _train = self.train_mode();
+        let h = self.model.forward_shared(&sb, &self.device)?;
+        let (r, lc) = (sb.rows(), sb.completion_len);
+        let head = Tensor::from_slice(&sb.head, r * lc, &self.device)?;
+        let h = h.index_select(&head, 0)?.reshape((r, lc, h.dim(1)?))?;
+        let targets = Tensor::from_slice(&sb.targets, (r, lc), &self.device)?;
+        let (logp, entropy) = self.logprobs_from_hidden(&h, &targets, temperature, vocab_bias)?;
+        Ok((logp, entropy, sb.tokens()))
+    }
+
+    /// Log-probs and entropy `[B, L]` of `targets [B, L]` from the hidden states `[B, L, H]`
+    /// that predict them.
+    fn logprobs_from_hidden(
+        &self,
+        h: &Tensor,
+        targets: &Tensor,
+        temperature: f64,
+        vocab_bias: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let targets = targets.to_dtype(DType::U32)?;
+        if self.fused_head(h) {
+            return self.head_logprobs(h, &targets, temperature, vocab_bias);
+        }
+        let logits = self.model.lm_head(h)?;
         let (z, inv_t) = match vocab_bias {
             Some(bias) => ((logits / temperature)?.broadcast_add(bias)?, 1.0f32),
             None => (logits, (1.0 / temperature) as f32),
@@ -365,22 +405,17 @@ impl Policy {
     }
 
     /// `(log-probs, entropy)` `[B, L]` of `targets [B, L]` (u32) predicted from the hidden
-    /// states at positions `start .. start + L`, through `LmHeadLogprobs`: the
-    /// `[tokens × vocab]` logits are only ever held one vocabulary block at a time.
+    /// states `[B, L, H]`, through `LmHeadLogprobs`: the `[tokens × vocab]` logits are only
+    /// ever held one vocabulary block at a time.
     fn head_logprobs(
         &self,
         hidden: &Tensor,
-        start: usize,
         targets: &Tensor,
         temperature: f64,
         vocab_bias: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor)> {
-        let (b, _, hd) = hidden.dims3()?;
-        let l = targets.dim(1)?;
-        let h = hidden
-            .narrow(1, start, l)?
-            .contiguous()?
-            .reshape((b * l, hd))?;
+        let (b, l, hd) = hidden.dims3()?;
+        let h = hidden.contiguous()?.reshape((b * l, hd))?;
         let bias = match vocab_bias {
             Some(t) => Some(std::sync::Arc::new(
                 t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,

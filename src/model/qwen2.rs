@@ -11,10 +11,14 @@
 //! `n_rep` query heads that share a key/value head are stacked along the sequence axis, so one
 //! batched matmul per key/value head serves them all.
 
+mod cached;
+mod shared;
+
+use shared::RowGather;
+pub(crate) use shared::SharedBatch;
+
 use super::attention_op::CausalAttention;
 use super::config::ModelConfig;
-use super::infer::{self, LayerRef, LinearRef, LogitsAt, ModelRef};
-use super::kv_cache::KvCache;
 use super::layer_ops::{RmsNorm, SwiGlu, SwiGluDown};
 use super::linear_op::LinearOp;
 use super::lora::{self, LoraLayer};
@@ -213,25 +217,21 @@ pub(crate) struct Attention {
 }
 
 impl Attention {
-    /// Projects to `q [B, H, T, D]` (already scaled by 1/sqrt(D)) and `k, v [B, KV, T, D]`,
-    /// before rotary embedding.
-    fn qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, t, _) = x.dims3()?;
-        let q = self
-            .q_proj
-            .forward(x)?
-            .reshape((b, t, self.n_heads, self.head_dim))?
-            .transpose(1, 2)?;
-        let k = self
-            .k_proj
-            .forward(x)?
-            .reshape((b, t, self.n_kv, self.head_dim))?
-            .transpose(1, 2)?;
-        let v = self
-            .v_proj
-            .forward(x)?
-            .reshape((b, t, self.n_kv, self.head_dim))?
-            .transpose(1, 2)?;
+    /// Projects to `q [B, H, T, D]` and `k, v [B, KV, T, D]`, before rotary embedding. With
+    /// `rows`, `x` holds flat shared tokens `[1, N, H]` and the projections are gathered into
+    /// the rows' sequences (`[R, L, ..]`).
+    fn qkv(&self, x: &Tensor, rows: Option<&RowGather>) -> Result<(Tensor, Tensor, Tensor)> {
+        let split = |y: Tensor, heads: usize| -> Result<Tensor> {
+            let y = match rows {
+                Some(g) => g.to_rows(&y)?,
+                None => y,
+            };
+            let (b, t, _) = y.dims3()?;
+            Ok(y.reshape((b, t, heads, self.head_dim))?.transpose(1, 2)?)
+        };
+        let q = split(self.q_proj.forward(x)?, self.n_heads)?;
+        let k = split(self.k_proj.forward(x)?, self.n_kv)?;
+        let v = split(self.v_proj.forward(x)?, self.n_kv)?;
         Ok((q, k, v))
     }
 
@@ -276,12 +276,17 @@ impl Attention {
         sin: &Tensor,
         bias: &Tensor,
         fused: bool,
+        rows: Option<&RowGather>,
     ) -> Result<Tensor> {
-        let (q, k, v) = self.qkv(x)?;
+        let (q, k, v) = self.qkv(x, rows)?;
         let q = (q.broadcast_mul(cos)? + rotate_half(&q)?.broadcast_mul(sin)?)?;
         let k = (k.broadcast_mul(cos)? + rotate_half(&k)?.broadcast_mul(sin)?)?;
         let v = v.contiguous()?;
         let y = self.attend(&q, &k, &v, bias, true, fused)?;
+        let y = match rows {
+            Some(g) => g.back(&y)?,
+            None => y,
+        };
         self.o_proj.forward(&y)
     }
 
@@ -294,7 +299,7 @@ impl Attention {
         cache: &mut (Tensor, Tensor),
         offset: usize,
     ) -> Result<Tensor> {
-        let (q, k, v) = self.qkv(x)?;
+        let (q, k, v) = self.qkv(x, None)?;
         let q = candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?;
         let t = k.dim(2)?;
@@ -329,22 +334,35 @@ impl DecoderLayer {
         sin: &Tensor,
         bias: &Tensor,
         fused: bool,
+        rows: Option<&RowGather>,
     ) -> Result<Tensor> {
         let h = rms_norm_train(x, &self.input_layernorm, self.eps)?;
-        let x = (x + self.self_attn.forward_train(&h, cos, sin, bias, fused)?)?;
+        let x = (x + self
+            .self_attn
+            .forward_train(&h, cos, sin, bias, fused, rows)?)?;
         let h = rms_norm_train(&x, &self.post_attention_layernorm, self.eps)?;
         Ok((&x + self.mlp.forward(&h)?)?)
     }
 
     /// The training forward through the fused CPU ops (f32): RMSNorm, one q/k/v GEMM,
-    /// rotary + causal attention, one gate/up GEMM, SwiGLU.
-    fn forward_fused(&self, x: &Tensor, rope: &FusedRope) -> Result<Tensor> {
+    /// rotary + causal attention, one gate/up GEMM, SwiGLU. With `rows`, `x` holds flat shared
+    /// tokens `[1, N, H]` and only attention runs on the rows' sequences (`rope` is theirs).
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        rope: &FusedRope,
+        rows: Option<&RowGather>,
+    ) -> Result<Tensor> {
         let norm = RmsNorm {
             eps: self.eps as f32,
         };
         let at = &self.self_attn;
         let h = x.apply_op2(&self.input_layernorm, norm)?;
         let qkv = linear_stacked(&h, &[&at.q_proj, &at.k_proj, &at.v_proj])?;
+        let qkv = match rows {
+            Some(g) => g.to_rows(&qkv)?,
+            None => qkv,
+        };
         let a = qkv.apply_op1(CausalAttention {
             n_heads: at.n_heads,
             n_kv: at.n_kv,
@@ -352,8 +370,13 @@ impl DecoderLayer {
             cos: rope.cos.clone(),
             sin: rope.sin.clone(),
             key_valid: rope.key_valid.clone(),
+            query_start: rope.query_start.clone(),
             lse: Arc::new(Mutex::new(Vec::new())),
         })?;
+        let a = match rows {
+            Some(g) => g.back(&a)?,
+            None => a,
+        };
         let o = &at.o_proj;
         let x = (x + linear_stacked(&a, &[o])?)?;
         let h = x.apply_op2(&self.post_attention_layernorm, norm)?;
@@ -392,6 +415,8 @@ struct FusedRope {
     cos: Arc<Vec<f32>>,
     sin: Arc<Vec<f32>>,
     key_valid: Arc<Vec<u8>>,
+    /// `[B]` first query whose output is used (`CausalAttention::query_start`).
+    query_start: Option<Arc<Vec<u32>>>,
 }
 
 /// The decoder stack with its embedding, final norm and output head.
@@ -447,6 +472,22 @@ pub(crate) fn parameter_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         specs.push(("lm_head.weight".to_string(), vec![v, h]));
     }
     specs
+}
+
+/// Additive attention bias `[B, 1, T, T]`: query `i` of row `r` sees keys `j <= i` with
+/// `mask[r·T + j] != 0`.
+fn causal_bias(mask: &[u8], b: usize, t: usize, dev: &Device) -> Result<Tensor> {
+    let mut bias = vec![MASK_VALUE; b * t * t];
+    for r in 0..b {
+        for i in 0..t {
+            for j in 0..=i {
+                if mask[r * t + j] != 0 {
+                    bias[(r * t + i) * t + j] = 0.0;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(bias, (b, 1, t, t), dev)?)
 }
 
 /// Per-row positions `cumsum(mask) - 1` clamped at 0, continuing from `start` (the number of
@@ -597,6 +638,14 @@ impl Transformer {
         })
     }
 
+    /// Whether training runs the fused CPU ops (f32, no adapters) rather than composed ones.
+    fn fused_train(&self, dev: &Device) -> bool {
+        self.fused
+            && dev.is_cpu()
+            && self.embed_tokens.dtype() == DType::F32
+            && self.adapters_fusable()
+    }
+
     fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
         let (b, t) = input_ids
             .dims2()
@@ -642,16 +691,17 @@ impl Transformer {
         let dtype = self.embed_tokens.dtype();
         let m = mask_to_host(mask, b, t)?;
         let (pos, _) = positions_from_mask(&m, b, t, &vec![0; b]);
-        if self.fused && dev.is_cpu() && dtype == DType::F32 && self.adapters_fusable() {
+        if self.fused_train(dev) {
             let (cos, sin) = self.rotary.half_vecs(&pos);
             let rope = FusedRope {
                 cos: Arc::new(cos),
                 sin: Arc::new(sin),
                 key_valid: Arc::new(m),
+                query_start: None,
             };
             let mut x = self.embed(input_ids)?;
             for layer in &self.layers {
-                x = layer.forward_fused(&x, &rope)?;
+                x = layer.forward_fused(&x, &rope, None)?;
             }
             return Ok(x.apply_op2(
                 &self.norm,
@@ -661,21 +711,11 @@ impl Transformer {
             )?);
         }
         let (cos, sin) = self.rotary.full_tables(&pos, b, t, dtype, dev)?;
-        let mut bias = vec![MASK_VALUE; b * t * t];
-        for r in 0..b {
-            for i in 0..t {
-                for j in 0..=i {
-                    if m[r * t + j] != 0 {
-                        bias[(r * t + i) * t + j] = 0.0;
-                    }
-                }
-            }
-        }
-        let bias = Tensor::from_vec(bias, (b, 1, t, t), dev)?;
+        let bias = causal_bias(&m, b, t, dev)?;
         let fused = self.fused && dev.is_cpu();
         let mut x = self.embed(input_ids)?;
         for layer in &self.layers {
-            x = layer.forward_train(&x, &cos, &sin, &bias, fused)?;
+            x = layer.forward_train(&x, &cos, &sin, &bias, fused, None)?;
         }
         rms_norm_train(&x, &self.norm, self.eps)
     }
@@ -694,212 +734,5 @@ impl Transformer {
             self.vocab_size,
         ))?;
         Ok(logits.to_dtype(DType::F32)?)
-    }
-
-    /// Appends `input_ids [B, T]` to `cache`; returns final hidden states `[B, T, H]`.
-    pub(crate) fn forward_cached(
-        &self,
-        input_ids: &Tensor,
-        mask: Option<&Tensor>,
-        cache: &mut KvCache,
-    ) -> Result<Tensor> {
-        let (b, t) = input_ids
-            .dims2()
-            .context("input_ids must have shape [batch, seq_len]")?;
-        if b != cache.batch_size() {
-            bail!(
-                "input batch size {b} does not match the KV cache batch size {}",
-                cache.batch_size()
-            );
-        }
-        if cache.store.num_layers() != self.layers.len() {
-            bail!(
-                "KV cache has {} layers but the model has {}",
-                cache.store.num_layers(),
-                self.layers.len()
-            );
-        }
-        let offset = cache.len;
-        let cap = cache.capacity();
-        if offset + t > cap {
-            bail!(
-                "KV cache overflow: {offset} cached + {t} new positions exceed its capacity {cap}"
-            );
-        }
-        self.check_ids(input_ids)?;
-        let dev = input_ids.device();
-        let dtype = self.embed_tokens.dtype();
-        let m = mask_to_host(mask, b, t)?;
-        let (pos, next) = positions_from_mask(&m, b, t, &cache.next_pos);
-        let (cos, sin) = self.rotary.half_tables(&pos, b, t, dtype, dev)?;
-        for r in 0..b {
-            for j in 0..t {
-                cache.key_valid[r * cap + offset + j] = m[r * t + j];
-            }
-        }
-        let l = offset + t;
-        let mut bias = vec![MASK_VALUE; b * t * l];
-        for r in 0..b {
-            let valid = &cache.key_valid[r * cap..r * cap + l];
-            for i in 0..t {
-                let row = &mut bias[(r * t + i) * l..(r * t + i + 1) * l];
-                for j in 0..=offset + i {
-                    if valid[j] != 0 {
-                        row[j] = 0.0;
-                    }
-                }
-            }
-        }
-        let bias = Tensor::from_vec(bias, (b, 1, t, l), dev)?;
-        let mut x = self.embed(input_ids)?;
-        let kv_layers = cache
-            .store
-            .tensor_layers_mut()
-            .context("the candle-op inference path needs a tensor-backed KV cache")?;
-        for (layer, kv) in self.layers.iter().zip(kv_layers.iter_mut()) {
-            x = layer.forward_cached(&x, &cos, &sin, &bias, kv, offset)?;
-        }
-        cache.len = l;
-        cache.next_pos = next;
-        rms_norm_fast(&x, &self.norm, self.eps)
-    }
-
-    /// The tensors and shape the host inference forward reads.
-    fn model_ref(&self) -> ModelRef<'_> {
-        fn lin(l: &Linear) -> LinearRef<'_> {
-            LinearRef {
-                weight: &l.weight,
-                bias: l.bias.as_ref(),
-            }
-        }
-        let first = &self.layers[0].self_attn;
-        ModelRef {
-            embed: &self.embed_tokens,
-            norm: &self.norm,
-            lm_head: &self.lm_head,
-            layers: self
-                .layers
-                .iter()
-                .map(|l| LayerRef {
-                    input_layernorm: &l.input_layernorm,
-                    post_attention_layernorm: &l.post_attention_layernorm,
-                    q: lin(&l.self_attn.q_proj),
-                    k: lin(&l.self_attn.k_proj),
-                    v: lin(&l.self_attn.v_proj),
-                    o: lin(&l.self_attn.o_proj),
-                    gate: lin(&l.mlp.gate_proj),
-                    up: lin(&l.mlp.up_proj),
-                    down: lin(&l.mlp.down_proj),
-                })
-                .collect(),
-            n_heads: first.n_heads,
-            n_kv: first.n_kv,
-            head_dim: first.head_dim,
-            eps: self.eps,
-            inv_freq: &self.rotary.inv_freq,
-            vocab_size: self.vocab_size,
-        }
-    }
-
-    /// Checks that `[b, t]` new positions fit `cache`.
-    fn check_cache(&self, b: usize, t: usize, cache: &KvCache) -> Result<()> {
-        if b != cache.batch_size() {
-            bail!(
-                "input batch size {b} does not match the KV cache batch size {}",
-                cache.batch_size()
-            );
-        }
-        if cache.store.num_layers() != self.layers.len() {
-            bail!(
-                "KV cache has {} layers but the model has {}",
-                cache.store.num_layers(),
-                self.layers.len()
-            );
-        }
-        if b == 0 || t == 0 {
-            bail!("input_ids is empty (shape [{b}, {t}])");
-        }
-        let (offset, cap) = (cache.len, cache.capacity());
-        if offset + t > cap {
-            bail!(
-                "KV cache overflow: {offset} cached + {t} new positions exceed its capacity {cap}"
-            );
-        }
-        Ok(())
-    }
-
-    /// Appends host token ids `[b, t]` (row-major; `mask` 1 = token, None = all) to `cache`
-    /// and writes f32 logits at `at` into `logits`: `[b, V]` or `[b, t, V]` row-major. A host
-    /// cache runs the host forward; a tensor cache the candle ops.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn forward_cached_host(
-        &self,
-        ids: &[u32],
-        mask: Option<&[u8]>,
-        b: usize,
-        t: usize,
-        cache: &mut KvCache,
-        at: LogitsAt,
-        logits: &mut Vec<f32>,
-    ) -> Result<()> {
-        self.check_cache(b, t, cache)?;
-        if ids.len() != b * t || mask.is_some_and(|m| m.len() != b * t) {
-            bail!("forward_cached_host: ids/mask do not have shape [{b}, {t}]");
-        }
-        if cache.is_host() {
-            let ones;
-            let mask = match mask {
-                Some(m) => m,
-                None => {
-                    ones = vec![1u8; b * t];
-                    &ones
-                }
-            };
-            return infer::forward(&self.model_ref(), ids, mask, b, t, cache, at, logits);
-        }
-        let dev = cache.device.clone();
-        let x = Tensor::from_slice(ids, (b, t), &dev)?;
-        let m = mask
-            .map(|m| -> Result<Tensor> {
-                let m: Vec<u32> = m.iter().map(|&v| u32::from(v != 0)).collect();
-                Ok(Tensor::from_vec(m, (b, t), &dev)?)
-            })
-            .transpose()?;
-        let out = self.forward_cached_logits(&x, m.as_ref(), cache, at)?;
-        *logits = out.flatten_all()?.to_vec1::<f32>()?;
-        Ok(())
-    }
-
-    /// [`Self::forward_cached_host`] on tensors: logits `[B, V]` or `[B, T, V]` (f32).
-    pub(crate) fn forward_cached_logits(
-        &self,
-        input_ids: &Tensor,
-        mask: Option<&Tensor>,
-        cache: &mut KvCache,
-        at: LogitsAt,
-    ) -> Result<Tensor> {
-        let (b, t) = input_ids
-            .dims2()
-            .context("input_ids must have shape [batch, seq_len]")?;
-        if cache.is_host() {
-            self.check_cache(b, t, cache)?;
-            let ids = input_ids
-                .to_dtype(DType::U32)?
-                .flatten_all()?
-                .to_vec1::<u32>()?;
-            let m = mask_to_host(mask, b, t)?;
-            let mut logits = Vec::new();
-            infer::forward(&self.model_ref(), &ids, &m, b, t, cache, at, &mut logits)?;
-            let dev = input_ids.device();
-            return Ok(match at {
-                LogitsAt::Last => Tensor::from_vec(logits, (b, self.vocab_size), dev)?,
-                LogitsAt::All => Tensor::from_vec(logits, (b, t, self.vocab_size), dev)?,
-            });
-        }
-        let h = self.forward_cached(input_ids, mask, cache)?;
-        match at {
-            LogitsAt::Last => Ok(self.lm_head(&h.narrow(1, t - 1, 1)?)?.squeeze(1)?),
-            LogitsAt::All => self.lm_head(&h),
-        }
     }
 }

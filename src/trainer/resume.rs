@@ -22,6 +22,7 @@ const HARMLESS: &[&str] = &[
     "train.save_total_limit",
     "train.save_rollouts",
     "train.max_nonfinite_steps",
+    "train.share_prefixes",
 ];
 
 /// Compares the config a checkpoint was trained with (`saved`, TOML) with the one a resumed run
@@ -67,7 +68,7 @@ pub fn check_resume_config(saved: &str, new: &str, step: usize) -> Result<()> {
             "--resume: the config differs from the checkpoint's in a way that changes the run:\n  \
              {}\nresume with the checkpoint's values (see its trainer_state.json), or start a new \
              run in another output.dir (only output.*, eval.*, data.validation, model.device, \
-             train.logging_steps / save_steps / save_total_limit / save_rollouts, and a \
+             train.logging_steps / save_steps / save_total_limit / save_rollouts / share_prefixes, and a \
              different train.max_steps under a constant learning rate may change)",
             changed.join("\n  ")
         );

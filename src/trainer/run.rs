@@ -466,6 +466,7 @@ impl Run {
             micro_batch: mb,
             pad: self.tokenizer.pad_token_id(),
             sampler_logprobs: Some(&sampled),
+            share: cfg.train.share_prefixes,
         };
         let settings = LossSettings {
             temperature: cfg.sampling.temperature,
@@ -478,6 +479,7 @@ impl Run {
         let mut first = None;
         let (mut grad_norm, mut skipped) = (0.0, false);
         let mut clip = LossStats::default();
+        let mut tokens_processed = 0;
         let (mut low_min, mut high_max) = (None::<f64>, None::<f64>);
         for iteration in 0..cfg.loss.num_iterations {
             let mut pass = accumulate(
@@ -488,6 +490,7 @@ impl Run {
                 &settings,
                 &mut frozen,
             )?;
+            tokens_processed += pass.tokens_processed;
             grad_norm = clip_grad_norm(&mut pass.grads, cfg.optim.max_grad_norm)?;
             let loss = pass.loss;
             if first.is_none() {
@@ -535,6 +538,7 @@ impl Run {
             grad_norm,
             skipped,
             time: ts.elapsed().as_secs_f64(),
+            tokens_processed,
         })
     }
 

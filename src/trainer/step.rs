@@ -49,6 +49,8 @@ pub(super) struct Update {
     /// The update was skipped (non-finite loss or gradient).
     pub(super) skipped: bool,
     pub(super) time: f64,
+    /// Tokens the decoder ran over the update's passes.
+    pub(super) tokens_processed: usize,
 }
 
 pub(super) struct StepTimes {
@@ -122,6 +124,7 @@ pub(super) fn step_metrics(
         time_update_s: Some(times.update),
         time_process_sets_s: Some(times.process_sets),
         step_time_s: Some(times.step),
+        tokens_processed: Some(update.tokens_processed as u64),
         tokens_per_s: Some(new_tokens as f64 / times.generate.max(1e-9)),
         eval_accuracy: None,
     }

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
+use crate::config::SharePrefixes;
 use crate::model::Policy;
 use crate::trainer::inplace;
 use crate::trainer::loss::{self, LossStats};
@@ -31,6 +32,8 @@ pub struct UpdateBatch<'a> {
     /// The sampler's log-prob of each completion token, when known: the first pass then
     /// measures how far the trainer's log-probs are from them.
     pub sampler_logprobs: Option<&'a [Vec<f32>]>,
+    /// `train.share_prefixes`: whether each group's prompt runs once per micro-batch.
+    pub share: SharePrefixes,
 }
 
 /// The loss terms' settings (§3) and the distribution the sampler drew from.
@@ -68,6 +71,8 @@ pub struct Pass {
     /// Σ |trainer log-prob − sampler log-prob| and the number of tokens compared (first pass
     /// with `sampler_logprobs` only).
     pub logprob_diff: (f64, usize),
+    /// Tokens the decoder ran, over every forward of the pass (policy and reference).
+    pub tokens_processed: usize,
 }
 
 /// Forward, loss and backward over every micro-batch of `batch`, gradients summed over them.
@@ -99,17 +104,13 @@ pub fn accumulate(
         micro_batch_stats: Vec::with_capacity(chunks),
         entropy_sum: 0.0,
         logprob_diff: (0.0, 0),
+        tokens_processed: 0,
     };
     for (k, start) in (0..n).step_by(mb).enumerate() {
         let rows = start..(start + mb).min(n);
-        let packed = pack(
-            &batch.prompts[rows.clone()],
-            &batch.completions[rows.clone()],
-            batch.pad,
-            device,
-        )?;
-        let (logp, entropy) =
-            completion_logprobs(policy, &packed, settings.temperature, settings.vocab_bias)?;
+        let mb_rows = MicroBatch::new(batch, rows.clone(), device)?;
+        let (logp, entropy, tokens) = mb_rows.logprobs(policy, settings)?;
+        pass.tokens_processed += tokens;
         if first {
             // How far the trainer's log-probs are from the sampler's (same weights, other
             // code path): float noise; a gap means the update is off-policy.
@@ -124,18 +125,14 @@ pub fn accumulate(
             }
             frozen.old[k] = Some(logp.detach());
             if let Some(reference) = reference {
-                let (r, _) = completion_logprobs(
-                    reference,
-                    &packed,
-                    settings.temperature,
-                    settings.vocab_bias,
-                )?;
+                let (r, _, tokens) = mb_rows.logprobs(reference, settings)?;
+                pass.tokens_processed += tokens;
                 frozen.reference[k] = Some(r.detach());
             }
         }
         let coef = loss::coefficients_tensor(
             &batch.coefficients[rows.clone()],
-            packed.completion_len,
+            logp.dim(1)?,
             DType::F32,
             device,
         )?;
@@ -164,6 +161,64 @@ pub fn accumulate(
     }
     pass.grads = grads.finish(vars)?;
     Ok(pass)
+}
+
+/// The rows of one micro-batch, as the forward takes them.
+enum MicroBatch<'a> {
+    /// Each row padded to the same width (`pack`).
+    Packed(PackedBatch),
+    /// Each group's prompt once (`Policy::completion_logprobs_shared`).
+    Shared {
+        prompts: &'a [&'a [u32]],
+        completions: &'a [&'a [u32]],
+        pad: u32,
+    },
+}
+
+impl<'a> MicroBatch<'a> {
+    /// A micro-batch with an empty prompt has nothing to share and is packed.
+    fn new(
+        batch: &UpdateBatch<'a>,
+        rows: std::ops::Range<usize>,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let prompts = &batch.prompts[rows.clone()];
+        let completions = &batch.completions[rows];
+        if batch.share == SharePrefixes::Prompt && prompts.iter().all(|p| !p.is_empty()) {
+            return Ok(MicroBatch::Shared {
+                prompts,
+                completions,
+                pad: batch.pad,
+            });
+        }
+        Ok(MicroBatch::Packed(pack(
+            prompts,
+            completions,
+            batch.pad,
+            device,
+        )?))
+    }
+
+    /// Log-probs and entropy `[R, Lc]` under `policy`, and the tokens its decoder ran.
+    fn logprobs(
+        &self,
+        policy: &Policy,
+        settings: &LossSettings,
+    ) -> Result<(Tensor, Tensor, usize)> {
+        let (t, bias) = (settings.temperature, settings.vocab_bias);
+        match self {
+            MicroBatch::Packed(packed) => {
+                let (lp, ent) = completion_logprobs(policy, packed, t, bias)?;
+                let tokens = packed.input_ids.elem_count();
+                Ok((lp, ent, tokens))
+            }
+            MicroBatch::Shared {
+                prompts,
+                completions,
+                pad,
+            } => policy.completion_logprobs_shared(prompts, completions, *pad, t, bias),
+        }
+    }
 }
 
 /// Log-probs [R, Lc] of each completion token (differentiable) and per-token entropy [R, Lc]
