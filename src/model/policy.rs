@@ -342,7 +342,7 @@ impl Policy {
 
     /// [`Policy::completion_logprobs`] with each group's prompt computed once: rows are
     /// (prompt, completion) pairs, and adjacent rows with equal prompts share its forward and
-    /// backward (`qwen2::shared`). Returns log-probs and entropy `[R, Lc]` (`Lc` the longest
+    /// backward (`qwen2::shared`); with `tree`, so do their common completion prefixes. Returns log-probs and entropy `[R, Lc]` (`Lc` the longest
     /// completion, at least 1; padding targets are `pad`) and the tokens the decoder ran.
     /// Equal to the padded forward of `trainer::rollout::pack` up to float rounding.
     pub fn completion_logprobs_shared(
@@ -352,11 +352,12 @@ impl Policy {
         pad: u32,
         temperature: f64,
         vocab_bias: Option<&Tensor>,
+        tree: bool,
     ) -> Result<(Tensor, Tensor, usize)> {
         if temperature <= 0.0 || !temperature.is_finite() {
             bail!("temperature must be positive and finite, got {temperature}");
         }
-        let sb = SharedBatch::new(prompts, completions, pad)?;
+        let sb = SharedBatch::new(prompts, completions, pad, tree)?;
         let _train = self.train_mode();
         let h = self.model.forward_shared(&sb, &self.device)?;
         let (r, lc) = (sb.rows(), sb.completion_len);

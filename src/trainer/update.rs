@@ -32,7 +32,7 @@ pub struct UpdateBatch<'a> {
     /// The sampler's log-prob of each completion token, when known: the first pass then
     /// measures how far the trainer's log-probs are from them.
     pub sampler_logprobs: Option<&'a [Vec<f32>]>,
-    /// `train.share_prefixes`: whether each group's prompt runs once per micro-batch.
+    /// `train.share_prefixes`: what runs once per micro-batch instead of once per row.
     pub share: SharePrefixes,
 }
 
@@ -167,11 +167,13 @@ pub fn accumulate(
 enum MicroBatch<'a> {
     /// Each row padded to the same width (`pack`).
     Packed(PackedBatch),
-    /// Each group's prompt once (`Policy::completion_logprobs_shared`).
+    /// Each group's prompt once, and with `tree` each common completion prefix
+    /// (`Policy::completion_logprobs_shared`).
     Shared {
         prompts: &'a [&'a [u32]],
         completions: &'a [&'a [u32]],
         pad: u32,
+        tree: bool,
     },
 }
 
@@ -184,11 +186,12 @@ impl<'a> MicroBatch<'a> {
     ) -> Result<Self> {
         let prompts = &batch.prompts[rows.clone()];
         let completions = &batch.completions[rows];
-        if batch.share == SharePrefixes::Prompt && prompts.iter().all(|p| !p.is_empty()) {
+        if batch.share != SharePrefixes::None && prompts.iter().all(|p| !p.is_empty()) {
             return Ok(MicroBatch::Shared {
                 prompts,
                 completions,
                 pad: batch.pad,
+                tree: batch.share == SharePrefixes::Tree,
             });
         }
         Ok(MicroBatch::Packed(pack(
@@ -216,7 +219,8 @@ impl<'a> MicroBatch<'a> {
                 prompts,
                 completions,
                 pad,
-            } => policy.completion_logprobs_shared(prompts, completions, *pad, t, bias),
+                tree,
+            } => policy.completion_logprobs_shared(prompts, completions, *pad, t, bias, *tree),
         }
     }
 }

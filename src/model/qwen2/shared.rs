@@ -17,6 +17,7 @@
 use super::{causal_bias, FusedRope, RmsNorm, Transformer};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Where each flat token sits in the rows' sequences, for attention.
@@ -72,8 +73,14 @@ pub(crate) struct SharedBatch {
 }
 
 impl SharedBatch {
-    /// Lays out `rows` (prompt, completion) pairs; adjacent rows with equal prompts share them.
-    pub(crate) fn new(prompts: &[&[u32]], completions: &[&[u32]], pad: u32) -> Result<Self> {
+    /// Lays out (prompt, completion) rows; adjacent rows with equal prompts share them, and with
+    /// `tree` also every completion prefix they have in common (the group's prefix tree).
+    pub(crate) fn new(
+        prompts: &[&[u32]],
+        completions: &[&[u32]],
+        pad: u32,
+        tree: bool,
+    ) -> Result<Self> {
         let r = prompts.len();
         if r == 0 || completions.len() != r {
             bail!(
@@ -115,32 +122,48 @@ impl SharedBatch {
             sb.ids.extend_from_slice(p);
             sb.scatter
                 .extend((0..p.len()).map(|t| (first * len + t) as u32));
+            // Tree: the flat index of each completion prefix `c[..=k]` already laid out.
+            let mut nodes: HashMap<&[u32], u32> = HashMap::new();
             for row in first..end {
                 let c = completions[row];
                 let own = c.len().saturating_sub(1);
-                let start = sb.ids.len();
-                sb.ids.extend_from_slice(&c[..own]);
                 let slot = row * len;
-                if row > first {
-                    sb.query_start[row] = p.len() as u32;
+                // Flat index of each input token `c[k]`; once a row leaves the prefixes laid
+                // out before it, every later prefix of it is new too.
+                let mut path = Vec::with_capacity(own);
+                let mut shared = 0;
+                for k in 0..own {
+                    if let Some(&i) = nodes.get(&c[..=k]).filter(|_| shared == k) {
+                        path.push(i);
+                        shared = k + 1;
+                        continue;
+                    }
+                    let i = sb.ids.len() as u32;
+                    sb.ids.push(c[k]);
+                    sb.scatter.push((slot + p.len() + k) as u32);
+                    if tree {
+                        nodes.insert(&c[..=k], i);
+                    }
+                    path.push(i);
                 }
-                sb.scatter
-                    .extend((0..own).map(|k| (slot + p.len() + k) as u32));
+                if row > first {
+                    sb.query_start[row] = (p.len() + shared) as u32;
+                }
                 for t in 0..p.len() + own {
                     sb.gather[slot + t] = if t < p.len() {
-                        base + t
+                        (base + t) as u32
                     } else {
-                        start + t - p.len()
-                    } as u32;
+                        path[t - p.len()]
+                    };
                     sb.row_pos[slot + t] = t as u32;
                     sb.row_valid[slot + t] = 1;
                 }
                 for (k, &tok) in c.iter().enumerate() {
                     sb.head[row * lc + k] = if k == 0 {
-                        base + p.len() - 1
+                        (base + p.len() - 1) as u32
                     } else {
-                        start + k - 1
-                    } as u32;
+                        path[k - 1]
+                    };
                     sb.targets[row * lc + k] = tok;
                 }
             }
@@ -212,7 +235,7 @@ mod tests {
     fn layout_shares_each_groups_prompt_and_drops_last_completion_tokens() {
         let (p1, p2) = ([5u32, 6, 7], [8u32, 9]);
         let (c1, c2, c3) = ([10u32, 11], [12u32], [13u32, 14, 15]);
-        let sb = SharedBatch::new(&[&p1, &p1, &p2], &[&c1, &c2, &c3], 0).unwrap();
+        let sb = SharedBatch::new(&[&p1, &p1, &p2], &[&c1, &c2, &c3], 0, false).unwrap();
         // p1, c1[..1], c2[..0], p2, c3[..2]
         assert_eq!(sb.ids, vec![5, 6, 7, 10, 8, 9, 13, 14]);
         assert_eq!((sb.rows, sb.len, sb.completion_len), (3, 4, 3));
@@ -228,8 +251,39 @@ mod tests {
     }
 
     #[test]
+    fn tree_layout_runs_each_completion_prefix_once() {
+        let p = [5u32, 6];
+        let c: [&[u32]; 4] = [
+            &[10, 11, 12, 2],
+            &[10, 11, 13],
+            &[10, 14, 2],
+            &[10, 11, 12, 2],
+        ];
+        let sb = SharedBatch::new(&[&p; 4], &c, 0, true).unwrap();
+        // Nodes: prompt 5 6; row 0: 10 11 12; row 1 reuses 10 11; row 2 reuses 10, adds 14;
+        // row 3 reuses 10 11 12.
+        assert_eq!(sb.ids, vec![5, 6, 10, 11, 12, 14]);
+        assert_eq!((sb.rows, sb.len), (4, 5));
+        assert_eq!(
+            sb.gather,
+            vec![0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 0, 1, 2, 5, 0, 0, 1, 2, 3, 4]
+        );
+        assert_eq!(sb.scatter, vec![0, 1, 2, 3, 4, 13]);
+        // Row 1 shares 2 completion nodes, row 2 one, row 3 all three.
+        assert_eq!(sb.query_start, vec![0, 4, 3, 5]);
+        assert_eq!(
+            sb.head,
+            vec![1, 2, 3, 4, 1, 2, 3, 0, 1, 2, 5, 0, 1, 2, 3, 4]
+        );
+        // Without the tree, only the prompt is shared.
+        let flat = SharedBatch::new(&[&p; 4], &c, 0, false).unwrap();
+        assert_eq!(flat.tokens(), 2 + 3 + 2 + 2 + 3);
+        assert_eq!(flat.query_start, vec![0, 2, 2, 2]);
+    }
+
+    #[test]
     fn an_empty_prompt_is_refused() {
-        let err = SharedBatch::new(&[&[]], &[&[1]], 0).err().unwrap();
+        let err = SharedBatch::new(&[&[]], &[&[1]], 0, false).err().unwrap();
         assert!(err.to_string().contains("prompt is empty"), "{err}");
     }
 }
