@@ -118,7 +118,7 @@ fn update(r: &Rollout, weighting: ProcessWeighting) -> f64 {
         micro_batch: completions.len(),
         pad: r.pad,
         sampler_logprobs: None,
-        share: SharePrefixes::Prompt,
+        share: SharePrefixes::default(),
     };
     let settings = LossSettings {
         temperature: 1.0,

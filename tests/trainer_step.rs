@@ -150,7 +150,7 @@ fn trainer_step(
         micro_batch,
         pad: 0,
         sampler_logprobs: None,
-        share: SharePrefixes::Prompt,
+        share: SharePrefixes::Tree,
     };
     let loss_settings = LossSettings {
         temperature: TEMPERATURE,
@@ -346,7 +346,7 @@ fn bnpo_gives_one_gradient_for_1_and_k_equal_micro_batches() {
             micro_batch,
             pad: 0,
             sampler_logprobs: None,
-            share: SharePrefixes::Prompt,
+            share: SharePrefixes::Tree,
         };
         let s = LossSettings {
             temperature: 1.0,

@@ -2,10 +2,12 @@
 //! carry a bias and in config defaults).
 //!
 //! Two forward paths share the weights:
-//! - training (`Transformer::forward_train`): every op is a basic candle op with a backward
-//!   rule. candle's fused `softmax_last_dim`, `rms_norm` and `rope` have no backward and would
-//!   silently drop gradients, so they are composed by hand here.
-//! - inference (`Transformer::forward_cached`): fused ops plus a preallocated KV cache.
+//! - training (`Transformer::forward_train`): on f32 CPU without adapters, fused ops with
+//!   their own backward (`attention_op`, `layer_ops`, `linear_op`); otherwise every op is a
+//!   basic candle op with a backward rule (candle's fused `softmax_last_dim`, `rms_norm` and
+//!   `rope` have none and would silently drop gradients, so they are composed by hand here).
+//!   `Transformer::forward_shared` (`shared.rs`) is the same with each group's prompt run once.
+//! - inference (`Transformer::forward_cached`, `cached.rs`): fused ops plus a KV cache.
 //!
 //! Attention handles grouped-query attention without materialising repeated keys: the
 //! `n_rep` query heads that share a key/value head are stacked along the sequence axis, so one
