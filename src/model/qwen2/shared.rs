@@ -259,7 +259,8 @@ mod tests {
             &[10, 14, 2],
             &[10, 11, 12, 2],
         ];
-        let sb = SharedBatch::new(&[&p; 4], &c, 0, true).unwrap();
+        let ps: [&[u32]; 4] = [&p; 4];
+        let sb = SharedBatch::new(&ps, &c, 0, true).unwrap();
         // Nodes: prompt 5 6; row 0: 10 11 12; row 1 reuses 10 11; row 2 reuses 10, adds 14;
         // row 3 reuses 10 11 12.
         assert_eq!(sb.ids, vec![5, 6, 10, 11, 12, 14]);
@@ -276,7 +277,7 @@ mod tests {
             vec![1, 2, 3, 4, 1, 2, 3, 0, 1, 2, 5, 0, 1, 2, 3, 4]
         );
         // Without the tree, only the prompt is shared.
-        let flat = SharedBatch::new(&[&p; 4], &c, 0, false).unwrap();
+        let flat = SharedBatch::new(&ps, &c, 0, false).unwrap();
         assert_eq!(flat.tokens(), 2 + 3 + 2 + 2 + 3);
         assert_eq!(flat.query_start, vec![0, 2, 2, 2]);
     }
