@@ -124,8 +124,7 @@ impl SharedBatch {
                 .extend((0..p.len()).map(|t| (first * len + t) as u32));
             // Tree: the flat index of each completion prefix `c[..=k]` already laid out.
             let mut nodes: HashMap<&[u32], u32> = HashMap::new();
-            for row in first..end {
-                let c = completions[row];
+            for (row, &c) in completions.iter().enumerate().take(end).skip(first) {
                 let own = c.len().saturating_sub(1);
                 let slot = row * len;
                 // Flat index of each input token `c[k]`; once a row leaves the prefixes laid
