@@ -75,8 +75,12 @@ fn gold_answers_resolve_from_their_sources() {
         (ob[0].id.as_str(), ob[0].answer.as_str()),
         ("olympiadbench-1606", "2")
     );
-    assert!(ob.iter().any(|r| r.answer == "69,84"));
-    assert!(ob.iter().all(|r| !r.answer.contains('$')));
+    // A multiple-answer gold is one math-mode set (never the decimal 69.84); single answers
+    // carry no `$`.
+    assert!(ob.iter().any(|r| r.answer == "$69,84$"));
+    assert!(ob
+        .iter()
+        .all(|r| !r.answer.contains('$') || (r.answer.starts_with('$') && r.answer.contains(','))));
 }
 
 #[test]
