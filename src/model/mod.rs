@@ -13,7 +13,7 @@ mod linear_op;
 mod lm_head_op;
 pub mod lora;
 mod lora_op;
-mod ops;
+pub(crate) mod ops;
 pub mod policy;
 pub mod qwen2;
 pub mod random;

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 const ROWS_PER_TASK: usize = 64;
 
 /// The contiguous f32 data of a CPU tensor; shared by every fused op.
-pub(super) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         bail!("{what}: expected f32 storage")
     };

@@ -7,6 +7,7 @@
 //! holds weights, gradients and moments and nothing else. f32 CPU tensors only (moments and
 //! master weights always are; callers convert half-precision gradients first).
 
+use crate::model::ops::f32_slice as slice;
 use candle_core::{
     bail, CpuStorage, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Storage, Tensor,
 };
@@ -24,16 +25,6 @@ fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mu
         bail!("{what}: expected a contiguous tensor")
     };
     Ok(&mut v[a..b])
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32 storage")
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        bail!("{what}: expected a contiguous tensor")
-    };
-    Ok(&v[a..b])
 }
 
 /// `dst[i] = f(dst[i], a[i])` for every element, in parallel chunks.
