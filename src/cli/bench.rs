@@ -1,5 +1,6 @@
 //! `grpo bench train`: times one training step on a named model shape, the measurement
 //! `benches/peers/torch_train_step.py` makes with PyTorch, so the two compare as a ratio.
+//! `grpo bench gemm`: the matrix product every training op runs, alone (for kernel tuning).
 
 use std::time::Instant;
 
@@ -28,9 +29,14 @@ Shapes:
   qwen2.5-0.5b  Qwen2.5-0.5B: vocab 151936, hidden 896, intermediate 4864, 24 layers, 14/2 heads,
                 tied, rope_theta 1e6, q/k/v bias (494M)
 
+`grpo bench gemm --m M --n N --k K [--trans-a] [--trans-b]` times C = A·B on the GEMM kernel
+every training op uses (GFLOP/s, best of --repeat); the defaults are a Qwen2.5-0.5B MLP product
+at 576 tokens.
+
 Examples:
   grpo bench train --shape bench --batch 8 --seq 256 --json
-  grpo bench train --shape qwen2.5-0.5b --batch 8 --seq 72 --adamw --json";
+  grpo bench train --shape qwen2.5-0.5b --batch 8 --seq 72 --adamw --json
+  grpo --threads 1 bench gemm --m 576 --n 4864 --k 896 --trans-b";
 
 /// Speed measurements.
 #[derive(Debug, Args)]
@@ -44,6 +50,28 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Tokens/s and peak RSS of a training step (forward + backward [+ AdamW]).
     Train(TrainBenchArgs),
+    /// GFLOP/s of one f32 matrix product C[m×n] = op(A)·op(B) on the training GEMM.
+    Gemm(GemmBenchArgs),
+}
+
+/// `grpo bench gemm`: the kernel every training product runs, alone.
+#[derive(Debug, Args)]
+pub struct GemmBenchArgs {
+    #[arg(long, default_value_t = 576)]
+    pub m: usize,
+    #[arg(long, default_value_t = 4864)]
+    pub n: usize,
+    #[arg(long, default_value_t = 896)]
+    pub k: usize,
+    /// A is stored k×m (transposed), as in a weight gradient dYᵀ·X.
+    #[arg(long)]
+    pub trans_a: bool,
+    /// B is stored n×k (transposed), as in a linear layer's x·Wᵀ.
+    #[arg(long)]
+    pub trans_b: bool,
+    /// Timed runs after the warm-up; the best is reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
 }
 
 /// A named model shape (random weights).
@@ -142,6 +170,10 @@ pub fn peak_rss_gb() -> Option<f64> {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.command {
+        BenchCommand::Gemm(g) => {
+            println!("{}", gemm(g));
+            Ok(())
+        }
         BenchCommand::Train(a) => {
             let line = train(a)?;
             if a.json {
@@ -162,6 +194,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Best time of `C = op(A)·op(B)` as a JSON line with GFLOP/s.
+pub fn gemm(g: &GemmBenchArgs) -> serde_json::Value {
+    use crate::model::kernels::gemm::{matmul, Operand};
+    let (m, n, k) = (g.m.max(1), g.n.max(1), g.k.max(1));
+    let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32 - 6.0) / 6.0).collect();
+    let mut c = vec![0f32; m * n];
+    let ao = if g.trans_a {
+        Operand::t(&a, m)
+    } else {
+        Operand::new(&a, k)
+    };
+    let bo = if g.trans_b {
+        Operand::t(&b, k)
+    } else {
+        Operand::new(&b, n)
+    };
+    let mut best = f64::INFINITY;
+    for _ in 0..=g.repeat.max(1) {
+        let t = Instant::now();
+        matmul(&mut c, n, ao, bo, m, n, k, false);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let gflops = 2.0 * (m * n * k) as f64 / best / 1e9;
+    serde_json::json!({"m": m, "n": n, "k": k, "trans_a": g.trans_a, "trans_b": g.trans_b,
+        "best_s": best, "gflops": gflops, "threads": rayon::current_num_threads()})
 }
 
 /// Gradient of −mean(token log-probs of `ids [B, T]`) for `vars`, computed `rows` sequences
@@ -226,9 +286,12 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
     let vars: Vec<Var> = trainable.into_iter().map(|(_, v)| v).collect();
     let mut step = || -> Result<()> {
         if a.forward_only {
+            // As torch_train_step.py's `torch.no_grad()`: no graph, no kept activations.
+            let frozen = policy.without_grad()?;
+            let p = frozen.as_ref().unwrap_or(&policy);
             for start in (0..a.batch).step_by(rows) {
                 let part = ids.narrow(0, start, rows.min(a.batch - start))?;
-                let (lp, _) = policy.completion_logprobs(&part, None, 0, &part, 1.0, None)?;
+                let (lp, _) = p.completion_logprobs(&part, None, 0, &part, 1.0, None)?;
                 std::hint::black_box(lp.detach());
             }
             return Ok(());
@@ -277,6 +340,29 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemm_bench_reports_the_product_it_timed() {
+        let g = GemmBenchArgs {
+            m: 33,
+            n: 70,
+            k: 17,
+            trans_a: true,
+            trans_b: false,
+            repeat: 2,
+        };
+        let v = gemm(&g);
+        assert_eq!(
+            (v["m"].as_u64(), v["n"].as_u64(), v["k"].as_u64()),
+            (Some(33), Some(70), Some(17))
+        );
+        assert_eq!(v["trans_a"].as_bool(), Some(true));
+        let (best, gflops) = (v["best_s"].as_f64().unwrap(), v["gflops"].as_f64().unwrap());
+        assert!(
+            best > 0.0
+                && (gflops - 2.0 * 33.0 * 70.0 * 17.0 / best / 1e9).abs() < 1e-9 * gflops.max(1.0)
+        );
+    }
 
     #[test]
     fn micro_batches_give_the_gradient_of_one_pass() {

@@ -22,6 +22,12 @@ numbers; OUT/curves.png and OUT/curves.svg overlay the runs' training curves (se
 config as mean ± std). Finished runs (summary.json and metrics.jsonl present) are skipped, so an
 interrupted sweep continues where it stopped and re-running a finished sweep only rewrites the
 report; a run whose metrics.jsonl is missing is trained again (runs are deterministic).
+--jobs N trains N runs at once, each a `grpo train` process with 1/N of the threads (use it
+with --threads = cores: tiny models train faster as N one-thread runs than one N-thread run).
+report.md also gives 95% confidence intervals over seeds (Student t) of peak and final
+validation accuracy and steps to 95% of peak, and, for each λ-weighted config, a paired per-seed
+comparison with every unweighted config at the same grid point (mean difference, its 95% CI,
+and wins / ties / losses over seeds).
 
 Examples:
   grpo sweep --config configs/lambda.toml --config configs/grpo.toml --seeds 1,2,3 --out results/default
@@ -49,6 +55,10 @@ pub struct SweepArgs {
     /// Output folder for the runs and the report.
     #[arg(long)]
     pub out: PathBuf,
+    /// Runs trained at once, each a `grpo train` process with `--threads` / N threads and its
+    /// output in OUT/logs/<run>.log (1: one after another, in this process).
+    #[arg(long, short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: u64,
 }
 
 pub fn run(args: &SweepArgs) -> Result<()> {
@@ -65,12 +75,16 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         command.push_str(&format!(" --set {o}"));
     }
     command.push_str(&format!(" --out {}", args.out.display()));
+    if args.jobs > 1 {
+        command.push_str(&format!(" --jobs {}", args.jobs));
+    }
     let spec = SweepSpec {
         configs: args.configs.clone(),
         grid: args.grid.clone(),
         seeds: args.seeds.clone(),
         overrides: args.overrides.clone(),
         out: args.out.clone(),
+        jobs: args.jobs as usize,
         command,
     };
     let interrupted = super::interrupt_flag("saving the current run's checkpoint");

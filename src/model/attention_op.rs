@@ -14,7 +14,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, T
 use rayon::prelude::*;
 
 use super::kernels::gemm::{matmul, Operand};
-use super::kernels::rows::exp;
+use super::kernels::rows;
 
 /// Query rows per score block.
 const QUERY_BLOCK: usize = 64;
@@ -81,11 +81,7 @@ impl CausalAttention {
             let x = &qkv[(b * t + i) * dm.w + col..][..d];
             let c = &self.cos[(b * t + i) * half..][..half];
             let s = &self.sin[(b * t + i) * half..][..half];
-            let o = &mut out[i * d..(i + 1) * d];
-            for j in 0..half {
-                o[j] = (x[j] * c[j] - x[j + half] * s[j]) * scale;
-                o[j + half] = (x[j + half] * c[j] + x[j] * s[j]) * scale;
-            }
+            rows::rope_row(x, c, s, scale, &mut out[i * d..(i + 1) * d]);
         }
         out
     }
@@ -96,12 +92,7 @@ impl CausalAttention {
         for i in 0..t {
             let c = &self.cos[(b * t + i) * half..][..half];
             let s = &self.sin[(b * t + i) * half..][..half];
-            let r = &mut g[i * d..(i + 1) * d];
-            for j in 0..half {
-                let (a, z) = (r[j], r[j + half]);
-                r[j] = a * c[j] + z * s[j];
-                r[j + half] = z * c[j] - a * s[j];
-            }
+            rows::unrope_row(&mut g[i * d..(i + 1) * d], c, s);
         }
     }
 
@@ -110,11 +101,6 @@ impl CausalAttention {
         self.query_start
             .as_ref()
             .map_or(0, |q| (q[b] as usize).min(t))
-    }
-
-    /// Keys query `i` of batch row `b` may see: `0..=i` minus padding.
-    fn visible(&self, dm: Dims, b: usize, i: usize, j: usize) -> bool {
-        j <= i && self.key_valid[b * dm.t + j] != 0
     }
 }
 
@@ -153,30 +139,14 @@ impl CustomOp1 for CausalAttention {
                         d,
                         false,
                     );
+                    let valid = &self.key_valid[bi * t..(bi + 1) * t];
                     for (r, row) in sb.chunks_mut(nk).enumerate() {
+                        // Causal: query i sees keys 0..=i that are not padding.
                         let i = i0 + r;
-                        let mut m = f32::NEG_INFINITY;
-                        for (j, x) in row.iter().enumerate() {
-                            if self.visible(dm, bi, i, j) {
-                                m = m.max(*x);
-                            }
-                        }
-                        if m == f32::NEG_INFINITY {
-                            row.fill(0.0);
-                            continue;
-                        }
-                        let mut sum = 0f32;
-                        for (j, x) in row.iter_mut().enumerate() {
-                            *x = if self.visible(dm, bi, i, j) {
-                                exp(*x - m)
-                            } else {
-                                0.0
-                            };
-                            sum += *x;
-                        }
-                        let inv = 1.0 / sum;
-                        row.iter_mut().for_each(|x| *x *= inv);
-                        lse[i] = m + sum.ln();
+                        let upto = (i + 1).min(nk);
+                        let (seen, future) = row.split_at_mut(upto);
+                        lse[i] = rows::masked_softmax_row(seen, &valid[..upto]);
+                        future.fill(0.0);
                     }
                     matmul(
                         &mut o[i0 * d..],
@@ -289,15 +259,17 @@ impl CustomOp1 for CausalAttention {
                             let orow = &o[(i0 + rr) * hd..][..d];
                             let dorow = &d_o[(i0 + rr) * hd..][..d];
                             let di: f32 = orow.iter().zip(dorow).map(|(a, b)| a * b).sum();
-                            for j in 0..nk {
-                                let pj = if self.visible(dm, bi, i, j) {
-                                    exp(prow[j] - lse[i])
-                                } else {
-                                    0.0
-                                };
-                                prow[j] = pj;
-                                dprow[j] = pj * (dprow[j] - di);
-                            }
+                            let upto = (i + 1).min(nk);
+                            let valid = &self.key_valid[bi * t..bi * t + upto];
+                            rows::attention_grad_row(
+                                &mut prow[..upto],
+                                &mut dprow[..upto],
+                                valid,
+                                lse[i],
+                                di,
+                            );
+                            prow[upto..].fill(0.0);
+                            dprow[upto..].fill(0.0);
                         }
                         // dV += Pᵀ dO ; dK += dSᵀ Q ; dQ = dS K
                         matmul(

@@ -3,6 +3,7 @@
 use super::config::{ModelConfig, SUPPORTED_MODEL_TYPES};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -213,6 +214,7 @@ pub(crate) fn read_weights(
                     file.display()
                 )
             })?;
+        let mut views = Vec::new();
         for (name, view) in st.tensors() {
             let Some(shape) = wanted.get(name.as_str()) else {
                 continue;
@@ -234,10 +236,32 @@ pub(crate) fn read_weights(
                     file.display()
                 );
             }
-            let t = Tensor::from_raw_buffer(view.data(), disk, view.shape(), &Device::Cpu)
-                .with_context(|| format!("{}: decoding tensor `{name}`", file.display()))?
-                .to_dtype(dtype)?
-                .to_device(device)?;
+            views.push((name, view, disk));
+        }
+        // Decoded on every thread: most of a load is the kernel faulting in fresh pages for
+        // the copies, and that work spreads over cores.
+        let decoded: Vec<(String, Tensor, DType)> = views
+            .into_par_iter()
+            .map(|(name, view, disk)| -> Result<(String, Tensor, DType)> {
+                let t = if disk == DType::F32 && dtype == DType::F32 && device.is_cpu() {
+                    // One copy, straight into the parameter's own buffer: a variable, which
+                    // the policy keeps as it is (a plain tensor would be copied into one).
+                    let data: Vec<f32> = view
+                        .data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    candle_core::Var::from_vec(data, view.shape(), device)?.into_inner()
+                } else {
+                    Tensor::from_raw_buffer(view.data(), disk, view.shape(), &Device::Cpu)
+                        .with_context(|| format!("{}: decoding tensor `{name}`", file.display()))?
+                        .to_dtype(dtype)?
+                        .to_device(device)?
+                };
+                Ok((name, t, disk))
+            })
+            .collect::<Result<_>>()?;
+        for (name, t, disk) in decoded {
             disk_dtypes.insert(name.clone(), disk);
             tensors.insert(name, t);
         }

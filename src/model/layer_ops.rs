@@ -7,7 +7,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::kernels::gemm::{matmul, Operand};
-use super::kernels::rows::exp;
+use super::kernels::rows;
 
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 16;
@@ -23,8 +23,7 @@ fn with_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> R
 
 /// `1 / sqrt(mean(x²) + eps)` of one row.
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
-    let ss: f32 = x.iter().map(|v| v * v).sum();
-    1.0 / (ss / x.len() as f32 + eps).sqrt()
+    1.0 / (rows::sum_squares(x) / x.len() as f32 + eps).sqrt()
 }
 
 /// `x / rms(x) * weight` over the last axis of `x [.., H]`, `weight [H]`.
@@ -60,10 +59,7 @@ impl CustomOp2 for RmsNorm {
             .zip(x.par_chunks(h * ROWS_PER_TASK))
             .for_each(|(ys, xs)| {
                 for (y, x) in ys.chunks_mut(h).zip(xs.chunks(h)) {
-                    let inv = inv_rms(x, self.eps);
-                    for ((yv, &xv), &wv) in y.iter_mut().zip(x).zip(w) {
-                        *yv = xv * inv * wv;
-                    }
+                    rows::rms_norm_row(x, w, inv_rms(x, self.eps), y);
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -94,18 +90,7 @@ impl CustomOp2 for RmsNorm {
                                 let xr = &x[r * h..(r + 1) * h];
                                 let gr = &g[r * h..(r + 1) * h];
                                 let inv = inv_rms(xr, self.eps);
-                                // xhat = x·inv; dxhat = g·w;
-                                // dx = inv·(dxhat − xhat·mean(dxhat·xhat)).
-                                let mut dot = 0f32;
-                                for j in 0..h {
-                                    let xh = xr[j] * inv;
-                                    dw[j] += gr[j] * xh;
-                                    dot += gr[j] * w[j] * xh;
-                                }
-                                let mean = dot / h as f32;
-                                for j in 0..h {
-                                    dxr[j] = inv * (gr[j] * w[j] - xr[j] * inv * mean);
-                                }
+                                rows::rms_norm_grad_row(xr, w, gr, inv, dxr, &mut dw);
                             }
                             dw
                         })
@@ -130,10 +115,6 @@ impl CustomOp2 for RmsNorm {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SwiGlu;
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
-}
-
 impl CustomOp1 for SwiGlu {
     fn name(&self) -> &'static str {
         "swiglu"
@@ -155,9 +136,7 @@ impl CustomOp1 for SwiGlu {
             .for_each(|(ys, xs)| {
                 for (y, x) in ys.chunks_mut(i).zip(xs.chunks(w2)) {
                     let (g, u) = x.split_at(i);
-                    for ((yv, &gv), &uv) in y.iter_mut().zip(g).zip(u) {
-                        *yv = gv * sigmoid(gv) * uv;
-                    }
+                    rows::swiglu_row(g, u, y);
                 }
             });
         let mut shape = dims.to_vec();
@@ -180,12 +159,7 @@ impl CustomOp1 for SwiGlu {
                         {
                             let (gate, up) = x.split_at(i);
                             let (dgate, dup) = dx.split_at_mut(i);
-                            for j in 0..i {
-                                let s = sigmoid(gate[j]);
-                                let silu = gate[j] * s;
-                                dup[j] = g[j] * silu;
-                                dgate[j] = g[j] * up[j] * s * (1.0 + gate[j] * (1.0 - s));
-                            }
+                            rows::swiglu_grad_row(gate, up, g, dgate, dup);
                         }
                     });
                 Ok(())
@@ -203,9 +177,7 @@ fn swiglu_rows(x: &[f32], out: &mut [f32], i: usize) {
         .for_each(|(ys, xs)| {
             for (y, x) in ys.chunks_mut(i).zip(xs.chunks(w2)) {
                 let (g, u) = x.split_at(i);
-                for ((yv, &gv), &uv) in y.iter_mut().zip(g).zip(u) {
-                    *yv = gv * sigmoid(gv) * uv;
-                }
+                rows::swiglu_row(g, u, y);
             }
         });
 }
@@ -220,11 +192,7 @@ fn swiglu_grad_rows(x: &[f32], g: &[f32], dx: &mut [f32], i: usize) {
             for ((dx, x), g) in dxs.chunks_mut(w2).zip(xs.chunks(w2)).zip(gs.chunks(i)) {
                 let (gate, up) = x.split_at(i);
                 let (dgate, dup) = dx.split_at_mut(i);
-                for j in 0..i {
-                    let s = sigmoid(gate[j]);
-                    dup[j] = g[j] * gate[j] * s;
-                    dgate[j] = g[j] * up[j] * s * (1.0 + gate[j] * (1.0 - s));
-                }
+                rows::swiglu_grad_row(gate, up, g, dgate, dup);
             }
         });
 }

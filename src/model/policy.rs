@@ -128,7 +128,11 @@ impl Policy {
                 } else {
                     (0..n).map(|_| std * standard_normal(&mut rng)).collect()
                 };
-            let t = Tensor::from_vec(data, shape, device)?.to_dtype(dtype)?;
+            let t = if dtype == DType::F32 && device.is_cpu() {
+                Var::from_vec(data, shape, device)?.into_inner()
+            } else {
+                Tensor::from_vec(data, shape, device)?.to_dtype(dtype)?
+            };
             disk_dtypes.insert(name.clone(), disk);
             tensors.insert(name, t);
         }
@@ -546,21 +550,12 @@ impl Policy {
     /// The base model with the adapters switched off, sharing this policy's weights (no
     /// copy): the KL reference of a LoRA run. Without adapters, a shallow copy of the policy.
     pub fn without_adapter(&self) -> Result<Policy> {
-        let mut model = if self.lora.is_some() {
+        let model = if self.lora.is_some() {
             self.frozen_model()?
         } else {
             self.model.clone()
         };
-        model.fused = self.model.fused;
-        Ok(Policy {
-            config: self.config.clone(),
-            varmap: self.varmap.clone(),
-            device: self.device.clone(),
-            dtype: self.dtype,
-            model,
-            disk_dtypes: self.disk_dtypes.clone(),
-            lora: None,
-        })
+        Ok(self.with_model(model))
     }
 
     /// A plain model with the adapters merged into its weights (`W + s·B·A`): what
@@ -598,6 +593,30 @@ impl Policy {
         match self.lora {
             Some(_) => Ok(Some(self.merged()?)),
             None => Ok(None),
+        }
+    }
+
+    /// The same weights (shared storage) as plain tensors: a forward through it records no
+    /// graph and keeps no activations for a backward, as under `torch.no_grad()`. `None` for
+    /// a policy with adapters (their weights live in the adapter).
+    pub fn without_grad(&self) -> Result<Option<Policy>> {
+        if self.lora.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(self.with_model(self.frozen_model()?)))
+    }
+
+    /// This policy's weights and names around another decoder over them, without adapters.
+    fn with_model(&self, mut model: Transformer) -> Policy {
+        model.fused = self.model.fused;
+        Policy {
+            config: self.config.clone(),
+            varmap: self.varmap.clone(),
+            device: self.device.clone(),
+            dtype: self.dtype,
+            model,
+            disk_dtypes: self.disk_dtypes.clone(),
+            lora: None,
         }
     }
 

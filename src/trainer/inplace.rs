@@ -8,10 +8,11 @@
 //! master weights always are; callers convert half-precision gradients first).
 
 use crate::model::ops::f32_slice as slice;
-use candle_core::{
-    bail, CpuStorage, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Storage, Tensor,
-};
+use candle_core::{bail, CpuStorage, InplaceOp1, InplaceOp2, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
+use std::cell::RefCell;
+
+use crate::model::kernels::rows::multiversion;
 
 /// Elements per rayon task: large enough to amortise scheduling, small enough to split a
 /// layer's weight across cores.
@@ -55,48 +56,6 @@ impl<F: Fn(f32, f32) -> f32 + Sync> InplaceOp2 for Zip1<F> {
             .for_each(|(d, a)| {
                 for (x, &y) in d.iter_mut().zip(a) {
                     *x = (self.f)(*x, y);
-                }
-            });
-        Ok(())
-    }
-}
-
-/// `dst[i] = f(dst[i], a[i], b[i])` for every element, in parallel chunks.
-struct Zip2<F> {
-    name: &'static str,
-    f: F,
-}
-
-impl<F: Fn(f32, f32, f32) -> f32 + Sync> InplaceOp3 for Zip2<F> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn cpu_fwd(
-        &self,
-        dst: &mut CpuStorage,
-        dst_l: &Layout,
-        a: &CpuStorage,
-        al: &Layout,
-        b: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<()> {
-        let d = slice_mut(dst, dst_l, self.name)?;
-        let (a, b) = (slice(a, al, self.name)?, slice(b, bl, self.name)?);
-        if a.len() != d.len() || b.len() != d.len() {
-            bail!(
-                "{}: {} and {} elements into {}",
-                self.name,
-                a.len(),
-                b.len(),
-                d.len()
-            )
-        }
-        d.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(d, (a, b))| {
-                for ((x, &y), &z) in d.iter_mut().zip(a).zip(b) {
-                    *x = (self.f)(*x, y, z);
                 }
             });
         Ok(())
@@ -149,8 +108,64 @@ pub fn sum_sq(t: &Tensor) -> Result<f64> {
         .sum())
 }
 
-/// Constants of one AdamW step (`torch.optim.AdamW`'s update order). The arithmetic of each
-/// element runs in f64 (it is memory-bound, so this costs nothing) and is stored in f32.
+/// Runs `f` on the f32 elements of `t`, borrowed mutably (candle's write lock on its storage
+/// is held for the call).
+fn with_mut(
+    t: &Tensor,
+    what: &'static str,
+    f: impl FnOnce(&mut [f32]) -> Result<()>,
+) -> Result<()> {
+    type Body<'f> = Box<dyn FnOnce(&mut [f32]) -> Result<()> + 'f>;
+    struct WithMut<'f> {
+        what: &'static str,
+        f: RefCell<Option<Body<'f>>>,
+    }
+    impl InplaceOp1 for WithMut<'_> {
+        fn name(&self) -> &'static str {
+            self.what
+        }
+
+        fn cpu_fwd(&self, dst: &mut CpuStorage, l: &Layout) -> Result<()> {
+            let Some(f) = self.f.borrow_mut().take() else {
+                bail!("{}: called twice", self.what)
+            };
+            f(slice_mut(dst, l, self.what)?)
+        }
+    }
+    t.inplace_op1(&WithMut {
+        what,
+        f: RefCell::new(Some(Box::new(f))),
+    })
+}
+
+multiversion! {
+fn adamw_chunk(th: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: AdamWConsts) -> () {
+    let n = th.len().min(m.len()).min(v.len()).min(g.len());
+    for i in 0..n {
+        let gi = g[i];
+        let mi = c.beta1 * m[i] + c.one_minus_beta1 * gi;
+        let vi = c.beta2 * v[i] + c.one_minus_beta2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        th[i] = th[i] * c.decay - c.step_size * mi / (vi.sqrt() * c.inv_sqrt_bc2 + c.eps);
+    }
+}
+}
+
+/// The per-element constants of one AdamW step, in f32 as torch computes them.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWConsts {
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    decay: f32,
+    step_size: f32,
+    inv_sqrt_bc2: f32,
+    eps: f32,
+}
+
+/// Constants of one AdamW step (`torch.optim.AdamW`'s update order).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamW {
     pub beta1: f64,
@@ -165,47 +180,46 @@ pub struct AdamW {
 
 impl AdamW {
     /// `m ← β1·m + (1-β1)·g`, `v ← β2·v + (1-β2)·g²`, then
-    /// `θ ← θ·(1 - lr·wd) - lr·(m/bc1) / (sqrt(v/bc2) + eps)`, all in place.
+    /// `θ ← θ·(1 - lr·wd) - (lr/bc1)·m / (sqrt(v)/sqrt(bc2) + eps)`, in place and in one pass
+    /// over the four buffers (f32 arithmetic, as torch's).
     pub fn step(&self, theta: &Tensor, m: &Tensor, v: &Tensor, g: &Tensor) -> Result<()> {
-        let AdamW {
-            beta1,
-            beta2,
-            eps,
-            bc1,
-            bc2,
-            lr,
-            weight_decay,
-        } = *self;
+        let c = AdamWConsts {
+            beta1: self.beta1 as f32,
+            one_minus_beta1: (1.0 - self.beta1) as f32,
+            beta2: self.beta2 as f32,
+            one_minus_beta2: (1.0 - self.beta2) as f32,
+            decay: (1.0 - self.lr * self.weight_decay) as f32,
+            step_size: (self.lr / self.bc1) as f32,
+            inv_sqrt_bc2: (1.0 / self.bc2.sqrt()) as f32,
+            eps: self.eps as f32,
+        };
         let g = g.contiguous()?;
-        m.inplace_op2(
-            &g,
-            &Zip1 {
-                name: "adamw-m",
-                f: |m: f32, g: f32| (f64::from(m) * beta1 + f64::from(g) * (1.0 - beta1)) as f32,
-            },
-        )?;
-        v.inplace_op2(
-            &g,
-            &Zip1 {
-                name: "adamw-v",
-                f: |v: f32, g: f32| {
-                    let g = f64::from(g);
-                    (f64::from(v) * beta2 + g * g * (1.0 - beta2)) as f32
-                },
-            },
-        )?;
-        let decay = 1.0 - lr * weight_decay;
-        theta.inplace_op3(
-            m,
-            v,
-            &Zip2 {
-                name: "adamw-theta",
-                f: |t: f32, m: f32, v: f32| {
-                    let update = (f64::from(m) / bc1) / ((f64::from(v) / bc2).sqrt() + eps);
-                    (f64::from(t) * decay - lr * update) as f32
-                },
-            },
-        )
+        let (gs, gl) = g.storage_and_layout();
+        let Storage::Cpu(gs) = &*gs else {
+            bail!("adamw: CPU only")
+        };
+        let g = slice(gs, gl, "adamw grad")?;
+        with_mut(m, "adamw m", |m| {
+            with_mut(v, "adamw v", |v| {
+                with_mut(theta, "adamw theta", |th| {
+                    if m.len() != th.len() || v.len() != th.len() || g.len() != th.len() {
+                        bail!(
+                            "adamw: {} weights, {} and {} moments, {} gradients",
+                            th.len(),
+                            m.len(),
+                            v.len(),
+                            g.len()
+                        )
+                    }
+                    th.par_chunks_mut(CHUNK)
+                        .zip(m.par_chunks_mut(CHUNK))
+                        .zip(v.par_chunks_mut(CHUNK))
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|(((th, m), v), g)| adamw_chunk(th, m, v, g, c));
+                    Ok(())
+                })
+            })
+        })
     }
 }
 

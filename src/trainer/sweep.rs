@@ -19,6 +19,9 @@ use crate::record::{read_metrics, read_summary, StepMetrics};
 use crate::trainer::run::{train, Resume};
 use crate::trainer::state::latest_checkpoint;
 
+mod jobs;
+pub mod stats;
+
 /// One run's numbers, as `report.json` lists them.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
@@ -49,12 +52,14 @@ pub struct RunResult {
     pub val_curve: Vec<(usize, f64)>,
 }
 
-/// Mean and sample standard deviation over seeds.
+/// Mean, sample standard deviation and the 95% confidence interval of the mean over seeds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct MeanStd {
     pub mean: f64,
     pub std: f64,
     pub n: usize,
+    /// Half-width of the 95% CI of the mean (Student t; None with one value).
+    pub ci95: Option<f64>,
 }
 
 impl MeanStd {
@@ -69,7 +74,12 @@ impl MeanStd {
         } else {
             0.0
         };
-        Some(MeanStd { mean, std, n })
+        Some(MeanStd {
+            mean,
+            std,
+            n,
+            ci95: stats::ci95_half_width(std, n),
+        })
     }
 }
 
@@ -104,6 +114,8 @@ pub struct SweepReport {
     /// The same per seed: each λ-weighted run against the unweighted run with the same seed and
     /// grid point, mean ± std over those pairs, in %.
     pub lambda_step_time_overhead_pct_by_seed: Option<MeanStd>,
+    /// Each λ-weighted config against each unweighted one at the same grid point, seed by seed.
+    pub paired: Vec<stats::Paired>,
 }
 
 pub struct SweepSpec {
@@ -113,6 +125,9 @@ pub struct SweepSpec {
     pub seeds: Vec<u64>,
     pub overrides: Vec<String>,
     pub out: PathBuf,
+    /// Runs trained at once, each in its own `grpo train` process; 1 = one after another in
+    /// this process.
+    pub jobs: usize,
     /// The command line, recorded in the report so it can be regenerated.
     pub command: String,
 }
@@ -210,6 +225,7 @@ pub fn sweep(spec: &SweepSpec, interrupted: Arc<AtomicBool>) -> Result<SweepRepo
     let _lock =
         crate::trainer::lock::RunLock::acquire(&spec.out, "grpo sweep").context("sweep --out")?;
     let total = variants.len() * spec.seeds.len();
+    let mut pending = Vec::new();
     let mut k = 0;
     for v in &variants {
         for &seed in &spec.seeds {
@@ -232,19 +248,36 @@ pub fn sweep(spec: &SweepSpec, interrupted: Arc<AtomicBool>) -> Result<SweepRepo
             overrides.extend(v.grid.iter().cloned());
             overrides.push(format!("train.seed={seed}"));
             overrides.push(format!("output.dir={}", run_dir.display()));
+            // Every run's config is checked before the first one starts.
             let cfg = Config::load(&v.config, &overrides)?;
-            let resume = if latest_checkpoint(&run_dir)?.is_some() {
-                Resume::Latest
-            } else {
+            let resume = latest_checkpoint(&run_dir)?.is_some();
+            if !resume {
                 let _ = std::fs::remove_dir_all(&run_dir);
-                Resume::No
-            };
-            tracing::info!("[{k}/{total}] training {} seed {seed}", v.name);
-            let s = train(&cfg, resume, interrupted.clone())
-                .with_context(|| format!("sweep run {}", run_dir.display()))?;
+            }
+            pending.push(PendingRun {
+                label: format!("[{k}/{total}] {} seed {seed}", v.name),
+                config: v.config.clone(),
+                cfg,
+                overrides,
+                resume,
+                log: spec
+                    .out
+                    .join("logs")
+                    .join(format!("{}-seed{seed}.log", v.name)),
+            });
+        }
+    }
+    if spec.jobs > 1 {
+        jobs::run_processes(&pending, spec.jobs, &interrupted)?;
+    } else {
+        for p in &pending {
+            tracing::info!("{} training", p.label);
+            let resume = if p.resume { Resume::Latest } else { Resume::No };
+            let s = train(&p.cfg, resume, interrupted.clone())
+                .with_context(|| format!("sweep run {}", p.cfg.output.dir.display()))?;
             eprintln!(
-                "[{k}/{total}] {} seed {seed}: val {} -> {} in {:.0}s",
-                v.name,
+                "{}: val {} -> {} in {:.0}s",
+                p.label,
                 fmt_opt(s.initial_val_accuracy),
                 fmt_opt(s.final_val_accuracy),
                 s.wall_time_s
@@ -254,6 +287,20 @@ pub fn sweep(spec: &SweepSpec, interrupted: Arc<AtomicBool>) -> Result<SweepRepo
     let report = collect(spec, &variants)?;
     write_report(&spec.out, &report)?;
     Ok(report)
+}
+
+/// A run the sweep still has to train.
+pub(crate) struct PendingRun {
+    /// `[k/total] name seed S`, for progress lines.
+    pub label: String,
+    pub config: PathBuf,
+    pub cfg: Config,
+    /// `--set` overrides that make `config` this run (grid point, seed, output.dir).
+    pub overrides: Vec<String>,
+    /// Continue from the newest checkpoint in the run's folder.
+    pub resume: bool,
+    /// Where a child process's output goes (`--jobs` > 1).
+    pub log: PathBuf,
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -312,7 +359,9 @@ pub fn collect(spec: &SweepSpec, variants: &[Variant]) -> Result<SweepReport> {
         _ => None,
     };
     let by_seed = MeanStd::of(&paired_overheads(&runs));
+    let paired = stats::paired_comparisons(&runs);
     Ok(SweepReport {
+        paired,
         command: spec.command.clone(),
         runs,
         configs,
@@ -398,6 +447,83 @@ fn read_run(name: &str, seed: u64, dir: &Path) -> Result<RunResult> {
     })
 }
 
+/// `mean [lo, hi]` with the 95% CI, or `mean` alone with one seed.
+fn ci(v: Option<MeanStd>, digits: usize) -> String {
+    match v {
+        Some(m) => match m.ci95 {
+            Some(h) => format!(
+                "{:.*} [{:.*}, {:.*}]",
+                digits,
+                m.mean,
+                digits,
+                m.mean - h,
+                digits,
+                m.mean + h
+            ),
+            None => format!("{:.*}", digits, m.mean),
+        },
+        None => "n/a".into(),
+    }
+}
+
+/// The 95% CI table and the paired per-seed comparisons.
+fn ci_and_paired_markdown(report: &SweepReport) -> String {
+    let mut s = String::from(
+        "\n## 95% confidence intervals over seeds\n\nMean [95% CI] (Student t over seeds).\n\n| config | seeds | peak val acc | final val acc | steps to 95% of peak |\n|---|---|---|---|---|\n",
+    );
+    for c in &report.configs {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            c.config,
+            c.seeds.len(),
+            ci(c.peak_val_accuracy, 3),
+            ci(c.final_val_accuracy, 3),
+            ci(c.steps_to_95pct_peak, 1),
+        ));
+    }
+    if !report.paired.is_empty() {
+        s.push_str("\n## Paired per-seed comparison\n\nDifference a − b on the same seed, mean [95% CI]; wins / ties / losses count the seeds where a did better (higher accuracy, fewer steps), the same, or worse.\n\n| a | b | metric | seeds | mean a − b | wins / ties / losses | per seed |\n|---|---|---|---|---|---|---|\n");
+        for p in &report.paired {
+            let digits = if p.metric == "steps_to_95pct_peak" {
+                1
+            } else {
+                3
+            };
+            let mean = match p.ci95 {
+                Some(h) => format!(
+                    "{:+.*} [{:+.*}, {:+.*}]",
+                    digits,
+                    p.mean_diff,
+                    digits,
+                    p.mean_diff - h,
+                    digits,
+                    p.mean_diff + h
+                ),
+                None => format!("{:+.*}", digits, p.mean_diff),
+            };
+            let per_seed: Vec<String> = p
+                .seeds
+                .iter()
+                .zip(&p.diffs)
+                .map(|(seed, d)| format!("{seed}: {d:+.*}", digits))
+                .collect();
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} / {} / {} | {} |\n",
+                p.a,
+                p.b,
+                p.metric,
+                p.seeds.len(),
+                mean,
+                p.a_better,
+                p.ties,
+                p.b_better,
+                per_seed.join(", ")
+            ));
+        }
+    }
+    s
+}
+
 fn ms(v: Option<MeanStd>, digits: usize) -> String {
     match v {
         Some(m) => format!("{:.*} ± {:.*}", digits, m.mean, digits, m.std),
@@ -459,6 +585,7 @@ pub fn markdown(report: &SweepReport) -> String {
             "\nStep time of the λ-weighted config relative to the unweighted one: {o:+.2}%{by_seed} (this includes differences in completion length and machine load between the runs; the process-set column is the direct cost).\n"
         ));
     }
+    s.push_str(&ci_and_paired_markdown(report));
     s.push_str("\n![training curves](curves.png)\n");
     s.push_str("\n## Runs\n\n| config | seed | initial | peak | final | steps to 95% peak | train acc last 50 | step time (s) |\n|---|---|---|---|---|---|---|---|\n");
     for r in &report.runs {

@@ -119,17 +119,7 @@ multiversion! {
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let h = weight.len();
     for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-        let mut acc = [0f32; 16];
-        let mut c = xr.chunks_exact(16);
-        for ch in &mut c {
-            for l in 0..16 {
-                acc[l] += ch[l] * ch[l];
-            }
-        }
-        let mut s: f32 = acc.iter().sum();
-        for &v in c.remainder() {
-            s += v * v;
-        }
+        let s = crate::model::kernels::rows::sum_squares(xr);
         let inv = 1.0 / (s / h as f32 + eps).sqrt();
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(weight) {
             *o = v * inv * g;

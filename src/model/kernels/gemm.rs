@@ -207,7 +207,13 @@ mod tests {
 
     #[test]
     fn matmul_matches_naive_for_every_transpose_and_accumulate() {
-        for (m, n, k) in [(37, 29, 41), (1, 1, 1), (130, 540, 300), (9, 33, 600)] {
+        for (m, n, k) in [
+            (37, 29, 41),
+            (1, 1, 1),
+            (130, 540, 300),
+            (9, 33, 600),
+            (300, 4200, 20),
+        ] {
             check_sizes(m, n, k);
         }
     }

@@ -8,8 +8,11 @@ pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
+    // Round to nearest by adding and subtracting 1.5·2²³ (|x·log2 e| < 128 after the clamp):
+    // plain adds vectorise on any x86, where `f32::round` is a libm call per element.
+    const SHIFT: f32 = 12_582_912.0;
     let x = x.clamp(-87.5, 88.5);
-    let n = (x * LOG2E).round();
+    let n = (x * LOG2E + SHIFT) - SHIFT;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // exp(r) on |r| <= ln2/2: Taylor to r^7 (error < 3e-9 relative).
     let p = 1.0 / 5040.0;
@@ -150,6 +153,181 @@ fn softmax_grad_fill(x: &mut [f32], s: f32, bias: Option<&[f32]>, lse: f32, gs: 
 }
 }
 
+multiversion! {
+fn swiglu_row(gate: &[f32], up: &[f32], out: &mut [f32]) -> () {
+    for ((y, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *y = g / (1.0 + exp(-g)) * u;
+    }
+}
+}
+
+multiversion! {
+fn swiglu_grad_row(gate: &[f32], up: &[f32], g: &[f32], dgate: &mut [f32], dup: &mut [f32]) -> () {
+    let n = gate.len().min(up.len()).min(g.len()).min(dgate.len()).min(dup.len());
+    for j in 0..n {
+        let s = 1.0 / (1.0 + exp(-gate[j]));
+        dup[j] = g[j] * gate[j] * s;
+        dgate[j] = g[j] * up[j] * s * (1.0 + gate[j] * (1.0 - s));
+    }
+}
+}
+
+multiversion! {
+fn sum_squares(x: &[f32]) -> f32 {
+    // 16 lanes, so the sum vectorises.
+    let mut s = [0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            s[i] += c[i] * c[i];
+        }
+    }
+    let mut t: f32 = s.iter().sum();
+    for &v in chunks.remainder() {
+        t += v * v;
+    }
+    t
+}
+}
+
+multiversion! {
+fn rms_norm_row(x: &[f32], w: &[f32], inv: f32, out: &mut [f32]) -> () {
+    for ((y, &xv), &wv) in out.iter_mut().zip(x).zip(w) {
+        *y = xv * inv * wv;
+    }
+}
+}
+
+multiversion! {
+fn rms_norm_grad_row(x: &[f32], w: &[f32], g: &[f32], inv: f32, dx: &mut [f32], dw: &mut [f32]) -> () {
+    // xhat = x·inv; dxhat = g·w; dx = inv·(dxhat − xhat·mean(dxhat·xhat)).
+    let h = x.len().min(w.len()).min(g.len()).min(dx.len()).min(dw.len());
+    let mut lanes = [0f32; 16];
+    let mut j = 0;
+    while j + 16 <= h {
+        for l in 0..16 {
+            let xh = x[j + l] * inv;
+            dw[j + l] += g[j + l] * xh;
+            lanes[l] += g[j + l] * w[j + l] * xh;
+        }
+        j += 16;
+    }
+    let mut dot: f32 = lanes.iter().sum();
+    while j < h {
+        let xh = x[j] * inv;
+        dw[j] += g[j] * xh;
+        dot += g[j] * w[j] * xh;
+        j += 1;
+    }
+    let mean = dot / h as f32;
+    for j in 0..h {
+        dx[j] = inv * (g[j] * w[j] - x[j] * inv * mean);
+    }
+}
+}
+
+multiversion! {
+fn masked_softmax_row(row: &mut [f32], valid: &[u8]) -> f32 {
+    // Softmax over the entries whose `valid` byte is non-zero (the rest become 0), in place;
+    // returns the log-sum-exp, or -inf when nothing is valid (the row is zeroed).
+    //
+    // The sum runs in 16 lanes over the valid entries counted from the first one, so it comes
+    // out bit-identical wherever the masked entries sit: a padded row and the same keys
+    // unpadded (`train.share_prefixes`) give the same probabilities.
+    let n = row.len().min(valid.len());
+    let (row, valid) = (&mut row[..n], &valid[..n]);
+    let mut m = f32::NEG_INFINITY;
+    for (x, &v) in row.iter_mut().zip(valid) {
+        if v == 0 {
+            *x = f32::NEG_INFINITY;
+        }
+        m = m.max(*x);
+    }
+    if m == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return f32::NEG_INFINITY;
+    }
+    for x in row.iter_mut() {
+        *x = exp(*x - m);
+    }
+    let first = valid.iter().position(|&v| v != 0).unwrap_or(n);
+    let last = valid.iter().rposition(|&v| v != 0).map_or(first, |l| l + 1);
+    let run = &row[first..last];
+    let sum = if valid[first..last].iter().all(|&v| v != 0) {
+        lane_sum(run)
+    } else {
+        let kept: Vec<f32> = run
+            .iter()
+            .zip(&valid[first..last])
+            .filter(|(_, &v)| v != 0)
+            .map(|(x, _)| *x)
+            .collect();
+        lane_sum(&kept)
+    };
+    let inv = 1.0 / sum;
+    for x in row.iter_mut() {
+        *x *= inv;
+    }
+    m + sum.ln()
+}
+}
+
+/// `x[0] + x[1] + ...` in 16 lanes (vectorisable), the lanes added in order, then the tail.
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            lanes[i] += c[i];
+        }
+    }
+    let mut t: f32 = lanes.iter().sum();
+    for &v in chunks.remainder() {
+        t += v;
+    }
+    t
+}
+
+multiversion! {
+fn attention_grad_row(p: &mut [f32], dp: &mut [f32], valid: &[u8], lse: f32, di: f32) -> () {
+    // p holds scores, dp holds dO·Vᵀ; they become the probabilities exp(score − lse) (0 where
+    // not valid) and dS = p·(dp − di).
+    let n = p.len().min(dp.len()).min(valid.len());
+    for j in 0..n {
+        let pj = if valid[j] != 0 { exp(p[j] - lse) } else { 0.0 };
+        p[j] = pj;
+        dp[j] = pj * (dp[j] - di);
+    }
+}
+}
+
+multiversion! {
+fn rope_row(x: &[f32], cos: &[f32], sin: &[f32], scale: f32, out: &mut [f32]) -> () {
+    // Rotates the halves of one head: (x1·c − x2·s, x2·c + x1·s), times `scale`.
+    let half = cos.len().min(sin.len());
+    let (x1, x2) = x.split_at(half);
+    let (o1, o2) = out.split_at_mut(half);
+    for j in 0..half.min(x2.len()).min(o2.len()) {
+        o1[j] = (x1[j] * cos[j] - x2[j] * sin[j]) * scale;
+        o2[j] = (x2[j] * cos[j] + x1[j] * sin[j]) * scale;
+    }
+}
+}
+
+multiversion! {
+fn unrope_row(r: &mut [f32], cos: &[f32], sin: &[f32]) -> () {
+    // The transpose of `rope_row` (scale 1), in place.
+    let half = cos.len().min(sin.len());
+    let (r1, r2) = r.split_at_mut(half);
+    for j in 0..half.min(r2.len()) {
+        let (a, z) = (r1[j], r2[j]);
+        r1[j] = a * cos[j] + z * sin[j];
+        r2[j] = z * cos[j] - a * sin[j];
+    }
+}
+}
+
 /// Overwrites a block of one row's raw logits `x` with `d/dx [g * log p(target)]`
 /// `= g * s * (onehot(target) - softmax(x*s + bias))`, given the row's log-sum-exp `lse` from
 /// the forward; `target` is the target's index within the block, if it falls in it.
@@ -171,6 +349,46 @@ pub fn logprob_grad_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_softmax_is_the_same_wherever_the_masked_entries_sit() {
+        let keys: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 101) as f32 / 17.0 - 3.0)
+            .collect();
+        let mut plain = keys.clone();
+        let lse = masked_softmax_row(&mut plain, &[1u8; 37]);
+        let want: f32 = keys.iter().map(|k| k.exp()).sum::<f32>().ln();
+        assert!((lse - want).abs() < 1e-5, "{lse} vs {want}");
+        // Left padding of 5, and masked entries inside the row: same probabilities, bit for bit.
+        for layout in [vec![0usize, 1, 2, 3, 4], vec![0, 3, 9, 20, 41]] {
+            let len = 37 + layout.len();
+            let (mut row, mut valid) = (vec![9.0f32; len], vec![1u8; len]);
+            let mut k = keys.iter();
+            for j in 0..len {
+                if layout.contains(&j) {
+                    valid[j] = 0;
+                } else {
+                    row[j] = *k.next().unwrap();
+                }
+            }
+            assert_eq!(
+                masked_softmax_row(&mut row, &valid).to_bits(),
+                lse.to_bits()
+            );
+            let kept: Vec<f32> = (0..len)
+                .filter(|&j| valid[j] != 0)
+                .map(|j| row[j])
+                .collect();
+            assert!(kept
+                .iter()
+                .zip(&plain)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!((0..len).filter(|&j| valid[j] == 0).all(|j| row[j] == 0.0));
+        }
+        let mut none = vec![1.0f32; 4];
+        assert_eq!(masked_softmax_row(&mut none, &[0; 4]), f32::NEG_INFINITY);
+        assert_eq!(none, vec![0.0; 4]);
+    }
 
     #[test]
     fn exp_is_close_to_libm_over_the_range() {

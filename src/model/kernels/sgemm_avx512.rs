@@ -1,10 +1,10 @@
 //! A cache-blocked sgemm for AVX-512 CPUs (the `gemm` crate only uses AVX2 on stable Rust).
 //!
-//! BLIS layout: `C` is cut into independent `MC × NC` tiles (rayon runs them in parallel);
-//! each tile walks `k` in `KC` slices, packs its slice of `A` into `MR`-row panels and of `B`
-//! into `NR`-column panels (zero-padded), and an `MR × NR` register-blocked kernel
-//! (16 zmm accumulators) multiplies panel pairs. Packing reads any strides, so transposed
-//! operands cost nothing extra.
+//! BLIS layout: `C` is cut into a few independent blocks of rows × columns (rayon runs them in
+//! parallel; the cut that packs least, see `grid`); each block walks `k` in `KC` slices, packs
+//! its slice of `B` into `NR`-column panels once and its rows of `A` into `MR`-row panels
+//! (zero-padded), and an `MR × NR` register-blocked kernel (16 zmm accumulators) multiplies
+//! panel pairs. Packing reads any strides, so transposed operands need no copy first.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -14,8 +14,10 @@ use rayon::prelude::*;
 const MR: usize = 8;
 const NR: usize = 32;
 const KC: usize = 256;
-const MC: usize = 128;
-const NC: usize = 512;
+/// Rows of `A` packed at a time (an `MC × KC` block, 256 KB, stays in L2).
+const MC: usize = 256;
+/// Widest column range one task packs `B` for (its `KC × NT` block, ≤ 2 MB).
+const NT_MAX: usize = 2048;
 
 /// A logical matrix: element `(i, j)` at `ptr[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -50,7 +52,37 @@ pub(crate) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
 
+/// How to cut `C[m×n]` into `gm × gn` tasks of whole panels for `tasks` workers: the grid that
+/// packs the least (each task packs `A` for its rows once per column range and `B` for its
+/// columns once per row range: `k·(m·gn + n·gm)` floats), with column ranges ≤ `NT_MAX`.
+fn grid(m: usize, n: usize, tasks: usize) -> (usize, usize) {
+    let (pm, pn) = (m.div_ceil(MR), n.div_ceil(NR));
+    let min_gn = n.div_ceil(NT_MAX).clamp(1, pn);
+    let mut best = (1, min_gn, usize::MAX);
+    for gm in 1..=pm.min(tasks.max(1)) {
+        let gn = tasks.div_ceil(gm).max(min_gn).min(pn);
+        let cost = m * gn + n * gm;
+        if cost < best.2 {
+            best = (gm, gn, cost);
+        }
+    }
+    (best.0, best.1)
+}
+
+/// Splits `panels` panels of `width` elements (the last one `total - ...`) into `parts`
+/// near-equal ranges of whole panels: the `i`th range as (start, len) in elements.
+fn split(total: usize, width: usize, parts: usize, i: usize) -> (usize, usize) {
+    let panels = total.div_ceil(width);
+    let (lo, hi) = (panels * i / parts, panels * (i + 1) / parts);
+    let start = lo * width;
+    (start, (hi * width).min(total).saturating_sub(start))
+}
+
 /// `C[m×n] (+)= A[m×k] · B[k×n]`, `C` row-major with row stride `ldc`.
+///
+/// BLIS loop order inside each task (a block of rows × columns): for each `KC` slice of `k`,
+/// pack the task's `B` slice once, then for each `MC` block of its rows pack `A` and run the
+/// `MR × NR` kernel over the panel pairs (the `B` panel stays in L1, the `A` block in L2).
 ///
 /// # Safety
 /// `available()` must be true; `a`, `b` must be readable and `c` writable at every index the
@@ -67,43 +99,54 @@ pub(crate) unsafe fn sgemm(
     accumulate: bool,
     parallel: bool,
 ) {
-    let tiles_m = m.div_ceil(MC);
-    let tiles_n = n.div_ceil(NC);
+    let workers = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    // Two tasks per worker keep the threads even when tasks differ in size.
+    let tasks = if workers > 1 { 2 * workers } else { 1 };
+    let (gm, gn) = grid(m, n, tasks);
     let out = Out(c);
-    let tile = move |t: usize| {
-        let (ti, tj) = (t / tiles_n, t % tiles_n);
-        let (i0, j0) = (ti * MC, tj * NC);
-        let (mc, nc) = (MC.min(m - i0), NC.min(n - j0));
+    let task = move |t: usize| {
+        let (i0, mt) = split(m, MR, gm, t / gn);
+        let (j0, nt) = split(n, NR, gn, t % gn);
+        if mt == 0 || nt == 0 {
+            return;
+        }
         PACK.with(|p| {
             let (pa, pb) = &mut *p.borrow_mut();
-            pa.resize(MC.div_ceil(MR) * MR * KC, 0.0);
-            pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
+            pa.resize(MC * KC, 0.0);
+            pb.resize(nt.div_ceil(NR) * NR * KC, 0.0);
             for p0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - p0);
+                let acc = accumulate || p0 > 0;
                 // SAFETY: indices stay inside the caller's shapes (see the function contract).
                 unsafe {
-                    pack_a(pa, a, i0, p0, mc, kc);
-                    pack_b(pb, b, p0, j0, kc, nc);
-                    let acc = accumulate || p0 > 0;
-                    for jr in (0..nc).step_by(NR) {
-                        let nr = NR.min(nc - jr);
-                        let bp = pb.as_ptr().add(jr / NR * NR * kc);
-                        for ir in (0..mc).step_by(MR) {
-                            let mr = MR.min(mc - ir);
-                            let ap = pa.as_ptr().add(ir / MR * MR * kc);
-                            let cp = out.get().add((i0 + ir) * ldc + j0 + jr);
-                            kernel(kc, ap, bp, cp, ldc, mr, nr, acc);
+                    pack_b(pb, b, p0, j0, kc, nt);
+                    for ic in (0..mt).step_by(MC) {
+                        let mc = MC.min(mt - ic);
+                        pack_a(pa, a, i0 + ic, p0, mc, kc);
+                        for jr in (0..nt).step_by(NR) {
+                            let nr = NR.min(nt - jr);
+                            let bp = pb.as_ptr().add(jr / NR * NR * kc);
+                            for ir in (0..mc).step_by(MR) {
+                                let mr = MR.min(mc - ir);
+                                let ap = pa.as_ptr().add(ir / MR * MR * kc);
+                                let cp = out.get().add((i0 + ic + ir) * ldc + j0 + jr);
+                                kernel(kc, ap, bp, cp, ldc, mr, nr, acc);
+                            }
                         }
                     }
                 }
             }
         });
     };
-    let tiles = tiles_m * tiles_n;
-    if parallel && tiles > 1 {
-        (0..tiles).into_par_iter().for_each(tile);
+    let n_tasks = gm * gn;
+    if n_tasks > 1 {
+        (0..n_tasks).into_par_iter().for_each(task);
     } else {
-        (0..tiles).for_each(tile);
+        task(0);
     }
 }
 
