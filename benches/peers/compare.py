@@ -4,7 +4,8 @@ generate: `grpo generate` vs transformers `generate` (hf_generate.py) on random 
   made by make_models.py: sampled 64x128 on a 12.6M model (hidden 384) and greedy 8x32 on the
   Qwen2.5-0.5B architecture. EOS is ignored on both sides. transformers is timed around
   `generate` only; grpo around the whole process (start-up, model load, tokenizer included), and
-  its in-process figure is printed beside it. ratio = grpo tokens/s / transformers tokens/s.
+  its in-process figure is printed beside it. ratio = grpo tokens/s (whole process) / transformers
+  tokens/s; ratio_after_load = grpo's in-process tokens/s / transformers tokens/s (like for like).
 trl: median `step_time_s` of `grpo train --config configs/grpo.toml` (steps 2..N) vs the median step
   time of TRL's GRPOTrainer on the same task (trl_step.py). ratio = grpo / TRL (lower is faster).
 Both sides use the same number of threads (default 2)."""
@@ -18,6 +19,18 @@ PROMPT = ("Natalia sold clips to 48 of her friends in April, and then she sold h
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def sh_rss(cmd, **kw):
+    """Runs cmd; returns (stdout, peak RSS of that process in GB)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, **kw)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0); err.seek(0)
+        if p.returncode != 0:
+            raise subprocess.CalledProcessError(p.returncode, cmd, out.read(), err.read())
+        return out.read(), usage.ru_maxrss / 1e6
 
 
 def last_json(out):
@@ -50,22 +63,25 @@ def generate(a):
               "grpo_tokens_per_s": round(tokens / wall, 1),
               "grpo_tokens_per_s_after_load": float(m.group(1)) if m else None,
               "ratio": round(tokens / wall / peer["tokens_per_s"], 2),
+              "ratio_after_load": round(float(m.group(1)) / peer["tokens_per_s"], 2) if m else None,
               "command": " ".join(cmd[:5] + ["MODEL"] + cmd[6:7] + ["PROMPT"] + cmd[8:])})
 
 
 def trl(a):
-    peer = last_json(sh([sys.executable, os.path.join(HERE, "trl_step.py"), ROOT, str(a.steps), str(a.threads)],
-                        cwd=tempfile.gettempdir()).stdout)
+    peer_out, peer_rss = sh_rss([sys.executable, os.path.join(HERE, "trl_step.py"), ROOT, str(a.steps), str(a.threads)],
+                                cwd=tempfile.gettempdir())
+    peer = last_json(peer_out)
     with tempfile.TemporaryDirectory() as out:
         cmd = [a.grpo, "--threads", str(a.threads), "train", "--config", "configs/grpo.toml",
                "--set", f"train.max_steps={a.steps}", "--set", f"output.dir={out}/run", "--set", "eval.limit=1",
                "--set", f"train.save_steps={a.steps}"]
-        sh(cmd, cwd=ROOT)
+        _, ours_rss = sh_rss(cmd, cwd=ROOT)
         times = [json.loads(l)["step_time_s"] for l in open(f"{out}/run/metrics.jsonl") if l.strip()]
     ours = statistics.median(times[1:] or times)
     emit({"work": "GRPO step, shipped task (G=8, 8 prompts, 64 new tokens)", "peer": peer["peer"],
           "peer_median_step_s": round(peer["median_step_s"], 3), "grpo_median_step_s": round(ours, 3),
           "ratio": round(ours / peer["median_step_s"], 2), "goal": "<= 0.5",
+          "peer_peak_rss_gb": round(peer_rss, 2), "grpo_peak_rss_gb": round(ours_rss, 2),
           "command": "grpo --threads %d train --config configs/grpo.toml --set train.max_steps=%d" % (a.threads, a.steps)})
 
 

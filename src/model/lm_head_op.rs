@@ -2,10 +2,13 @@
 //! chunks over the vocabulary: `[tokens × vocab]` logits (3.4 GB at 5,600 tokens of a
 //! 151,936-word vocabulary) never exist; one `[tokens × chunk]` block does, forward and
 //! backward. The forward keeps a running max / sum per row (online softmax); the backward
-//! recomputes each block's logits from the saved log-sum-exp, so no softmax is stored.
+//! recomputes each block's logits from the saved log-sum-exp, so no softmax is stored, unless
+//! all the logits fit in `SAVE_ELEMS` (512 MiB): then the forward keeps them (raw, one copy)
+//! and the backward reuses them instead of repeating the head's GEMM, a quarter of a small
+//! model's forward.
 
 use super::ops::f32_slice as slice;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
@@ -15,6 +18,9 @@ use super::kernels::rows;
 
 /// Logit block size: at most this many f32 (64 MiB) are held at once.
 const BLOCK_ELEMS: usize = 16 << 20;
+
+/// The most logits (f32, 512 MiB) a forward keeps for its backward instead of recomputing.
+pub(crate) const SAVE_ELEMS: usize = 128 << 20;
 
 /// `[N, 3]` = (log p(target), entropy, log-sum-exp) per row of
 /// `softmax((hidden · weightᵀ) * inv_temperature + bias)`, for `hidden [N, H]`,
@@ -27,6 +33,10 @@ pub(crate) struct LmHeadLogprobs {
     pub bias: Option<Arc<Vec<f32>>>,
     /// Vocabulary columns per block; 0 = sized from `BLOCK_ELEMS`.
     pub block_cols: usize,
+    /// Keep the raw logits for the backward (a backward will follow and they fit
+    /// `SAVE_ELEMS`); the backward takes them from `saved`.
+    pub keep_logits: bool,
+    pub saved: Arc<Mutex<Option<Vec<f32>>>>,
 }
 
 impl LmHeadLogprobs {
@@ -125,6 +135,8 @@ impl CustomOp3 for LmHeadLogprobs {
         let mut buf = vec![0f32; n * cb];
         let mut run = vec![Running::EMPTY; n];
         let mut picked = vec![0f32; n];
+        let keep = self.keep_logits && n * v <= SAVE_ELEMS;
+        let mut saved = Vec::with_capacity(if keep { n * v } else { 0 });
         for v0 in (0..v).step_by(cb) {
             let c = cb.min(v - v0);
             let blk = &mut buf[..n * c];
@@ -138,6 +150,9 @@ impl CustomOp3 for LmHeadLogprobs {
                 h,
                 false,
             );
+            if keep {
+                saved.extend_from_slice(blk);
+            }
             let bias = self.bias.as_ref().map(|b| &b[v0..v0 + c]);
             blk.par_chunks_mut(c)
                 .zip(run.par_iter_mut())
@@ -155,6 +170,12 @@ impl CustomOp3 for LmHeadLogprobs {
                 });
         }
         drop(buf);
+        if keep {
+            *self
+                .saved
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("lm-head logits lock".into()))? = Some(saved);
+        }
         let mut out = vec![0f32; n * 3];
         for (i, o) in out.chunks_mut(3).enumerate() {
             let r = run[i];
@@ -188,25 +209,38 @@ impl CustomOp3 for LmHeadLogprobs {
         let g = grad_res.to_vec2::<f32>()?;
         let s = self.inv_temperature;
         let cb = self.block(n, v);
-        let mut buf = vec![0f32; n * cb];
+        // The forward's raw logits, block after block, when it kept them.
+        let mut saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("lm-head logits lock".into()))?
+            .take()
+            .filter(|s| s.len() == n * v);
+        let mut buf = vec![0f32; if saved.is_some() { 0 } else { n * cb }];
         let mut gh = vec![0f32; n * h];
         // A frozen head (LoRA trains adapters only) gets no gradient: skip its GEMM and buffer.
         let want_w = weight.track_op();
         let mut gw = vec![0f32; if want_w { v * h } else { 0 }];
         for v0 in (0..v).step_by(cb) {
             let c = cb.min(v - v0);
-            let blk = &mut buf[..n * c];
             let wb = &w[v0 * h..(v0 + c) * h];
-            matmul(
-                blk,
-                c,
-                Operand::new(hid, h),
-                Operand::t(wb, h),
-                n,
-                c,
-                h,
-                false,
-            );
+            let blk = match saved.as_mut() {
+                Some(s) => &mut s[n * v0..n * (v0 + c)],
+                None => {
+                    let blk = &mut buf[..n * c];
+                    matmul(
+                        blk,
+                        c,
+                        Operand::new(hid, h),
+                        Operand::t(wb, h),
+                        n,
+                        c,
+                        h,
+                        false,
+                    );
+                    blk
+                }
+            };
             let bias = self.bias.as_ref().map(|b| &b[v0..v0 + c]);
             blk.par_chunks_mut(c).enumerate().for_each(|(i, z)| {
                 let t = tg[i] as usize;
@@ -323,11 +357,14 @@ mod tests {
                 .unwrap()
                 .backward()
                 .unwrap();
-            for block in [0, 5, 7, 23] {
+            for (block, keep_logits) in [(0, false), (5, false), (7, true), (23, false), (0, true)]
+            {
                 let op = LmHeadLogprobs {
                     inv_temperature: 1.0 / temp,
                     bias: bias.clone().map(Arc::new),
                     block_cols: block,
+                    keep_logits,
+                    saved: Arc::default(),
                 };
                 let out = hid.as_tensor().apply_op3(w.as_tensor(), &tg, op).unwrap();
                 let lp = out.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
@@ -360,6 +397,8 @@ mod tests {
             inv_temperature: 1.0,
             bias: None,
             block_cols: 0,
+            keep_logits: false,
+            saved: Arc::default(),
         };
         assert!(hid.as_tensor().apply_op3(w.as_tensor(), &bad, op).is_err());
         let _ = DType::F32;

@@ -427,16 +427,16 @@ impl Policy {
             )),
             None => None,
         };
+        let weight = self.model.lm_head_weight().contiguous()?;
         let op = LmHeadLogprobs {
             inv_temperature: (1.0 / temperature) as f32,
             bias,
             block_cols: 0,
+            // Only when a backward will follow (no graph, no backward to reuse them in).
+            keep_logits: h.track_op() || weight.track_op(),
+            saved: Default::default(),
         };
-        let out = h.apply_op3(
-            &self.model.lm_head_weight().contiguous()?,
-            &targets.flatten_all()?.contiguous()?,
-            op,
-        )?;
+        let out = h.apply_op3(&weight, &targets.flatten_all()?.contiguous()?, op)?;
         let logp = out.narrow(1, 0, 1)?.reshape((b, l))?;
         let entropy = out.detach().narrow(1, 1, 1)?.reshape((b, l))?;
         Ok((logp, entropy))
