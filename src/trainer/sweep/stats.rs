@@ -96,15 +96,8 @@ pub fn paired_comparisons(runs: &[RunResult]) -> Vec<Paired> {
                         diffs.push(x - y);
                     }
                 }
-                if diffs.is_empty() {
+                let Some(stat) = super::MeanStd::of(&diffs) else {
                     continue;
-                }
-                let n = diffs.len();
-                let mean = diffs.iter().sum::<f64>() / n as f64;
-                let std = if n > 1 {
-                    (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-                } else {
-                    0.0
                 };
                 let better = |d: f64| if higher_better { d > 1e-12 } else { d < -1e-12 };
                 let worse = |d: f64| if higher_better { d < -1e-12 } else { d > 1e-12 };
@@ -117,8 +110,8 @@ pub fn paired_comparisons(runs: &[RunResult]) -> Vec<Paired> {
                     b_better: diffs.iter().filter(|d| worse(**d)).count(),
                     ties: diffs.iter().filter(|d| !better(**d) && !worse(**d)).count(),
                     seeds,
-                    mean_diff: mean,
-                    ci95: ci95_half_width(std, n),
+                    mean_diff: stat.mean,
+                    ci95: stat.ci95,
                     diffs,
                 });
             }
