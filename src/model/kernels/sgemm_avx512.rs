@@ -69,8 +69,9 @@ fn grid(m: usize, n: usize, tasks: usize) -> (usize, usize) {
     (best.0, best.1)
 }
 
-/// Splits `panels` panels of `width` elements (the last one `total - ...`) into `parts`
-/// near-equal ranges of whole panels: the `i`th range as (start, len) in elements.
+/// Cuts `total` elements, in panels of `width` (the last one may be shorter), into `parts`
+/// near-equal ranges of whole panels: the `i`th range as (start, len) in elements (len 0
+/// when there are fewer panels than parts).
 fn split(total: usize, width: usize, parts: usize, i: usize) -> (usize, usize) {
     let panels = total.div_ceil(width);
     let (lo, hi) = (panels * i / parts, panels * (i + 1) / parts);
