@@ -2,6 +2,7 @@
 //! the inference path: a row-major sgemm and the fused row-wise maps of the training step.
 //! They hold no candle types, so each is tested on its own.
 
+pub mod bf16;
 pub mod gemm;
 pub mod rows;
 #[cfg(target_arch = "x86_64")]
