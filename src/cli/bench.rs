@@ -246,7 +246,9 @@ pub fn gemm(g: &GemmBenchArgs) -> Result<serde_json::Value> {
     let (m, n, k) = (g.m, g.n, g.k);
     let requested = match (&g.tier, g.dtype) {
         (Some(_), GemmDtype::F32) => bail!("--tier applies to --dtype bf16 only"),
-        (Some(t), GemmDtype::Bf16) => Some(Tier::parse(t).map_err(|e| anyhow::anyhow!("--tier: {e}"))?),
+        (Some(t), GemmDtype::Bf16) => {
+            Some(Tier::parse(t).map_err(|e| anyhow::anyhow!("--tier: {e}"))?)
+        }
         (None, _) => None,
     };
     let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
@@ -307,9 +309,11 @@ pub fn gemm(g: &GemmBenchArgs) -> Result<serde_json::Value> {
         GemmDtype::F32 => "f32",
         GemmDtype::Bf16 => "bf16",
     };
-    Ok(serde_json::json!({"m": m, "n": n, "k": k, "trans_a": g.trans_a, "trans_b": g.trans_b,
+    Ok(
+        serde_json::json!({"m": m, "n": n, "k": k, "trans_a": g.trans_a, "trans_b": g.trans_b,
         "dtype": dtype, "tier": tier.map_or("f32", |t| t.name()),
-        "best_s": best, "gflops": gflops, "threads": rayon::current_num_threads()}))
+        "best_s": best, "gflops": gflops, "threads": rayon::current_num_threads()}),
+    )
 }
 
 /// Gradient of −mean(token log-probs of `ids [B, T]`) for `vars`, computed `rows` sequences
@@ -472,7 +476,10 @@ mod tests {
         };
         let before = bf16::tier();
         let v = gemm(&g).unwrap();
-        assert_eq!((v["dtype"].as_str(), v["tier"].as_str()), (Some("bf16"), Some("f32")));
+        assert_eq!(
+            (v["dtype"].as_str(), v["tier"].as_str()),
+            (Some("bf16"), Some("f32"))
+        );
         assert!(v["gflops"].as_f64().unwrap() > 0.0);
         // Asking for more than the CPU has runs (and reports) the best it has.
         g.tier = Some("amx".into());

@@ -228,7 +228,7 @@ mod tests {
         (0..len)
             .map(|i| {
                 let h = (i as u32).wrapping_mul(2654435761) ^ seed;
-                if h % 3 == 0 {
+                if h.is_multiple_of(3) {
                     1.0 + (2 * (h % 50) + 1) as f32 / 256.0 // a bf16 tie
                 } else {
                     (h % 1000) as f32 / 500.0 - 1.0
@@ -244,7 +244,8 @@ mod tests {
         for i in 0..m {
             for j in 0..n {
                 for p in 0..k {
-                    let t = from_bf16(to_bf16(x[i * k + p])) as f64 * from_bf16(w[j * k + p]) as f64;
+                    let t =
+                        from_bf16(to_bf16(x[i * k + p])) as f64 * from_bf16(w[j * k + p]) as f64;
                     y[i * n + j] += t;
                     mag[i * n + j] += t.abs();
                 }
@@ -277,20 +278,38 @@ mod tests {
             let mut y = vec![f32::NAN; m * n];
             gemm_nt_bf16(&x, m, k, &w, n, None, &mut y, false);
             for (i, a) in y.iter().enumerate() {
-                assert!((*a as f64 - e[i]).abs() <= tol(i), "{m}x{n}x{k}: {a} vs {}", e[i]);
+                assert!(
+                    (*a as f64 - e[i]).abs() <= tol(i),
+                    "{m}x{n}x{k}: {a} vs {}",
+                    e[i]
+                );
             }
             let mut y = vec![0.5f32; m * n];
             gemm_nt_bf16(&x, m, k, &w, n, Some(&b), &mut y, true);
             for (i, a) in y.iter().enumerate() {
                 let e = e[i] + 0.5 + b[i % n] as f64;
-                assert!((*a as f64 - e).abs() <= tol(i), "{m}x{n}x{k} acc: {a} vs {e}");
+                assert!(
+                    (*a as f64 - e).abs() <= tol(i),
+                    "{m}x{n}x{k} acc: {a} vs {e}"
+                );
             }
             // The portable path gives the same sums.
             let xb: Vec<u16> = x.iter().map(|&v| to_bf16(v)).collect();
             let mut y2 = vec![0f32; m * n];
             // SAFETY: y2 holds m × n floats and this thread alone writes it.
             unsafe {
-                block_generic(&xb, m, k, &w, n, 0, n, None, SendPtr(y2.as_mut_ptr()), false)
+                block_generic(
+                    &xb,
+                    m,
+                    k,
+                    &w,
+                    n,
+                    0,
+                    n,
+                    None,
+                    SendPtr(y2.as_mut_ptr()),
+                    false,
+                )
             };
             for (i, a) in y2.iter().enumerate() {
                 assert!((*a as f64 - e[i]).abs() <= tol(i), "generic {m}x{n}x{k}");

@@ -188,8 +188,12 @@ unsafe fn store(buf: &[f32; MR * NR], c: *mut f32, ldc: usize, mr: usize, nr: us
 /// with the reference; an error says how far off it was. Called once, before AMX is chosen.
 pub(crate) fn self_check() -> Result<(), String> {
     let (m, n, k) = (61, 50, 95);
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 19) as f32 - 9.0) / 8.0).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 23) as f32 - 11.0) / 16.0).collect();
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7 % 19) as f32 - 9.0) / 8.0)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 5 % 23) as f32 - 11.0) / 16.0)
+        .collect();
     let mut want = vec![0f32; m * n];
     super::reference(
         &mut want,
@@ -220,7 +224,10 @@ pub(crate) fn self_check() -> Result<(), String> {
         .iter()
         .zip(&got)
         .map(|(w, g)| ((w - g).abs() / (1.0 + w.abs())) as f64)
-        .fold(0.0f64, |x, y| if y.is_nan() { f64::INFINITY } else { x.max(y) });
+        .fold(
+            0.0f64,
+            |x, y| if y.is_nan() { f64::INFINITY } else { x.max(y) },
+        );
     if worst <= 1e-4 {
         Ok(())
     } else {

@@ -15,13 +15,13 @@ mod avx512;
 mod driver;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod pack;
-mod tier;
 #[cfg(test)]
 mod tests;
+mod tier;
 
 pub use tier::{
-    amx_usable, force_tier, hardware_tier, has_avx512_bf16, lower, tier, tier_for, tier_from_env, Tier,
-    ENV,
+    amx_usable, force_tier, hardware_tier, has_avx512_bf16, lower, tier, tier_for, tier_from_env,
+    Tier, ENV,
 };
 
 use rayon::prelude::*;
@@ -363,4 +363,3 @@ pub fn matmul_p(
         ),
     }
 }
-

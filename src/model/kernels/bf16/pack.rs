@@ -110,7 +110,10 @@ pub(crate) unsafe fn pack_pairs(
 ) {
     let kp = kc.div_ceil(2);
     let last = row_stride * (pad_rows.max(1) - 1) + pair_stride * (kp.max(1) - 1);
-    assert!(kp == 0 || last < dst.len(), "pack_pairs: destination too small");
+    assert!(
+        kp == 0 || last < dst.len(),
+        "pack_pairs: destination too small"
+    );
     let d = dst.as_mut_ptr();
     if x.cs == 1 {
         // `k` contiguous in each row: 32 elements are 16 pairs in order.

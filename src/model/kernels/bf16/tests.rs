@@ -10,7 +10,10 @@ fn rounding_is_nearest_even() {
     // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties go to 1 + 2^-6.
     assert_eq!(from_bf16(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 1.0 / 64.0);
     // Above the halfway point rounds up, below rounds down.
-    assert_eq!(from_bf16(to_bf16(1.0 + 1.0 / 256.0 + 1e-6)), 1.0 + 1.0 / 128.0);
+    assert_eq!(
+        from_bf16(to_bf16(1.0 + 1.0 / 256.0 + 1e-6)),
+        1.0 + 1.0 / 128.0
+    );
     assert_eq!(from_bf16(to_bf16(-(1.0 + 1.0 / 256.0 - 1e-6))), -1.0);
     assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
     assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
@@ -61,7 +64,9 @@ fn round_into_matches_to_bf16_bit_for_bit() {
     round_into(&[f32::NAN], &mut nan);
     assert!(from_bf16(nan[0]).is_nan());
     // A slice large enough to be split over the threads.
-    let big: Vec<f32> = (0..(1 << 20) + 37).map(|i| (i as f32 * 0.001).sin()).collect();
+    let big: Vec<f32> = (0..(1 << 20) + 37)
+        .map(|i| (i as f32 * 0.001).sin())
+        .collect();
     let out = to_bf16_vec(&big);
     assert!(out.iter().zip(&big).all(|(&d, &s)| d == to_bf16(s)));
 }
@@ -251,7 +256,10 @@ fn zero_k_clears_or_keeps_c() {
     for t in [Tier::F32, Tier::Avx512Bf16, Tier::Amx] {
         let mut c = vec![3f32; 6];
         let e: [f32; 0] = [];
-        let (ao, bo) = (Operand16::new(Data::F32(&e), 0), Operand16::new(Data::F32(&e), 3));
+        let (ao, bo) = (
+            Operand16::new(Data::F32(&e), 0),
+            Operand16::new(Data::F32(&e), 3),
+        );
         matmul_bf16_on(t, &mut c, 3, ao, bo, 2, 3, 0, true);
         assert_eq!(c, vec![3.0; 6]);
         matmul_bf16_on(t, &mut c, 3, ao, bo, 2, 3, 0, false);
@@ -264,7 +272,9 @@ fn tier_names_parse_and_forcing_only_lowers() {
     for t in [Tier::F32, Tier::Avx512Bf16, Tier::Amx] {
         assert_eq!(Tier::parse(t.name()), Ok(t));
     }
-    assert!(Tier::parse("avx2").unwrap_err().contains("amx, avx512-bf16 or f32"));
+    assert!(Tier::parse("avx2")
+        .unwrap_err()
+        .contains("amx, avx512-bf16 or f32"));
     assert_eq!(lower(Tier::Avx512Bf16, Tier::Amx), Tier::Avx512Bf16);
     assert_eq!(lower(Tier::Amx, Tier::F32), Tier::F32);
     assert_eq!(lower(Tier::F32, Tier::Amx), Tier::F32);
@@ -272,11 +282,20 @@ fn tier_names_parse_and_forcing_only_lowers() {
     // naming the variable.
     assert_eq!(tier_for(Tier::Amx, None), Ok(Tier::Amx));
     assert_eq!(tier_for(Tier::Amx, Some("")), Ok(Tier::Amx));
-    assert_eq!(tier_for(Tier::Amx, Some("avx512-bf16")), Ok(Tier::Avx512Bf16));
-    assert_eq!(tier_for(Tier::Avx512Bf16, Some("AMX")), Ok(Tier::Avx512Bf16));
+    assert_eq!(
+        tier_for(Tier::Amx, Some("avx512-bf16")),
+        Ok(Tier::Avx512Bf16)
+    );
+    assert_eq!(
+        tier_for(Tier::Avx512Bf16, Some("AMX")),
+        Ok(Tier::Avx512Bf16)
+    );
     assert_eq!(tier_for(Tier::Amx, Some("f32")), Ok(Tier::F32));
     let e = tier_for(Tier::Amx, Some("fast")).unwrap_err();
-    assert!(e.contains("GRPO_BF16_TIER=fast") && e.contains("expected"), "{e}");
+    assert!(
+        e.contains("GRPO_BF16_TIER=fast") && e.contains("expected"),
+        "{e}"
+    );
     // force_tier never raises above the hardware, and the active tier follows it.
     let before = tier();
     assert_eq!(force_tier(Tier::F32), Tier::F32);

@@ -90,7 +90,13 @@ pub fn amx_usable() -> bool {
         const XFEATURE_XTILEDATA: libc::c_long = 18;
         // SAFETY: a plain syscall with integer arguments; it only changes this process's
         // permission to use the tile state.
-        let rc = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
         rc == 0
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
