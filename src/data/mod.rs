@@ -4,7 +4,10 @@
 pub mod benchmarks;
 pub mod chain;
 pub mod dataset;
+pub mod hub;
+pub mod parquet;
 pub mod prompt;
+pub mod sets;
 pub mod task;
 pub mod tokenizer;
 
