@@ -65,6 +65,8 @@ pub struct Metadata {
     pub size: Option<u64>,
     /// Where the bytes are served after redirects.
     pub url: String,
+    /// `X-Repo-Commit`: the commit the URL's revision names.
+    pub commit: Option<String>,
 }
 
 pub struct Client {
@@ -183,6 +185,7 @@ impl Client {
         let mut linked_etag: Option<String> = None;
         let mut etag: Option<String> = None;
         let mut size: Option<u64> = None;
+        let mut commit: Option<String> = None;
         let mut range = Some("bytes=0-0");
         for _ in 0..10 {
             let resp = match self.get(&url, range, what) {
@@ -203,6 +206,9 @@ impl Client {
                 size = resp
                     .header("X-Linked-Size")
                     .and_then(|s| s.trim().parse().ok());
+            }
+            if commit.is_none() {
+                commit = resp.header("X-Repo-Commit").map(|c| c.trim().to_string());
             }
             let status = resp.status();
             if (300..400).contains(&status) {
@@ -229,7 +235,12 @@ impl Client {
                      (is HF_ENDPOINT a Hugging Face Hub mirror?)"
                     )
                 })?;
-            return Ok(Metadata { etag, size, url });
+            return Ok(Metadata {
+                etag,
+                size,
+                url,
+                commit,
+            });
         }
         bail!("{what}: more than 10 redirects from {url}")
     }

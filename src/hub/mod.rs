@@ -242,21 +242,32 @@ impl HubRepo {
         let body = self.client()?.get_text(&url, &what, None)?;
         let v: serde_json::Value = serde_json::from_str(&body)
             .with_context(|| format!("{url}: the Hub's answer is not JSON"))?;
-        let commit = v
-            .get("sha")
-            .and_then(|s| s.as_str())
-            .with_context(|| format!("{url}: the Hub's answer has no `sha` (commit)"))?
-            .to_string();
-        if !is_commit_hash(&commit) {
-            bail!("{url}: `sha` = `{commit}` is not a commit hash");
-        }
-        let files = v
+        let files: Vec<String> = v
             .get("siblings")
             .and_then(|s| s.as_array())
             .with_context(|| format!("{url}: the Hub's answer has no `siblings` (file list)"))?
             .iter()
             .filter_map(|s| s.get("rfilename")?.as_str().map(str::to_string))
             .collect();
+        let commit = match v.get("sha").and_then(|s| s.as_str()) {
+            Some(sha) => sha.to_string(),
+            // A mirror that lists no commit: a file's `X-Repo-Commit` names it.
+            None => {
+                let first = files
+                    .iter()
+                    .find(|f| !f.starts_with('.'))
+                    .with_context(|| format!("{url}: the repo lists no files"))?;
+                let file_url = self.resolve_url(&self.revision, first);
+                let file_what = format!("`{first}` of {what}");
+                let meta = self.client()?.metadata(&file_url, &file_what)?;
+                meta.commit.with_context(|| {
+                    format!("{url}: the answer names no commit (`sha`), nor does {file_url}")
+                })?
+            }
+        };
+        if !is_commit_hash(&commit) {
+            bail!("{url}: the commit `{commit}` is not a 40-digit hash");
+        }
         Ok(Listing { commit, files })
     }
 
@@ -273,19 +284,28 @@ impl HubRepo {
         {
             bail!("{}: refusing the file path `{file}`", self.describe());
         }
-        let url = format!(
-            "{}/{}{}/resolve/{}/{}",
-            self.env.endpoint,
-            self.kind.url_prefix(),
-            self.id,
-            commit,
-            http::encode(file, true)
-        );
+        let url = self.resolve_url(commit, file);
+        let by_name = self.resolve_url(&self.revision, file);
         let what = format!("`{file}` of {}", self.describe());
         let label = format!("{}/{file}", self.id);
         let cache = self.cache.clone();
+        let revision = self.revision.clone();
         let client = self.client()?;
-        let meta = client.metadata(&url, &what)?;
+        let meta = match client.metadata(&url, &what) {
+            // A mirror that serves branch names but not commits: the name, as long as it still
+            // points at the listed commit.
+            Err(e) if revision != commit && e.to_string().contains("HTTP 404") => {
+                let meta = client.metadata(&by_name, &what).map_err(|_| e)?;
+                if let Some(now) = meta.commit.as_deref().filter(|c| *c != commit) {
+                    bail!(
+                        "{what}: `{revision}` moved from commit {commit} to {now} during the \
+                         download; run again"
+                    );
+                }
+                meta
+            }
+            r => r?,
+        };
         let blob = cache.blob_path(&meta.etag)?;
         if !blob.is_file() {
             let _lock = cache.lock(&meta.etag)?;
@@ -294,6 +314,18 @@ impl HubRepo {
             }
         }
         cache.link(commit, file, &meta.etag)
+    }
+
+    /// `{endpoint}/{datasets/}{id}/resolve/{revision}/{file}`.
+    fn resolve_url(&self, revision: &str, file: &str) -> String {
+        format!(
+            "{}/{}{}/resolve/{}/{}",
+            self.env.endpoint,
+            self.kind.url_prefix(),
+            self.id,
+            http::encode(revision, false),
+            http::encode(file, true)
+        )
     }
 
     /// Records that the revision names `commit` (`refs/{revision}`), as `huggingface_hub`
