@@ -18,6 +18,10 @@ struct Cli {
     /// Worker threads for rayon and candle's CPU kernels (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Load checkpoints whose weights hold NaN or infinite values (refused by default: one such
+    /// value turns every output it reaches into NaN). Also `model.allow_non_finite` in a config.
+    #[arg(long, global = true)]
+    allow_non_finite: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,6 +99,17 @@ fn main() -> ExitCode {
 
 fn init(args: &Cli) -> anyhow::Result<()> {
     grpo::heap_budget::keep_freed_memory();
+    if args.allow_non_finite {
+        grpo::model::finite::set_allow_non_finite(true);
+    }
+    let env = grpo::trainer::memory::MAX_MEMORY_ENV;
+    if let Ok(v) = std::env::var(env) {
+        anyhow::ensure!(
+            grpo::trainer::memory::parse_bytes(&v).is_some(),
+            "{env}=`{v}`: expected a number of bytes, optionally with a K, M, G or T suffix \
+             (e.g. 8G)"
+        );
+    }
     // candle's element-wise CPU kernels spin-wait in their own thread pool; on small models and
     // busy machines that costs more than it saves (measured 1.6-3x slower training on 2 cores).
     // Matmuls still use every rayon thread. Set CANDLE_NUM_THREADS to override.
