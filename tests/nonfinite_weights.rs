@@ -348,9 +348,27 @@ fn every_command_that_loads_weights_refuses_them_and_the_opt_out_loads_them() {
     assert!(!tmp.path().join("run/checkpoint-2").exists());
 
     // The opt-out: the flag on any command, or the config key for train.
+    // The weights load; the NaN then reaches the logits, which the sampler reports.
     let out = gen(&["--allow-non-finite"]);
-    succeeds(&out);
-    assert!(!stderr(&out).contains("non-finite"));
+    let err = stderr(&out);
+    assert!(
+        !err.contains("non-finite value") && !err.contains(VICTIM),
+        "{err}"
+    );
+    assert!(err.contains("logits are not finite"), "{err}");
+    // An undamaged copy generates with the flag as without it.
+    let clean = tmp.path().join("clean");
+    write_model(&clean, &fixture_tensors(), |_| Dtype::F32, 1);
+    succeeds(&grpo(&[
+        "generate",
+        "--model",
+        s(&clean),
+        "--prompt",
+        "1+1=",
+        "--max-new-tokens",
+        "2",
+        "--allow-non-finite",
+    ]));
     let out = grpo(&[
         "train",
         "--config",

@@ -345,6 +345,51 @@ mod tests {
     }
 
     #[test]
+    fn auto_picks_the_fewest_micro_batches_that_fit() {
+        use crate::config::Accumulation;
+        let m = tiny_model();
+        let mut cfg = Config::default();
+        assert_eq!(cfg.train.gradient_accumulation_steps, Accumulation::Auto);
+        cfg.train.batch_size = 4;
+        cfg.sampling.num_generations = 4;
+        cfg.sampling.max_completion_length = 100;
+        let (p, v) = (20, 20);
+        let e4 = estimate_with(&cfg, &m, p, v, 4);
+        assert_eq!(e4.update * 4, estimate_with(&cfg, &m, p, v, 1).update);
+        // Free memory (weights loaded) for the rest of the resident state and 3× a quarter step.
+        let free = e4.resident - e4.weights + AUTO_ACTIVATION_HEADROOM * e4.update;
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(free)), 4);
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(free - 1)), 8);
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(u64::MAX / 2)), 1);
+        // Nothing fits: one completion per micro-batch (the check then says why); no figure: 1.
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(0)), 16);
+        assert_eq!(micro_batches(&cfg, &m, p, v, None), 1);
+        // Only divisors of B·G = 12 are candidates: after 4 comes 6 (5 would not split evenly).
+        cfg.sampling.num_generations = 3;
+        let e4 = estimate_with(&cfg, &m, p, v, 4);
+        let e6 = estimate_with(&cfg, &m, p, v, 6);
+        let free = e6.resident - e6.weights + AUTO_ACTIVATION_HEADROOM * e6.update;
+        assert!(free < e4.resident - e4.weights + AUTO_ACTIVATION_HEADROOM * e4.update);
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(free)), 6);
+        // A number is used as given.
+        cfg.train.gradient_accumulation_steps = Accumulation::Steps(2);
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(0)), 2);
+        assert_eq!(estimate(&cfg, &m, p, v).micro_batches, 2);
+    }
+
+    #[test]
+    fn max_memory_sizes_parse() {
+        assert_eq!(parse_bytes("12345"), Some(12345));
+        assert_eq!(parse_bytes("512M"), Some(512 << 20));
+        assert_eq!(parse_bytes("1.5G"), Some(3 << 29));
+        assert_eq!(parse_bytes("8GiB"), Some(8 << 30));
+        assert_eq!(parse_bytes("2t"), Some(2 << 40));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("-1G"), None);
+        assert_eq!(parse_bytes("3X"), None);
+    }
+
+    #[test]
     fn available_memory_is_read() {
         let avail = available_cpu_bytes().unwrap();
         assert!(avail > 1 << 20, "{avail}");
