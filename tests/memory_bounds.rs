@@ -14,7 +14,7 @@ use grpo::config::Config;
 use grpo::model::checkpoint::load_config;
 use grpo::model::Tokenizer;
 use grpo::sampler::budget::{estimate, GenShape};
-use grpo::trainer::memory::{estimate_with, AUTO_ACTIVATION_HEADROOM};
+use grpo::trainer::memory::{estimate_with, num_parameters, AUTO_ACTIVATION_HEADROOM};
 
 fn grpo_env(args: &[&str], max_memory: u64) -> Output {
     Command::new(env!("CARGO_BIN_EXE_grpo"))
@@ -95,12 +95,17 @@ fn a_completion_whose_kv_cache_cannot_fit_names_max_new_tokens() {
             "400",
             "--no-chat-template",
         ],
-        mem.output + mem.per_row / 4,
+        weights(&m) + mem.output + mem.per_row / 4,
     );
     fails_with(
         &out,
         &["--max-new-tokens 400", "KV cache", "lower --max-new-tokens"],
     );
+}
+
+/// Bytes of the model's f32 weights, which count against `GRPO_MAX_MEMORY` once loaded.
+fn weights(m: &grpo::model::ModelConfig) -> u64 {
+    num_parameters(m) * 4
 }
 
 /// The prompt's ids as `grpo generate --no-chat-template` encodes them.
@@ -153,7 +158,7 @@ fn a_large_request_that_fits_runs_in_row_batches_with_the_same_completions() {
     };
     let mem = estimate(&m, &shape);
     // Room for all completions and 5.5 decoding rows: batches of 5 of the 24 rows.
-    let cap = mem.output + 5 * mem.per_row + mem.per_row / 2;
+    let cap = weights(&m) + mem.output + 5 * mem.per_row + mem.per_row / 2;
     let a = args(&[]);
     let refs: Vec<&str> = a.iter().map(String::as_str).collect();
     let batched = grpo_env(&refs, cap);
@@ -255,12 +260,13 @@ fn auto_micro_batches_fit_the_memory_log_the_number_and_resume() {
     succeeds(&out);
     assert_eq!(chosen(&stderr(&out)), 1, "{}", stderr(&out));
 
-    // Memory for the resident state plus less than HEADROOM × one whole-step micro-batch of
-    // the shortest possible prompt: 1 cannot be chosen, and one row per micro-batch fits.
+    // GRPO_MAX_MEMORY for the resident state (weights included: the cap is the process's)
+    // plus less than HEADROOM × one whole-step micro-batch of the shortest possible prompt: 1
+    // cannot be chosen, and one row per micro-batch fits.
     let cfg = Config::load(&cfg_path, &[]).unwrap();
     let m = load_config(&fixture("tiny-qwen2")).unwrap();
     let e = estimate_with(&cfg, &m, 1, 0, 1);
-    let cap = e.resident - e.weights + AUTO_ACTIVATION_HEADROOM * e.update * 99 / 100;
+    let cap = e.resident + AUTO_ACTIVATION_HEADROOM * e.update * 99 / 100;
     std::fs::remove_dir_all(&out_dir).unwrap();
     let out = train_auto(tmp.path(), Some(cap), &[]);
     succeeds(&out);

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::config::{DType, Device};
 use crate::model::{resolve_model_dir, ModelConfig, Policy, Tokenizer};
 use crate::sampler::budget::{self, GenShape, Refusal};
-use crate::trainer::memory::available_cpu_bytes;
+use crate::trainer::memory::{available_cpu_bytes_after, num_parameters};
 
 /// How to load a model.
 #[derive(Debug, Clone, Args)]
@@ -114,7 +114,9 @@ pub fn bounded_rows(
     requested: usize,
     extra: &str,
 ) -> Result<usize> {
-    let Some(available) = available_cpu_bytes() else {
+    // The weights (f32) are loaded by now.
+    let weights = num_parameters(m).saturating_mul(4);
+    let Some(available) = available_cpu_bytes_after(weights) else {
         return Ok(requested);
     };
     match budget::plan_rows(m, shape, available, requested) {

@@ -189,9 +189,17 @@ pub const MAX_MEMORY_ENV: &str = "GRPO_MAX_MEMORY";
 /// `/proc/meminfo`, lowered by a cgroup v2 limit (`memory.max` − `memory.current`) when one
 /// is set and by `GRPO_MAX_MEMORY` when given. None when none can be read.
 pub fn available_cpu_bytes() -> Option<u64> {
+    available_cpu_bytes_after(0)
+}
+
+/// [`available_cpu_bytes`] once `loaded` bytes (weights already read) are held:
+/// `GRPO_MAX_MEMORY` caps the whole process, so they count against it; `MemAvailable` and
+/// the cgroup already exclude them.
+pub fn available_cpu_bytes_after(loaded: u64) -> Option<u64> {
     let cap = std::env::var(MAX_MEMORY_ENV)
         .ok()
-        .and_then(|v| parse_bytes(&v));
+        .and_then(|v| parse_bytes(&v))
+        .map(|c| c.saturating_sub(loaded));
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
     let mut avail = meminfo.and_then(|m| {
         m.lines().find_map(|l| {

@@ -341,8 +341,10 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
         .max()
         .unwrap_or(0);
     let prompt_len = train_prompts.iter().map(Vec::len).max().unwrap_or(0);
+    // Free memory now, with the loaded weights held (the reference model's too).
+    let loaded = memory::estimate(cfg, &policy.config, 0, 0).weights;
     let free = match res.device.is_cpu() {
-        true => memory::available_cpu_bytes(),
+        true => memory::available_cpu_bytes_after(loaded),
         false => None,
     };
     let micro_batches =
