@@ -22,12 +22,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+mod accumulation;
 mod device;
 pub mod lora;
 mod loss;
 mod ranges;
 mod sft;
 
+pub use accumulation::Accumulation;
 pub use device::{parse_device, DType, Device};
 pub use loss::{Aggregation, LossSection, LossType, ProcessWeighting, ResolvedLoss, ScaleRewards};
 pub use sft::{SftInit, SftSection};
@@ -63,6 +65,9 @@ pub struct ModelSection {
     pub dtype: DType,
     /// `cpu` or `cuda` / `cuda:N` (needs a build with the `cuda` feature).
     pub device: Device,
+    /// Load weights holding NaN or infinite values instead of refusing them (as
+    /// `--allow-non-finite` does).
+    pub allow_non_finite: bool,
 }
 
 impl Default for ModelSection {
@@ -72,6 +77,7 @@ impl Default for ModelSection {
             revision: None,
             dtype: DType::F32,
             device: Device::Cpu,
+            allow_non_finite: false,
         }
     }
 }
@@ -304,8 +310,9 @@ pub enum LrScheduler {
 pub struct TrainSection {
     /// Prompts per optimizer step (each gets `num_generations` completions).
     pub batch_size: usize,
-    /// Micro-batches per optimizer step (the step's B·G completions are split evenly).
-    pub gradient_accumulation_steps: usize,
+    /// Micro-batches per optimizer step (the step's B·G completions are split evenly), or
+    /// `"auto"`: the fewest whose activations fit the memory left (see [`Accumulation`]).
+    pub gradient_accumulation_steps: Accumulation,
     pub max_steps: usize,
     pub seed: u64,
     /// Checkpoint every N steps (and always at the end); 0 = only at the end.
@@ -342,7 +349,7 @@ impl Default for TrainSection {
     fn default() -> Self {
         Self {
             batch_size: 4,
-            gradient_accumulation_steps: 1,
+            gradient_accumulation_steps: Accumulation::Auto,
             max_steps: 100,
             seed: 42,
             save_steps: 0,
@@ -491,15 +498,16 @@ impl Config {
         if t.batch_size == 0 {
             bail!("train.batch_size: expected at least 1 prompt per step");
         }
-        if t.gradient_accumulation_steps == 0 {
-            bail!("train.gradient_accumulation_steps: expected at least 1");
-        }
-        let n = t.batch_size * s.num_generations;
-        if !n.is_multiple_of(t.gradient_accumulation_steps) {
-            bail!(
-                "train.gradient_accumulation_steps: the step's batch_size × num_generations = {n} completions must be divisible by gradient_accumulation_steps ({}); change one of them",
-                t.gradient_accumulation_steps
-            );
+        if let Some(k) = t.gradient_accumulation_steps.fixed() {
+            if k == 0 {
+                bail!("train.gradient_accumulation_steps: expected at least 1 (or \"auto\")");
+            }
+            let n = t.batch_size * s.num_generations;
+            if !n.is_multiple_of(k) {
+                bail!(
+                    "train.gradient_accumulation_steps: the step's batch_size × num_generations = {n} completions must be divisible by gradient_accumulation_steps ({k}); change one of them, or use \"auto\""
+                );
+            }
         }
         if t.logging_steps == 0 {
             bail!("train.logging_steps: expected at least 1");

@@ -18,6 +18,10 @@ struct Cli {
     /// Worker threads for rayon and candle's CPU kernels (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Load checkpoints whose weights hold NaN or infinite values (refused by default: one such
+    /// value turns every output it reaches into NaN). Also `model.allow_non_finite` in a config.
+    #[arg(long, global = true)]
+    allow_non_finite: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,6 +103,17 @@ fn init(args: &Cli) -> anyhow::Result<()> {
     grpo::heap_budget::keep_freed_memory();
     // A bad GRPO_BF16_TIER is an error before any work, not a silent default.
     grpo::model::kernels::bf16::tier_from_env().map_err(anyhow::Error::msg)?;
+    if args.allow_non_finite {
+        grpo::model::finite::set_allow_non_finite(true);
+    }
+    let env = grpo::trainer::memory::MAX_MEMORY_ENV;
+    if let Ok(v) = std::env::var(env) {
+        anyhow::ensure!(
+            grpo::trainer::memory::parse_bytes(&v).is_some(),
+            "{env}=`{v}`: expected a number of bytes, optionally with a K, M, G or T suffix \
+             (e.g. 8G)"
+        );
+    }
     // candle's element-wise CPU kernels spin-wait in their own thread pool; on small models and
     // busy machines that costs more than it saves (measured 1.6-3x slower training on 2 cores).
     // Matmuls still use every rayon thread. Set CANDLE_NUM_THREADS to override.

@@ -213,10 +213,11 @@ fn same_seed_same_tokens_across_batch_layouts() {
     let params = sampled_params(1234);
     let alone = generate(&f.policy, &f.tokenizer, &f.prompts, 2, &params, None).unwrap();
     // Same prompt indices 0 and 1, more prompts and samples after them, different
-    // micro-batching: rows (p, s) for p < 2, s < 2 must not change.
+    // micro-batching (1 and 3 rows split one prompt's samples across batches): rows (p, s)
+    // for p < 2, s < 2 must not change.
     let mut batch = f.prompts.clone();
     batch.extend(fill.iter().cloned());
-    for max_batch_rows in [0, 4, 5] {
+    for max_batch_rows in [0, 4, 5, 1, 3] {
         let p = SamplingParams {
             max_batch_rows,
             ..params.clone()

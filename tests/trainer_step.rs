@@ -381,3 +381,58 @@ fn bnpo_gives_one_gradient_for_1_and_k_equal_micro_batches() {
     let err = worst_relative_error(&two.grads, &one.grads);
     assert!(err < 1e-4, "gradient off by {err:e}");
 }
+
+#[test]
+fn loss_and_gradient_do_not_depend_on_the_number_of_micro_batches() {
+    // What `train.gradient_accumulation_steps = "auto"` relies on: for these losses the step is
+    // the same whatever number of micro-batches memory picks (each micro-batch's term is
+    // normalised by whole-step counts). Unequal micro-batch token counts (1, 2, 4, 8 parts of
+    // a batch with completions of 2 to 6 tokens) make a per-micro-batch normalisation show.
+    let (policy, reference) = models();
+    let vars: Vec<Var> = policy.named_vars().into_iter().map(|(_, v)| v).collect();
+    let norm = |gs: &[Tensor]| -> f64 {
+        gs.iter()
+            .map(|g| {
+                g.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap() as f64
+            })
+            .sum::<f64>()
+            .sqrt()
+    };
+    for loss_type in [
+        LossType::Dapo,
+        LossType::Grpo,
+        LossType::DrGrpo,
+        LossType::LambdaGrpo,
+    ] {
+        let (loss1, grads1) = trainer_step(&policy, &reference, &vars, loss_type, 1);
+        let norm1 = norm(&grads1);
+        assert!(norm1 > 1e-3, "{loss_type:?}: gradient {norm1}");
+        for k in [2, 4, 8] {
+            let (loss, grads) = trainer_step(&policy, &reference, &vars, loss_type, k);
+            assert!(
+                (loss - loss1).abs() <= 1e-5 * loss1.abs().max(1.0),
+                "{loss_type:?}, {k} micro-batches: loss {loss} vs {loss1}"
+            );
+            let n = norm(&grads);
+            assert!(
+                (n - norm1).abs() <= 1e-5 * norm1,
+                "{loss_type:?}, {k} micro-batches: grad norm {n} vs {norm1}"
+            );
+            let err = worst_relative_error(&grads, &grads1);
+            assert!(err < 1e-4, "{loss_type:?}, {k}: gradient off by {err:e}");
+        }
+    }
+    // bnpo normalises by each micro-batch's own tokens (TRL's definition): with these unequal
+    // micro-batches its loss does change with the split, which is why `auto` warns for it.
+    let (b1, _) = trainer_step(&policy, &reference, &vars, LossType::Bnpo, 1);
+    let (b4, _) = trainer_step(&policy, &reference, &vars, LossType::Bnpo, 4);
+    assert!(
+        (b1 - b4).abs() > 1e-6 * b1.abs().max(1e-3),
+        "bnpo: {b1} vs {b4}"
+    );
+}

@@ -8,7 +8,9 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::config::{DType, Device};
-use crate::model::{resolve_model, ModelSource, Need, Policy, Tokenizer};
+use crate::model::{resolve_model, ModelConfig, ModelSource, Need, Policy, Tokenizer};
+use crate::sampler::budget::{self, GenShape, Refusal};
+use crate::trainer::memory::{available_cpu_bytes_after, num_parameters};
 
 /// How to load a model.
 #[derive(Debug, Clone, Args)]
@@ -107,4 +109,68 @@ pub fn generation_config(dir: Option<&Path>) -> Result<Value> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Rows per forward pass for a request of `shape` on model `m`, from the memory available now
+/// (`--max-batch-rows`, 0 = no limit, caps it): all rows when they fit, else row batches. A
+/// request whose completions cannot be held, or whose single row cannot, is an error naming
+/// `-n` / `--max-new-tokens` (and `extra`, the command's other knob), before anything is
+/// allocated. Without a readable memory figure the request runs as asked.
+pub fn bounded_rows(
+    m: &ModelConfig,
+    shape: &GenShape,
+    requested: usize,
+    extra: &str,
+) -> Result<usize> {
+    // The weights (f32) are loaded by now.
+    let weights = num_parameters(m).saturating_mul(4);
+    let Some(available) = available_cpu_bytes_after(weights) else {
+        return Ok(requested);
+    };
+    match budget::plan_rows(m, shape, available, requested) {
+        Ok(rows) => {
+            if requested == 0 && (rows as u64) < shape.rows() {
+                eprintln!(
+                    "note: {} completions run in batches of {rows} rows: all at once would need \
+                     {} of KV cache and logits, {} is available",
+                    shape.rows(),
+                    budget::gb(
+                        budget::estimate(m, shape)
+                            .per_row
+                            .saturating_mul(shape.rows())
+                            .saturating_add(budget::estimate(m, shape).output)
+                    ),
+                    budget::gb(available)
+                );
+            }
+            Ok(rows)
+        }
+        Err(refusal) => Err(refusal_error(shape, refusal, extra)),
+    }
+}
+
+/// The error for a request that cannot run, naming the flags that size it.
+pub fn refusal_error(shape: &GenShape, refusal: Refusal, extra: &str) -> anyhow::Error {
+    match refusal {
+        Refusal::Output { need, available } => anyhow::anyhow!(
+            "not enough memory: -n {} × {} prompt(s) = {} completions of up to --max-new-tokens \
+             {} tokens need at least {} to hold (estimated before allocating), {} is available; \
+             lower -n or --max-new-tokens{extra}",
+            shape.samples,
+            shape.prompts,
+            shape.rows(),
+            shape.max_new_tokens,
+            budget::gb(need),
+            budget::gb(available)
+        ),
+        Refusal::Row { need, available } => anyhow::anyhow!(
+            "not enough memory: one completion of up to --max-new-tokens {} tokens after a \
+             {}-token prompt needs at least {} for its KV cache and logits (estimated before \
+             allocating), {} is available; lower --max-new-tokens",
+            shape.max_new_tokens,
+            shape.longest_prompt,
+            budget::gb(need),
+            budget::gb(available)
+        ),
+    }
 }

@@ -67,7 +67,23 @@ fn check_memory(cfg: &Config) -> Result<()> {
     }
     let prompt = cfg.data.max_prompt_length;
     if let Some(free) = memory::available_cpu_bytes() {
-        memory::check(cfg, &memory::estimate(cfg, &model, prompt, prompt), free)?;
+        // `auto` as `grpo train` would resolve it now (before the weights are loaded, so with
+        // their size taken off what is free).
+        let weights = memory::estimate(cfg, &model, prompt, prompt).weights;
+        let free_after = free.saturating_sub(weights);
+        let k = memory::micro_batches(cfg, &model, prompt, prompt, Some(free_after));
+        if cfg.train.gradient_accumulation_steps.fixed().is_none() {
+            eprintln!(
+                "note: train.gradient_accumulation_steps = \"auto\" resolves to {k} on this \
+                 machine now ({:.2} GB available; prompts of up to {prompt} tokens)",
+                free as f64 / 1e9
+            );
+        }
+        memory::check(
+            cfg,
+            &memory::estimate_with(cfg, &model, prompt, prompt, k),
+            free,
+        )?;
     }
     Ok(())
 }

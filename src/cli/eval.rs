@@ -10,7 +10,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::cli::args::{generation_config, ModelArgs, SamplingArgs};
+use crate::cli::args::{bounded_rows, generation_config, ModelArgs, SamplingArgs};
 use crate::data::benchmarks::{benchmark_set, BenchmarkSpec};
 use crate::data::hub::{load_hub_split, HubSplit};
 use crate::data::prompt::PromptFormat;
@@ -21,6 +21,7 @@ use crate::eval::{
     SampleRecord, Solver,
 };
 use crate::verifier::extract::ExtractPolicy;
+use crate::sampler::budget::GenShape;
 
 /// `grpo eval --help` text: what is measured, where results go, examples.
 pub const LONG_ABOUT: &str = "\
@@ -37,6 +38,11 @@ minerva_math and olympiadbench; with several benchmarks their average is shown t
 Sampling: greedy when -n 1 and no --temperature; otherwise --temperature, else the model's
 generation_config.json, else 0.6 (top-p 0.95). Problems are generated --batch-size at a time
 with a seed derived from --seed and the batch, so results are reproducible.
+
+Memory: before a batch is sampled its completions (--batch-size problems × -n × --max-new-tokens)
+and per-row KV cache and logits are estimated against the memory available (MemAvailable, a
+cgroup limit, GRPO_MAX_MEMORY); a batch that cannot fit is refused naming -n, --max-new-tokens
+and --batch-size, and one that fits but not all at once runs in row batches (same results).
 
 --out DIR writes DIR/summary.json (settings and, per benchmark, num_problems, n, pass@1,
 pass@k, maj@k, ci, mean_length, no_answer_fraction, truncated_fraction, by_subject, by_level),
@@ -459,11 +465,26 @@ fn eval_one(
         let fitted = match &loaded {
             Some((_, tokenizer, policy)) => {
                 let ctx = policy.config.max_position_embeddings;
-                let (fitted, note) =
+                let (mut fitted, note, longest) =
                     crate::eval::context::fit_to_context(&settings, &set, tokenizer, ctx)?;
                 if let Some(note) = note {
                     eprintln!("note: {note}");
                 }
+                // One generate call holds a batch of problems' completions: sized before it
+                // runs, in row batches when they do not fit at once.
+                let shape = GenShape {
+                    prompts: fitted.batch_size.min(set.num_problems(fitted.limit)).max(1),
+                    samples: fitted.n,
+                    longest_prompt: longest,
+                    max_new_tokens: fitted.max_new_tokens,
+                };
+                let extra = if shape.prompts > 1 {
+                    " or --batch-size"
+                } else {
+                    ""
+                };
+                fitted.max_batch_rows =
+                    bounded_rows(&policy.config, &shape, fitted.max_batch_rows, extra)?;
                 fitted
             }
             None => settings.clone(),

@@ -9,9 +9,15 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::cli::args::{generation_config, ModelArgs, SamplingArgs};
-use crate::model::{ChatMessage, Policy, Tokenizer};
+use crate::cli::args::{bounded_rows, generation_config, refusal_error, ModelArgs, SamplingArgs};
+use crate::model::checkpoint::load_config;
+use crate::model::{resolve_model_dir, ChatMessage, Policy, Tokenizer};
+use crate::sampler::budget::{self, GenShape, Refusal};
 use crate::sampler::{generate, Completion, SamplingParams, TokenEvent};
+use crate::trainer::memory::available_cpu_bytes;
+
+/// `--max-new-tokens` when neither the command line nor the checkpoint sets it.
+const DEFAULT_MAX_NEW_TOKENS: usize = 256;
 
 /// The long `--help` text. main.rs attaches it to the subcommand: the variant's doc comment
 /// there would otherwise replace it.
@@ -27,6 +33,12 @@ logprobs, finish_reason). Log-probs are those of log_softmax(logits / T) over th
 vocabulary, as the trainer computes them. A prompt must leave room in the model's context
 (max_position_embeddings): a longer one is an error naming it, and --max-new-tokens is capped, with
 a note, at what the longest prompt leaves.
+
+Memory: the request's completions (prompts × -n × --max-new-tokens) and each decoding row's KV
+cache and logits are estimated before anything is allocated, against the memory available
+(MemAvailable, a cgroup limit, GRPO_MAX_MEMORY). A request that cannot fit is refused naming -n
+and --max-new-tokens (a huge -n before the weights are even read); one that fits but not all at
+once runs in row batches, with the same completions for the same --seed.
 
 Examples:
   grpo generate --model tests/fixtures/tiny-qwen2 --prompt 'What is 2+3?' --max-new-tokens 32
@@ -70,13 +82,21 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
+    // The prompts are read and the request's completions sized before the weights load: `-n`
+    // far beyond memory fails at once.
+    let texts = if args.bench {
+        Vec::new()
+    } else {
+        let texts = prompt_texts(args)?;
+        precheck(args, texts.len())?;
+        texts
+    };
     let (dir, tokenizer, policy) = args.load.load(&args.model)?;
     let mut params = sampling_params(args, &dir, &tokenizer)?;
 
     if args.bench {
         return bench(&policy, &tokenizer, &mut params);
     }
-    let texts = prompt_texts(args)?;
     // Bounded by the model's positions before anything is allocated: a prompt that fills the
     // context is an error naming it, and the new tokens are capped at what the longest leaves.
     let context = policy.config.max_position_embeddings;
@@ -94,6 +114,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         );
         params.max_new_tokens = cap;
     }
+    let shape = GenShape {
+        prompts: prompts.len(),
+        samples: args.num_samples,
+        longest_prompt: longest,
+        max_new_tokens: params.max_new_tokens,
+    };
+    params.max_batch_rows = bounded_rows(&policy.config, &shape, params.max_batch_rows, "")?;
 
     let start = Instant::now();
     let stream = prompts.len() == 1 && args.num_samples == 1 && !args.json;
@@ -125,6 +152,41 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a request whose completions alone cannot be held, before any weight is read: one
+/// token of prompt and the new tokens capped by the model's context (`config.json`, when the
+/// directory has one) make it a lower bound.
+fn precheck(args: &GenerateArgs, prompts: usize) -> Result<()> {
+    if args.num_samples == 0 {
+        bail!("-n: expected at least 1 completion per prompt");
+    }
+    let Some(available) = available_cpu_bytes() else {
+        return Ok(());
+    };
+    let mut max_new = args
+        .sampling
+        .max_new_tokens
+        .unwrap_or(DEFAULT_MAX_NEW_TOKENS);
+    let dir = resolve_model_dir(&args.model, args.load.revision.as_deref())?;
+    if let Ok(config) = load_config(&dir) {
+        max_new = max_new.min(config.max_position_embeddings.saturating_sub(1));
+    }
+    let shape = GenShape {
+        prompts,
+        samples: args.num_samples,
+        longest_prompt: 1,
+        max_new_tokens: max_new,
+    };
+    let need = budget::output_bytes_per_row(max_new).saturating_mul(shape.rows());
+    if need > available {
+        return Err(refusal_error(
+            &shape,
+            Refusal::Output { need, available },
+            "",
+        ));
+    }
+    Ok(())
+}
+
 /// Command-line values, else the checkpoint's generation_config.json, else HF's defaults.
 fn sampling_params(args: &GenerateArgs, dir: &Path, tok: &Tokenizer) -> Result<SamplingParams> {
     let path = dir.join("generation_config.json");
@@ -145,7 +207,7 @@ fn sampling_params(args: &GenerateArgs, dir: &Path, tok: &Tokenizer) -> Result<S
             .or(gen.get("top_k").and_then(Value::as_u64).map(|k| k as usize))
             .unwrap_or(0),
         min_p: args.min_p.or(num("min_p")).unwrap_or(0.0),
-        max_new_tokens: a.max_new_tokens.unwrap_or(256),
+        max_new_tokens: a.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
         stop: a.stop.clone(),
         eos_token_ids: tok.eos_token_ids(),
         ignore_eos: args.ignore_eos,

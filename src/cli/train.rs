@@ -18,6 +18,12 @@ scores them with the reward functions, and updates the policy with the loss chos
 `output.dir/metrics.jsonl` (one line per step), `checkpoint-N/` folders in Hugging Face layout,
 and `summary.json` with validation accuracy before and after. Ctrl-C saves a checkpoint and exits.
 
+Before the first step the memory of one step is estimated against what is available
+(MemAvailable, a cgroup limit, GRPO_MAX_MEMORY); `train.gradient_accumulation_steps = \"auto\"`
+(the default) picks the fewest micro-batches that fit and logs the number. Weights holding NaN
+or infinite values are refused at load (`model.allow_non_finite = true` or --allow-non-finite
+loads them).
+
 Examples:
   grpo train --config configs/lambda.toml
   grpo train --config configs/grpo.toml --set train.max_steps=4 --set output.dir=runs/try

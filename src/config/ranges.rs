@@ -174,10 +174,9 @@ pub(super) fn check(cfg: &Config) -> Result<()> {
 
     let t = &cfg.train;
     positive("train.batch_size", t.batch_size)?;
-    positive(
-        "train.gradient_accumulation_steps",
-        t.gradient_accumulation_steps,
-    )?;
+    if let Some(k) = t.gradient_accumulation_steps.fixed() {
+        positive("train.gradient_accumulation_steps", k)?;
+    }
     positive("train.max_steps", t.max_steps)?;
     positive("train.logging_steps", t.logging_steps)?;
     positive("train.max_nonfinite_steps", t.max_nonfinite_steps)?;

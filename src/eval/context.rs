@@ -23,13 +23,14 @@ pub fn context_cap(requested: usize, longest_prompt: usize, context: usize) -> R
 }
 
 /// `settings` with `max_new_tokens` capped so that every evaluated prompt of `set` plus its
-/// completion fits `context` tokens, and a note saying so when the cap applied.
+/// completion fits `context` tokens, a note saying so when the cap applied, and the longest
+/// prompt's tokens.
 pub fn fit_to_context(
     settings: &EvalSettings,
     set: &EvalSet,
     tokenizer: &Tokenizer,
     context: usize,
-) -> Result<(EvalSettings, Option<String>)> {
+) -> Result<(EvalSettings, Option<String>, usize)> {
     let num = set.num_problems(settings.limit);
     let mut longest = 0;
     for ex in &set.examples[..num] {
@@ -55,7 +56,7 @@ pub fn fit_to_context(
         .map_err(|e| anyhow::anyhow!("{}: {e}", set.name))?;
     let mut fitted = settings.clone();
     if cap == settings.max_new_tokens {
-        return Ok((fitted, None));
+        return Ok((fitted, None, longest));
     }
     fitted.max_new_tokens = cap;
     let note = format!(
@@ -63,7 +64,7 @@ pub fn fit_to_context(
          and the model's context is {context}",
         set.name, settings.max_new_tokens
     );
-    Ok((fitted, Some(note)))
+    Ok((fitted, Some(note), longest))
 }
 
 #[cfg(test)]

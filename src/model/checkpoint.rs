@@ -1,6 +1,7 @@
 //! Hugging Face checkpoint directories: locating them, reading and writing safetensors.
 
 use super::config::{ModelConfig, SUPPORTED_MODEL_TYPES};
+use super::finite;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
@@ -211,20 +212,41 @@ pub(crate) fn read_weights(
             views.push((name, view, disk));
         }
         // Decoded on every thread: most of a load is the kernel faulting in fresh pages for
-        // the copies, and that work spreads over cores.
+        // the copies, and that work spreads over cores. Each tensor is checked for NaN and
+        // infinities by the thread that decodes it (`finite`), unless the user opted out.
+        let check = !finite::allow_non_finite();
         let decoded: Vec<(String, Tensor, DType)> = views
             .into_par_iter()
             .map(|(name, view, disk)| -> Result<(String, Tensor, DType)> {
+                let bad = |(i, kind)| finite::error(file, &name, view.shape(), i, kind);
                 let t = if disk == DType::F32 && dtype == DType::F32 && device.is_cpu() {
                     // One copy, straight into the parameter's own buffer: a variable, which
                     // the policy keeps as it is (a plain tensor would be copied into one).
-                    let data: Vec<f32> = view
-                        .data()
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
+                    // Checked block by block while the block is still in cache.
+                    let bytes = view.data();
+                    let mut data: Vec<f32> = Vec::with_capacity(bytes.len() / 4);
+                    for block in bytes.chunks(4 * finite::BLOCK) {
+                        let start = data.len();
+                        data.extend(
+                            block
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                        );
+                        if let Some((i, kind)) = check
+                            .then(|| finite::first_non_finite_f32(&data[start..]))
+                            .flatten()
+                        {
+                            return Err(bad((start + i, kind)));
+                        }
+                    }
                     candle_core::Var::from_vec(data, view.shape(), device)?.into_inner()
                 } else {
+                    if let Some(hit) = check
+                        .then(|| finite::first_non_finite(view.data(), disk))
+                        .flatten()
+                    {
+                        return Err(bad(hit));
+                    }
                     Tensor::from_raw_buffer(view.data(), disk, view.shape(), &Device::Cpu)
                         .with_context(|| format!("{}: decoding tensor `{name}`", file.display()))?
                         .to_dtype(dtype)?

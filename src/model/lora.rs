@@ -373,6 +373,15 @@ impl Adapter {
         }
         let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu)
             .with_context(|| format!("reading {}", file.display()))?;
+        // Adapters are small: checked after decoding, like the base weights (`finite`).
+        if !super::finite::allow_non_finite() {
+            for (name, t) in &tensors {
+                let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                if let Some((i, kind)) = super::finite::first_non_finite_f32(&v) {
+                    return Err(super::finite::error(&file, name, t.dims(), i, kind));
+                }
+            }
+        }
         let shapes: HashMap<String, Vec<usize>> = linear_shapes(model).into_iter().collect();
         let mut layers = BTreeMap::new();
         let mut keys: Vec<String> = tensors.keys().cloned().collect();

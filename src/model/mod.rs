@@ -5,6 +5,7 @@
 mod attention_op;
 pub mod checkpoint;
 pub mod config;
+pub mod finite;
 mod host_kv;
 mod infer;
 pub mod kernels;

@@ -112,26 +112,39 @@ fn generate_with_prefill_chunk(
     // Similar lengths share a micro-batch, so less compute goes to padding.
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&p| std::cmp::Reverse(prompts[p].len()));
-    let prompts_per_batch = if params.max_batch_rows == 0 {
+    // A batch is some prompts with all their samples, or, when fewer rows than one prompt's
+    // samples fit, one prompt with a range of its samples (each row's RNG depends only on its
+    // indices, so the split does not change the outputs).
+    let rows_per_batch = match params.max_batch_rows {
+        0 => usize::MAX,
+        r => r,
+    };
+    let prompts_per_batch = if rows_per_batch == usize::MAX {
         prompts.len().max(1)
     } else {
-        (params.max_batch_rows / num_samples).max(1)
+        (rows_per_batch / num_samples).max(1)
     };
+    let samples_per_batch = rows_per_batch.min(num_samples);
+    let sample_ranges: Vec<std::ops::Range<usize>> = (0..num_samples)
+        .step_by(samples_per_batch)
+        .map(|s| s..(s + samples_per_batch).min(num_samples))
+        .collect();
     let ctx = Ctx {
         policy,
         allowed,
         tokenizer,
         params,
         processor,
-        num_samples,
         track_text: !params.stop.is_empty() || on_token.is_some(),
         prefill_chunk,
     };
     for chunk in order.chunks(prompts_per_batch) {
         let batch: Vec<(usize, &[u32])> = chunk.iter().map(|&p| (p, &prompts[p][..])).collect();
-        for c in ctx.run_batch(&batch, &mut on_token)? {
-            let i = c.prompt_index * num_samples + c.sample_index;
-            out[i] = Some(c);
+        for samples in &sample_ranges {
+            for c in ctx.run_batch(&batch, samples.clone(), &mut on_token)? {
+                let i = c.prompt_index * num_samples + c.sample_index;
+                out[i] = Some(c);
+            }
         }
     }
     out.into_iter()
@@ -147,7 +160,6 @@ struct Ctx<'a> {
     tokenizer: &'a Tokenizer,
     params: &'a SamplingParams,
     processor: LogitsProcessor,
-    num_samples: usize,
     /// Decode text as it grows (needed for stop strings and streaming).
     track_text: bool,
     /// Positions per prefill forward; None = bounded by `PREFILL_CHUNK_ELEMS`.
@@ -181,17 +193,18 @@ struct Row {
 }
 
 impl Ctx<'_> {
-    /// Generates every sample of a micro-batch of `(prompt_index, tokens)`.
+    /// Generates samples `samples` of every prompt of a micro-batch of `(prompt_index, tokens)`.
     fn run_batch(
         &self,
         batch: &[(usize, &[u32])],
+        samples: std::ops::Range<usize>,
         on_token: &mut Option<OnToken<'_>>,
     ) -> Result<Vec<Completion>> {
-        let g = self.num_samples;
+        let g = samples.len();
         let max_new = self.params.max_new_tokens;
         let mut rows: Vec<Row> = batch
             .iter()
-            .flat_map(|&(p, _)| (0..g).map(move |s| (p, s)))
+            .flat_map(|&(p, _)| samples.clone().map(move |s| (p, s)))
             .map(|(p, s)| Row {
                 prompt_index: p,
                 sample_index: s,
@@ -208,7 +221,7 @@ impl Ctx<'_> {
 
         let mut timing = Timing::default();
         let t0 = Instant::now();
-        let (mut cache, prefill_logits) = self.prefill(batch)?;
+        let (mut cache, prefill_logits) = self.prefill(batch, g)?;
         timing.prefill += t0.elapsed();
         let vocab = prefill_logits.len() / batch.len();
         // Which row sits in each cache slot.
@@ -321,9 +334,9 @@ impl Ctx<'_> {
     }
 
     /// Left-pads the prompts into one batch, runs them through the model once and repeats each
-    /// prompt's cache rows for its samples. Returns the cache and the last-position logits of
+    /// prompt's cache rows for its `samples` samples. Returns the cache and the last-position logits of
     /// each prompt (`[prompts, vocab]` row-major).
-    fn prefill(&self, batch: &[(usize, &[u32])]) -> Result<(KvCache, Vec<f32>)> {
+    fn prefill(&self, batch: &[(usize, &[u32])], samples: usize) -> Result<(KvCache, Vec<f32>)> {
         let b = batch.len();
         let max_len = batch.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
         let capacity = max_len + self.params.max_new_tokens;
@@ -364,8 +377,8 @@ impl Ctx<'_> {
         if logits.is_empty() {
             bail!("prefill of an empty batch");
         }
-        if self.num_samples > 1 {
-            cache = cache.repeat_rows(self.num_samples)?;
+        if samples > 1 {
+            cache = cache.repeat_rows(samples)?;
         }
         Ok((cache, logits))
     }

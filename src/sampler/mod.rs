@@ -8,6 +8,7 @@
 //! [`logits`]), which is what the trainer recomputes.
 
 mod batch;
+pub mod budget;
 pub mod logits;
 pub mod stop;
 

@@ -28,6 +28,8 @@ pub struct StepMemory {
     pub rollout: u64,
     /// Logits and saved activations of one training micro-batch.
     pub update: u64,
+    /// Micro-batches per step the `update` figure is for.
+    pub micro_batches: usize,
     /// KV cache of one validation batch.
     pub validation: u64,
 }
@@ -73,12 +75,25 @@ fn kv_bytes(m: &ModelConfig, rows: u64, positions: u64, elem: u64) -> u64 {
 }
 
 /// The lower bound for `cfg` on model `m`, with the longest prompt of the training and the
-/// validation set in tokens.
+/// validation set in tokens, for `train.gradient_accumulation_steps` (1 for `auto`; see
+/// [`estimate_with`]).
 pub fn estimate(
     cfg: &Config,
     m: &ModelConfig,
     prompt_len: usize,
     val_prompt_len: usize,
+) -> StepMemory {
+    let k = cfg.train.gradient_accumulation_steps.fixed().unwrap_or(1);
+    estimate_with(cfg, m, prompt_len, val_prompt_len, k)
+}
+
+/// [`estimate`] for `micro_batches` micro-batches per step.
+pub fn estimate_with(
+    cfg: &Config,
+    m: &ModelConfig,
+    prompt_len: usize,
+    val_prompt_len: usize,
+    micro_batches: usize,
 ) -> StepMemory {
     let elem = cfg.model.dtype.to_candle().size_in_bytes() as u64;
     let params = num_parameters(m);
@@ -93,7 +108,7 @@ pub fn estimate(
     let rows = (cfg.train.batch_size as u64).saturating_mul(cfg.sampling.num_generations as u64);
     let positions = (prompt_len + cfg.sampling.max_completion_length) as u64;
     let rollout = kv_bytes(m, rows, positions, elem);
-    let micro = rows / cfg.train.gradient_accumulation_steps.max(1) as u64;
+    let micro = rows / micro_batches.max(1) as u64;
     let tokens = micro.saturating_mul(positions);
     // f32 logits and their log-softmax (except in f32, where the fused head holds one vocabulary
     // block at a time), plus per layer the normed inputs, q/k/v/o and the MLP's gate, up and
@@ -123,18 +138,79 @@ pub fn estimate(
         weights,
         rollout,
         update,
+        micro_batches: micro_batches.max(1),
         validation,
     }
 }
 
-/// Bytes of memory this process can still allocate on the CPU: `MemAvailable`, lowered by a
-/// cgroup v2 limit when one is set. None when neither can be read.
+/// How many times its estimate a micro-batch must find free for `auto`: the estimate counts
+/// only the activations backward keeps, and the measured peak of a Qwen2.5-0.5B step (8 × 700
+/// tokens in 4 passes of 2: 13.68 GB, README "Memory") was the resident 7.9 GB plus about 2.4
+/// times the 2.4 GB estimate of one pass. 3 leaves a margin above that.
+pub const AUTO_ACTIVATION_HEADROOM: u64 = 3;
+
+/// Micro-batches per step: the configured number, or for `auto` the fewest that divide the
+/// step's `batch_size × num_generations` completions and whose micro-batch fits `free` (bytes
+/// free now, the weights already loaded) beside the gradients and optimizer state, with
+/// [`AUTO_ACTIVATION_HEADROOM`] times its estimate. When even one completion per micro-batch
+/// does not fit, that many (the memory check then says why); with no memory figure (`None`:
+/// not a CPU, or unreadable), 1.
+pub fn micro_batches(
+    cfg: &Config,
+    m: &ModelConfig,
+    prompt_len: usize,
+    val_prompt_len: usize,
+    free: Option<u64>,
+) -> usize {
+    if let Some(k) = cfg.train.gradient_accumulation_steps.fixed() {
+        return k;
+    }
+    let rows = cfg.train.batch_size * cfg.sampling.num_generations;
+    let Some(free) = free else {
+        return 1;
+    };
+    (1..=rows)
+        .filter(|k| rows.is_multiple_of(*k))
+        .find(|&k| {
+            let e = estimate_with(cfg, m, prompt_len, val_prompt_len, k);
+            let available = free.saturating_add(e.weights);
+            e.resident
+                .saturating_add(e.update.saturating_mul(AUTO_ACTIVATION_HEADROOM))
+                <= available
+        })
+        .unwrap_or(rows.max(1))
+}
+
+/// Environment variable that caps the memory the pre-checks count as available (bytes, or
+/// with a K/M/G/T suffix): leave room for other processes, or rehearse a smaller machine.
+pub const MAX_MEMORY_ENV: &str = "GRPO_MAX_MEMORY";
+
+/// Bytes of memory this process can still allocate on the CPU: `MemAvailable` of
+/// `/proc/meminfo`, lowered by a cgroup v2 limit (`memory.max` − `memory.current`) when one
+/// is set and by `GRPO_MAX_MEMORY` when given. None when none can be read.
 pub fn available_cpu_bytes() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let mut avail = meminfo.lines().find_map(|l| {
-        let kb = l.strip_prefix("MemAvailable:")?.trim().strip_suffix("kB")?;
-        kb.trim().parse::<u64>().ok().map(|k| k * 1024)
-    })?;
+    available_cpu_bytes_after(0)
+}
+
+/// [`available_cpu_bytes`] once `loaded` bytes (weights already read) are held:
+/// `GRPO_MAX_MEMORY` caps the whole process, so they count against it; `MemAvailable` and
+/// the cgroup already exclude them.
+pub fn available_cpu_bytes_after(loaded: u64) -> Option<u64> {
+    let cap = std::env::var(MAX_MEMORY_ENV)
+        .ok()
+        .and_then(|v| parse_bytes(&v))
+        .map(|c| c.saturating_sub(loaded));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let mut avail = meminfo.and_then(|m| {
+        m.lines().find_map(|l| {
+            let kb = l.strip_prefix("MemAvailable:")?.trim().strip_suffix("kB")?;
+            kb.trim().parse::<u64>().ok().map(|k| k * 1024)
+        })
+    });
+    if let Some(cap) = cap {
+        avail = Some(avail.map_or(cap, |a| a.min(cap)));
+    }
+    let mut avail = avail?;
     let read = |name: &str| -> Option<u64> {
         std::fs::read_to_string(format!("/sys/fs/cgroup/{name}"))
             .ok()?
@@ -146,6 +222,25 @@ pub fn available_cpu_bytes() -> Option<u64> {
         avail = avail.min(max.saturating_sub(cur));
     }
     Some(avail)
+}
+
+/// `12345`, `512M`, `1.5G` (powers of 1024) as bytes; None when malformed.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&t[..i], t[i..].trim_end_matches(['B', 'b', 'i'])),
+        None => (t, ""),
+    };
+    let scale: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    let v: f64 = num.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some((v * scale as f64) as u64)
 }
 
 fn gb(bytes: u64) -> String {
@@ -167,11 +262,17 @@ pub fn check(cfg: &Config, need: &StepMemory, available: u64) -> Result<()> {
             gb(need.rollout), cfg.sampling.max_completion_length
         )),
         (need.update, format!(
-            "one training micro-batch ({} for {} sequences of up to {} tokens: train.batch_size = {b} × sampling.num_generations = {g} completions / train.gradient_accumulation_steps = {}): raise train.gradient_accumulation_steps, or lower sampling.num_generations, train.batch_size or sampling.max_completion_length",
+            "one training micro-batch ({} for {} sequences of up to {} tokens: train.batch_size = {b} × sampling.num_generations = {g} completions / {} micro-batches (train.gradient_accumulation_steps = {})): {}lower sampling.num_generations, train.batch_size or sampling.max_completion_length",
             gb(need.update),
-            (b * g) / cfg.train.gradient_accumulation_steps.max(1),
+            (b * g) / need.micro_batches.max(1),
             need.positions,
-            cfg.train.gradient_accumulation_steps
+            need.micro_batches,
+            cfg.train.gradient_accumulation_steps,
+            if cfg.train.gradient_accumulation_steps.fixed().is_some() && need.micro_batches < b * g {
+                "raise train.gradient_accumulation_steps (or set it to \"auto\"), or "
+            } else {
+                ""
+            }
         )),
         (need.validation, format!(
             "a validation batch's KV cache ({} for {VALIDATION_BATCH} problems × eval.n = {} samples, eval.max_completion_length = {}): lower eval.n or eval.max_completion_length",
@@ -249,6 +350,51 @@ mod tests {
         // The default config fits easily.
         let cfg = Config::default();
         check(&cfg, &estimate(&cfg, &m, 44, 40), 8 << 30).unwrap();
+    }
+
+    #[test]
+    fn auto_picks_the_fewest_micro_batches_that_fit() {
+        use crate::config::Accumulation;
+        let m = tiny_model();
+        let mut cfg = Config::default();
+        assert_eq!(cfg.train.gradient_accumulation_steps, Accumulation::Auto);
+        cfg.train.batch_size = 4;
+        cfg.sampling.num_generations = 4;
+        cfg.sampling.max_completion_length = 100;
+        let (p, v) = (20, 20);
+        let e4 = estimate_with(&cfg, &m, p, v, 4);
+        assert_eq!(e4.update * 4, estimate_with(&cfg, &m, p, v, 1).update);
+        // Free memory (weights loaded) for the rest of the resident state and 3× a quarter step.
+        let free = e4.resident - e4.weights + AUTO_ACTIVATION_HEADROOM * e4.update;
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(free)), 4);
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(free - 1)), 8);
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(u64::MAX / 2)), 1);
+        // Nothing fits: one completion per micro-batch (the check then says why); no figure: 1.
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(0)), 16);
+        assert_eq!(micro_batches(&cfg, &m, p, v, None), 1);
+        // Only divisors of B·G = 12 are candidates: after 4 comes 6 (5 would not split evenly).
+        cfg.sampling.num_generations = 3;
+        let e4 = estimate_with(&cfg, &m, p, v, 4);
+        let e6 = estimate_with(&cfg, &m, p, v, 6);
+        let free = e6.resident - e6.weights + AUTO_ACTIVATION_HEADROOM * e6.update;
+        assert!(free < e4.resident - e4.weights + AUTO_ACTIVATION_HEADROOM * e4.update);
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(free)), 6);
+        // A number is used as given.
+        cfg.train.gradient_accumulation_steps = Accumulation::Steps(2);
+        assert_eq!(micro_batches(&cfg, &m, p, v, Some(0)), 2);
+        assert_eq!(estimate(&cfg, &m, p, v).micro_batches, 2);
+    }
+
+    #[test]
+    fn max_memory_sizes_parse() {
+        assert_eq!(parse_bytes("12345"), Some(12345));
+        assert_eq!(parse_bytes("512M"), Some(512 << 20));
+        assert_eq!(parse_bytes("1.5G"), Some(3 << 29));
+        assert_eq!(parse_bytes("8GiB"), Some(8 << 30));
+        assert_eq!(parse_bytes("2t"), Some(2 << 40));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("-1G"), None);
+        assert_eq!(parse_bytes("3X"), None);
     }
 
     #[test]

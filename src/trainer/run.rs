@@ -23,7 +23,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
-use crate::config::Config;
+use crate::config::{Aggregation, Config};
 use crate::data::dataset::Example;
 use crate::data::sets::load_data_sets;
 use crate::eval::{evaluate, EvalSet, EvalSettings};
@@ -242,6 +242,8 @@ struct Run {
     /// `sampling.allowed_tokens` as ids, and the matching `[V]` logit bias.
     allowed: Vec<u32>,
     vocab_bias: Option<Tensor>,
+    /// Micro-batches per step: `train.gradient_accumulation_steps`, `auto` resolved at setup.
+    micro_batches: usize,
     /// The output folder's lock, held as long as the run.
     _lock: RunLock,
 }
@@ -279,6 +281,9 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
         Some(d) if !lora => d.clone(),
         _ => base_dir.clone(),
     };
+    if cfg.model.allow_non_finite {
+        crate::model::finite::set_allow_non_finite(true);
+    }
     let mut policy = Policy::load(&weights_dir, res.dtype, &res.device)?;
     if lora {
         // LoRA: the base stays frozen; adapters are fresh or the checkpoint's (PEFT layout).
@@ -337,13 +342,42 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
         .map(Vec::len)
         .max()
         .unwrap_or(0);
-    let need = memory::estimate(
+    let prompt_len = train_prompts.iter().map(Vec::len).max().unwrap_or(0);
+    // Free memory now, with the loaded weights held (the reference model's too).
+    let loaded = memory::estimate(cfg, &policy.config, 0, 0).weights;
+    let free = match res.device.is_cpu() {
+        true => memory::available_cpu_bytes_after(loaded),
+        false => None,
+    };
+    let micro_batches =
+        memory::micro_batches(cfg, &policy.config, prompt_len, val_prompt_len, free);
+    let rows = cfg.train.batch_size * cfg.sampling.num_generations;
+    if cfg.train.gradient_accumulation_steps.fixed().is_none() {
+        tracing::info!(
+            "train.gradient_accumulation_steps = \"auto\": {micro_batches} micro-batch(es) of {} \
+             completions per step ({})",
+            rows / micro_batches,
+            match free {
+                Some(f) => format!("{:.2} GB free after loading the weights", f as f64 / 1e9),
+                None => "no memory figure on this device: 1".to_string(),
+            }
+        );
+        if micro_batches > 1 && res.loss.aggregation == Aggregation::Bnpo {
+            tracing::warn!(
+                "loss.type = \"bnpo\" normalises by each micro-batch's tokens, so its loss depends \
+                 on the {micro_batches} micro-batches \"auto\" chose for this machine's memory; set \
+                 train.gradient_accumulation_steps to a number for results that do not"
+            );
+        }
+    }
+    let need = memory::estimate_with(
         cfg,
         &policy.config,
-        train_prompts.iter().map(Vec::len).max().unwrap_or(0),
+        prompt_len,
         val_prompt_len,
+        micro_batches,
     );
-    if let (true, Some(free)) = (res.device.is_cpu(), memory::available_cpu_bytes()) {
+    if let Some(free) = free {
         // The weights are loaded already: what is free now must hold the rest.
         memory::check(cfg, &need, free.saturating_add(need.weights))?;
     }
@@ -369,6 +403,7 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
         reward_fns,
         allowed,
         vocab_bias,
+        micro_batches,
         _lock: lock,
     })
 }
@@ -455,7 +490,7 @@ impl Run {
         let ts = Instant::now();
         let comps = &rollout.completions;
         let n = comps.len();
-        let mb = n / cfg.train.gradient_accumulation_steps;
+        let mb = n / self.micro_batches;
         let prompts: Vec<&[u32]> = comps
             .iter()
             .map(|c| rollout.prompt_ids[c.prompt_index].as_slice())
@@ -559,7 +594,7 @@ impl Run {
             resolved: self.res.loss,
             group_size: cfg.sampling.num_generations,
             max_completion_length: cfg.sampling.max_completion_length,
-            micro_batch: comps.len() / cfg.train.gradient_accumulation_steps,
+            micro_batch: comps.len() / self.micro_batches,
         };
         credit::assign(&settings, &token_ids, &truncated, &scores.total)
     }
