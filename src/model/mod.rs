@@ -22,6 +22,6 @@ pub mod tokenizer;
 pub use checkpoint::{copy_tokenizer_files, resolve_model_dir};
 pub use config::ModelConfig;
 pub use kv_cache::KvCache;
-pub use policy::Policy;
+pub use policy::{EntropyGrad, Policy};
 pub use random::{random_qwen2_config, Qwen2Shape};
 pub use tokenizer::{ChatMessage, Tokenizer};

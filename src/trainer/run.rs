@@ -23,16 +23,17 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
-use crate::config::Config;
+use crate::config::{Config, MultiObjectiveAggregation};
 use crate::data::dataset::{load_examples, Example};
 use crate::eval::{evaluate, EvalSet, EvalSettings};
 use crate::model::{resolve_model_dir, Policy, Tokenizer};
 use crate::resolve::Resolved;
 use crate::rewards::{self, RewardFn};
 use crate::sampler::{self, mix_seed, FinishReason, SamplingParams};
+use crate::trainer::advantages::normalize_then_sum;
 use crate::trainer::credit::{self, Credit, CreditSettings};
 use crate::trainer::lock::RunLock;
-use crate::trainer::loss::LossStats;
+use crate::trainer::loss::{EntropyControl, LossStats, PolicyOptions};
 use crate::trainer::memory;
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::rollout::step_prompt_indices;
@@ -72,6 +73,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         initial_val_accuracy: None,
         elapsed_s: 0.0,
         config: cfg.to_toml()?,
+        entropy_control: cfg
+            .loss
+            .entropy_bonus()
+            .then(|| EntropyControl::new(&cfg.loss)),
     };
     let metrics_path = run.out.join("metrics.jsonl");
     if let Some(dir) = &run.resume_dir {
@@ -81,6 +86,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         // Harmless changes (output, logging, eval) take the new values from here on.
         state.config = cfg.to_toml()?;
         opt.load(&dir.join("optimizer.safetensors"))?;
+        crate::trainer::tr_dpo::check_resume(&cfg.loss, state.step)?;
         tracing::info!(step = state.step, dir = %dir.display(), "resumed");
         truncate_metrics(&metrics_path, state.step)?;
     } else {
@@ -125,6 +131,9 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         let time_score = ts_score.elapsed().as_secs_f64();
         let update = run.update(cfg, &mut opt, &mut state, &rollout, &credit, lr)?;
         state.step += 1;
+        if let Some(reference) = &run.reference {
+            crate::trainer::tr_dpo::maybe_sync(&cfg.loss, state.step, &run.policy, reference)?;
+        }
         let step_time = ts.elapsed().as_secs_f64();
         step_times.push(step_time);
 
@@ -468,12 +477,13 @@ impl Run {
             sampler_logprobs: Some(&sampled),
             share: cfg.train.share_prefixes,
         };
-        let settings = LossSettings {
+        let mut settings = LossSettings {
             temperature: cfg.sampling.temperature,
             epsilon_low: cfg.loss.epsilon,
             epsilon_high: cfg.loss.epsilon_high(),
             beta: cfg.loss.beta,
             vocab_bias: self.vocab_bias.as_ref(),
+            policy: None,
         };
         let mut frozen = FrozenLogprobs::default();
         let mut first = None;
@@ -481,7 +491,12 @@ impl Run {
         let mut clip = LossStats::default();
         let mut tokens_processed = 0;
         let (mut low_min, mut high_max) = (None::<f64>, None::<f64>);
+        let mut policy_loss = 0.0;
         for iteration in 0..cfg.loss.num_iterations {
+            // Each pass is an optimizer step: the adaptive entropy coefficient moves between them.
+            let ctl = state.entropy_control;
+            let coef = ctl.map_or(0.0, |c| c.applied(&cfg.loss));
+            settings.policy = Some(PolicyOptions::new(&cfg.loss, self.res.loss, coef));
             let mut pass = accumulate(
                 &self.policy,
                 self.reference.as_ref(),
@@ -491,10 +506,18 @@ impl Run {
                 &mut frozen,
             )?;
             tokens_processed += pass.tokens_processed;
+            if let Some(c) = state.entropy_control.as_mut() {
+                c.update(
+                    &cfg.loss,
+                    pass.stats.bonus_entropy_sum,
+                    pass.stats.bonus_tokens,
+                );
+            }
             grad_norm = clip_grad_norm(&mut pass.grads, cfg.optim.max_grad_norm)?;
             let loss = pass.loss;
             if first.is_none() {
                 first = Some((pass.loss, pass.stats, pass.entropy_sum, pass.logprob_diff));
+                policy_loss = pass.policy_loss;
             }
             if iteration > 0 || cfg.loss.num_iterations == 1 {
                 clip += pass.stats;
@@ -535,6 +558,9 @@ impl Run {
             clip_low_min: low_min.unwrap_or(0.0),
             clip_high_max: high_max.unwrap_or(0.0),
             logprob_diff: diff.0 / diff.1.max(1) as f64,
+            policy_loss,
+            entropy_coef: state.entropy_control.map(|c| c.coef),
+            objective: self.res.loss.objective,
             grad_norm,
             skipped,
             time: ts.elapsed().as_secs_f64(),
@@ -557,7 +583,17 @@ impl Run {
             max_completion_length: cfg.sampling.max_completion_length,
             micro_batch: comps.len() / cfg.train.gradient_accumulation_steps,
         };
-        credit::assign(&settings, &token_ids, &truncated, &scores.total)
+        match cfg.rewards.multi_objective_aggregation {
+            MultiObjectiveAggregation::SumThenNormalize => {
+                credit::assign(&settings, &token_ids, &truncated, &scores.total)
+            }
+            MultiObjectiveAggregation::NormalizeThenSum => {
+                let weights: Vec<f64> = self.reward_fns.iter().map(|f| f.weight()).collect();
+                let g = cfg.sampling.num_generations;
+                let a = normalize_then_sum(&scores.per_function, &weights, g)?;
+                credit::assign_with(&settings, &token_ids, &truncated, &scores.total, a)
+            }
+        }
     }
 
     /// Validation accuracy (mean pass@1 over `eval.n` samples) by the same code as `grpo eval`,

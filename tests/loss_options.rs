@@ -1,0 +1,326 @@
+//! TRL 1.16's loss options end to end: the config accepts TRL's names (in any key order) and
+//! refuses the pairs TRL warns about with the key named; a short `grpo train` with each loss type
+//! and option on the shipped task and policy gives finite losses and TRL's metrics.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+mod common;
+use common::{fails_with, grpo, repo, succeeds, write_train_config};
+
+fn show(toml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, toml).unwrap();
+    grpo(&["config", "show", "--config", p.to_str().unwrap()])
+}
+
+#[test]
+fn allowed_pairs_in_any_key_order() {
+    for (t, level) in [
+        ("grpo", "sequence"),
+        ("sapo", "sequence"),
+        ("luspo", "sequence"),
+        ("grpo", "token"),
+        ("dapo", "token"),
+        ("cispo", "token"),
+        ("vespo", "token"),
+        ("bnpo", "token"),
+        ("dr_grpo", "token"),
+        ("sapo", "token"),
+    ] {
+        for toml in [
+            format!("[loss]\ntype = \"{t}\"\nimportance_sampling_level = \"{level}\"\n"),
+            format!("[loss]\nimportance_sampling_level = \"{level}\"\ntype = \"{t}\"\n"),
+        ] {
+            let out = show(&toml);
+            succeeds(&out);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains(&format!("type = \"{t}\"")), "{text}");
+            assert!(
+                text.contains(&format!("importance_sampling_level = \"{level}\"")),
+                "{text}"
+            );
+        }
+    }
+    // Every new key with TRL's default is shown.
+    let out = show("");
+    succeeds(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "importance_sampling_level = \"token\"",
+        "top_entropy_quantile = 1.0",
+        "entropy_coef = 0.0",
+        "entropy_coef_delta = 0.005",
+        "entropy_target = 0.2",
+        "entropy_coef_max = 1.0",
+        "use_bias_correction_kl = true",
+        "sapo_temperature_neg = 1.05",
+        "vespo_k_pos = 2.0",
+        "vespo_lambda_pos = 3.0",
+        "vespo_k_neg = 3.0",
+        "vespo_lambda_neg = 2.0",
+        "sync_ref_model = false",
+        "ref_model_mixup_alpha = 0.6",
+        "ref_model_sync_steps = 512",
+        "multi_objective_aggregation = \"sum_then_normalize\"",
+    ] {
+        assert!(text.contains(key), "config show lacks `{key}`:\n{text}");
+    }
+}
+
+#[test]
+fn trl_refusals_name_the_key() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[loss]\ntype = \"luspo\"\n",
+            &["loss.importance_sampling_level", "luspo", "sequence"],
+        ),
+        (
+            "[loss]\nimportance_sampling_level = \"sequence\"\ntype = \"vespo\"\n",
+            &["loss.importance_sampling_level", "vespo", "token"],
+        ),
+        (
+            "[loss]\ntype = \"cispo\"\nimportance_sampling_level = \"sequence\"\n",
+            &[
+                "loss.importance_sampling_level",
+                "cispo",
+                "completion length",
+            ],
+        ),
+        (
+            "[loss]\ntype = \"dapo\"\nimportance_sampling_level = \"sequence\"\n",
+            &["loss.importance_sampling_level", "dapo"],
+        ),
+        (
+            "[loss]\ntype = \"bnpo\"\nimportance_sampling_level = \"sequence\"\n",
+            &["loss.importance_sampling_level", "bnpo"],
+        ),
+        (
+            "[loss]\ntype = \"dr_grpo\"\nimportance_sampling_level = \"sequence\"\n",
+            &["loss.importance_sampling_level", "dr_grpo"],
+        ),
+        (
+            "[loss]\nimportance_sampling_level = \"tokens\"\n",
+            &["loss.importance_sampling_level", "tokens"],
+        ),
+        (
+            "[loss]\nsync_ref_model = true\n",
+            &["loss.sync_ref_model", "beta"],
+        ),
+        (
+            "[loss]\nbeta = 0.1\nsync_ref_model = true\n[lora]\nr = 4\n",
+            &["loss.sync_ref_model", "lora"],
+        ),
+        (
+            "[loss]\ntop_entropy_quantile = 1.5\n",
+            &["loss.top_entropy_quantile", "[0, 1]"],
+        ),
+        ("[loss]\ndelta = 0.0\n", &["loss.delta"]),
+        (
+            "[loss]\nsapo_temperature_pos = 0.0\n",
+            &["loss.sapo_temperature_pos"],
+        ),
+        (
+            "[loss]\nentropy_coef_min = 0.5\nentropy_coef_max = 0.1\n",
+            &["loss.entropy_coef_max"],
+        ),
+        (
+            "[loss]\nref_model_mixup_alpha = 2.0\n",
+            &["loss.ref_model_mixup_alpha"],
+        ),
+        (
+            "[loss]\nref_model_sync_steps = 0\n",
+            &["loss.ref_model_sync_steps"],
+        ),
+        (
+            "[loss]\noff_policy_mask_threshold = -1.0\n",
+            &["loss.off_policy_mask_threshold"],
+        ),
+        (
+            "[rewards]\nmulti_objective_aggregation = \"sum\"\n",
+            &["multi_objective_aggregation", "normalize_then_sum"],
+        ),
+    ];
+    for (toml, needles) in cases {
+        fails_with(&show(toml), needles);
+    }
+}
+
+fn metrics(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Each type and option for 2 steps on the shipped policy and task: finite losses, and the
+/// metrics TRL logs for it.
+#[test]
+fn every_type_and_option_trains() {
+    let model = repo().join("models/tiny-math");
+    let model = format!("{:?}", model.display().to_string());
+    let runs: &[(&str, &[(&str, &str)], &[&str])] = &[
+        (
+            "grpo",
+            &[("loss.type", "\"grpo\"")],
+            &["clip_ratio/region_mean"],
+        ),
+        (
+            "gspo_lambda",
+            &[
+                ("loss.type", "\"grpo\""),
+                ("loss.importance_sampling_level", "\"sequence\""),
+                ("loss.process_weighting", "\"lambda\""),
+                ("loss.num_iterations", "2"),
+            ],
+            &["clip_ratio/region_mean"],
+        ),
+        ("bnpo", &[("loss.type", "\"bnpo\"")], &[]),
+        (
+            "dapo_delta_offpolicy",
+            &[
+                ("loss.type", "\"dapo\""),
+                ("loss.delta", "1.5"),
+                ("loss.off_policy_mask_threshold", "0.01"),
+                ("loss.num_iterations", "2"),
+            ],
+            &[],
+        ),
+        (
+            "dr_grpo_top_entropy",
+            &[
+                ("loss.type", "\"dr_grpo\""),
+                ("loss.top_entropy_quantile", "0.2"),
+            ],
+            &[],
+        ),
+        (
+            "cispo_lambda",
+            &[
+                ("loss.type", "\"cispo\""),
+                ("loss.epsilon_high", "5.0"),
+                ("loss.process_weighting", "\"lambda\""),
+            ],
+            &["cispo_clip_ratio"],
+        ),
+        (
+            "sapo_lambda",
+            &[
+                ("loss.type", "\"sapo\""),
+                ("loss.sapo_temperature_pos", "0.8"),
+                ("loss.sapo_temperature_neg", "1.2"),
+                ("loss.process_weighting", "\"lambda\""),
+            ],
+            &[],
+        ),
+        (
+            "luspo_lambda",
+            &[
+                ("loss.type", "\"luspo\""),
+                ("loss.importance_sampling_level", "\"sequence\""),
+                ("loss.process_weighting", "\"lambda\""),
+            ],
+            &["clip_ratio/low_mean"],
+        ),
+        (
+            "vespo_lambda",
+            &[
+                ("loss.type", "\"vespo\""),
+                ("loss.vespo_k_pos", "1.5"),
+                ("loss.vespo_lambda_neg", "1.0"),
+                ("loss.process_weighting", "\"lambda\""),
+                ("loss.num_iterations", "2"),
+            ],
+            &["vespo/phi_seq_mean"],
+        ),
+        (
+            "lambda_entropy_bonus",
+            &[
+                ("loss.type", "\"lambda_grpo\""),
+                ("loss.entropy_coef", "0.01"),
+            ],
+            &["policy_loss", "entropy_coef"],
+        ),
+        (
+            "adaptive_entropy",
+            &[
+                ("loss.entropy_coef", "0.01"),
+                ("loss.use_adaptive_entropy", "true"),
+                ("loss.entropy_target", "100.0"),
+                ("loss.entropy_coef_delta", "0.02"),
+            ],
+            &["policy_loss", "entropy_coef"],
+        ),
+        (
+            "kl_no_bias_correction",
+            &[
+                ("loss.beta", "0.05"),
+                ("loss.use_bias_correction_kl", "false"),
+            ],
+            &["kl"],
+        ),
+        (
+            "tr_dpo",
+            &[
+                ("loss.beta", "0.05"),
+                ("loss.sync_ref_model", "true"),
+                ("loss.ref_model_sync_steps", "1"),
+                ("loss.ref_model_mixup_alpha", "0.5"),
+            ],
+            &["kl"],
+        ),
+        (
+            "gdpo",
+            &[
+                (
+                    "rewards.multi_objective_aggregation",
+                    "\"normalize_then_sum\"",
+                ),
+                ("rewards.weights", "[1.0, 0.5]"),
+            ],
+            &[],
+        ),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, set, keys) in runs {
+        let out = tmp.path().join(name);
+        let mut all: Vec<(&str, &str)> = vec![("model.path", &model), ("loss.beta", "0.0")];
+        all.extend_from_slice(set);
+        let cfg = write_train_config(tmp.path(), &format!("{name}.toml"), &out, &all);
+        let run = grpo(&["train", "--config", cfg.to_str().unwrap()]);
+        succeeds(&run);
+        let m = metrics(&out);
+        assert_eq!(m.len(), 2, "{name}");
+        for line in &m {
+            let loss = line["loss"].as_f64().unwrap_or(f64::NAN);
+            assert!(loss.is_finite(), "{name}: loss {loss}");
+            assert!(
+                line["grad_norm"].as_f64().is_some_and(f64::is_finite),
+                "{name}"
+            );
+            for k in *keys {
+                assert!(
+                    line[*k].as_f64().is_some_and(f64::is_finite),
+                    "{name}: no finite `{k}` in {line}"
+                );
+            }
+        }
+        if *name == "adaptive_entropy" {
+            // The entropy is below the (huge) target: the coefficient rises by delta per step.
+            let c: Vec<f64> = m
+                .iter()
+                .map(|l| l["entropy_coef"].as_f64().unwrap())
+                .collect();
+            assert!(
+                (c[0] - 0.03).abs() < 1e-12 && (c[1] - 0.05).abs() < 1e-12,
+                "{c:?}"
+            );
+        }
+        if name.starts_with("cispo") {
+            assert!(m[0].get("clip_ratio/region_mean").is_none(), "{name}");
+        }
+    }
+}
