@@ -140,13 +140,14 @@ mod tests {
     #[test]
     fn gdpo_normalises_each_reward_then_the_batch() {
         // Two functions, two groups of 2; function 2 is 10× function 1 in scale, which the
-        // per-function normalisation removes.
+        // per-function normalisation removes: each becomes ±d/(s + eps) within its group.
         let f1 = vec![1.0, 0.0, 0.0, 1.0];
-        let f2 = vec![0.0, 10.0, 10.0, 0.0];
-        let a = normalize_then_sum(&[f1, f2], &[1.0, 0.5], 2).unwrap();
-        // Group-normalised: f1 → ±1/(√0.5 + eps); f2 → ∓ the same; weighted sum ±0.5·z.
-        let z = 1.0 / (0.5f64.sqrt() + STD_EPS);
-        let t = [0.5 * z, -0.5 * z, -0.5 * z, 0.5 * z];
+        let f2 = vec![10.0, 0.0, 10.0, 0.0];
+        let a = normalize_then_sum(&[f1, f2], &[1.0, 2.0], 2).unwrap();
+        let z1 = 0.5 / (0.5f64.sqrt() + STD_EPS);
+        let z2 = 5.0 / (50f64.sqrt() + STD_EPS);
+        let t = [z1 + 2.0 * z2, -z1 - 2.0 * z2, -z1 + 2.0 * z2, z1 - 2.0 * z2];
+        // Batch mean 0; sample std over the 4.
         let sd = (t.iter().map(|x| x * x).sum::<f64>() / 3.0).sqrt();
         for (x, y) in a.iter().zip(t) {
             assert!((x - y / (sd + STD_EPS)).abs() < 1e-12, "{x} vs {y}");
