@@ -10,8 +10,8 @@
 //! serves adapted models too. f32 CPU, no dropout (`lora_dropout > 0` trains composed).
 
 use super::kernels::gemm::{matmul, Operand};
+use super::linear::Linear;
 use super::ops::f32_slice as f32s;
-use super::qwen2::Linear;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 

@@ -5,15 +5,18 @@
 mod attention_op;
 pub mod checkpoint;
 pub mod config;
+mod host_kv;
 mod infer;
 pub mod kernels;
 pub mod kv_cache;
 mod layer_ops;
+mod linear;
 mod linear_op;
 mod lm_head_op;
 pub mod lora;
 mod lora_op;
 pub(crate) mod ops;
+mod params;
 pub mod policy;
 pub mod qwen2;
 pub mod random;
