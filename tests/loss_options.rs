@@ -156,13 +156,16 @@ fn metrics(out: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A run: its name, its `--set` keys, and the metrics TRL logs for it.
+type Run<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 /// Each type and option for 2 steps on the shipped policy and task: finite losses, and the
 /// metrics TRL logs for it.
 #[test]
 fn every_type_and_option_trains() {
     let model = repo().join("models/tiny-math");
     let model = format!("{:?}", model.display().to_string());
-    let runs: &[(&str, &[(&str, &str)], &[&str])] = &[
+    let runs: &[Run] = &[
         (
             "grpo",
             &[("loss.type", "\"grpo\"")],

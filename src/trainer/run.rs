@@ -87,6 +87,9 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         state.config = cfg.to_toml()?;
         opt.load(&dir.join("optimizer.safetensors"))?;
         crate::trainer::tr_dpo::check_resume(&cfg.loss, state.step)?;
+        if cfg.loss.entropy_bonus() && state.entropy_control.is_none() {
+            state.entropy_control = Some(EntropyControl::new(&cfg.loss));
+        }
         tracing::info!(step = state.step, dir = %dir.display(), "resumed");
         truncate_metrics(&metrics_path, state.step)?;
     } else {

@@ -329,9 +329,9 @@ pub fn micro_batch_loss(
         let (mut sum, mut count) = (0.0f64, 0.0f64);
         for (i, r) in rows.iter().enumerate() {
             let h = r.entropy.context("entropy")?;
-            for t in 0..width(r) {
+            for (t, &ht) in h.iter().enumerate().take(width(r)) {
                 if acts(i, t) {
-                    sum += h[t];
+                    sum += ht;
                     count += 1.0;
                 }
             }
