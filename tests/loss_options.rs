@@ -327,3 +327,55 @@ fn every_type_and_option_trains() {
         }
     }
 }
+
+/// TR-DPO's update is `α·policy + (1 − α)·reference` on every parameter, only on multiples of
+/// `ref_model_sync_steps`; a run past its first sync cannot resume (checkpoints hold no reference).
+#[test]
+fn tr_dpo_mixes_the_reference_into_the_policy() {
+    use candle_core::{DType, Device};
+    use grpo::config::LossSection;
+    use grpo::model::Policy;
+    use grpo::trainer::tr_dpo::{check_resume, maybe_sync};
+
+    let dir = common::fixture("tiny-qwen2");
+    let policy = Policy::load(&dir, DType::F64, &Device::Cpu).unwrap();
+    let reference = Policy::load(&dir, DType::F64, &Device::Cpu).unwrap();
+    // Move the policy away from the reference: θ ← 2θ + 0.1.
+    for (_, v) in policy.named_vars() {
+        v.set(&((v.as_tensor() * 2.0).unwrap() + 0.1).unwrap())
+            .unwrap();
+    }
+    let before: Vec<Vec<f64>> = reference
+        .named_vars()
+        .iter()
+        .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    let l = LossSection {
+        beta: 0.1,
+        sync_ref_model: true,
+        ref_model_mixup_alpha: 0.25,
+        ref_model_sync_steps: 3,
+        ..LossSection::default()
+    };
+    assert!(!maybe_sync(&l, 2, &policy, &reference).unwrap());
+    assert!(maybe_sync(&l, 3, &policy, &reference).unwrap());
+    for ((_, r), r0) in reference.named_vars().iter().zip(&before) {
+        let r: Vec<f64> = r.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        for (x, x0) in r.iter().zip(r0) {
+            let want = 0.25 * (2.0 * x0 + 0.1) + 0.75 * x0;
+            assert!((x - want).abs() < 1e-12, "{x} vs {want}");
+        }
+    }
+    assert!(check_resume(&l, 2).is_ok());
+    let e = check_resume(&l, 4).unwrap_err().to_string();
+    assert!(
+        e.contains("loss.sync_ref_model") && e.contains("step 3"),
+        "{e}"
+    );
+    let off = LossSection {
+        sync_ref_model: false,
+        ..l
+    };
+    assert!(!maybe_sync(&off, 3, &policy, &reference).unwrap());
+    assert!(check_resume(&off, 4).is_ok());
+}
