@@ -329,13 +329,13 @@ fn every_type_and_option_trains() {
 }
 
 /// TR-DPO's update is `α·policy + (1 − α)·reference` on every parameter, only on multiples of
-/// `ref_model_sync_steps`; a run past its first sync cannot resume (checkpoints hold no reference).
+/// `ref_model_sync_steps`; the synchronized reference is saved beside checkpoints and restored.
 #[test]
 fn tr_dpo_mixes_the_reference_into_the_policy() {
     use candle_core::{DType, Device};
     use grpo::config::LossSection;
     use grpo::model::Policy;
-    use grpo::trainer::tr_dpo::{check_resume, maybe_sync};
+    use grpo::trainer::tr_dpo::{maybe_sync, restore_reference, save_reference};
 
     let dir = common::fixture("tiny-qwen2");
     let policy = Policy::load(&dir, DType::F64, &Device::Cpu).unwrap();
@@ -366,16 +366,84 @@ fn tr_dpo_mixes_the_reference_into_the_policy() {
             assert!((x - want).abs() < 1e-12, "{x} vs {want}");
         }
     }
-    assert!(check_resume(&l, 2).is_ok());
-    let e = check_resume(&l, 4).unwrap_err().to_string();
+    let off = LossSection {
+        sync_ref_model: false,
+        ..l.clone()
+    };
+    assert!(!maybe_sync(&off, 3, &policy, &reference).unwrap());
+    // Saved beside a checkpoint and put back on resume; missing past a sync: refused.
+    let tmp = tempfile::tempdir().unwrap();
+    save_reference(&l, tmp.path(), Some(&reference)).unwrap();
+    let fresh = Policy::load(&dir, DType::F64, &Device::Cpu).unwrap();
+    restore_reference(&l, tmp.path(), 4, Some(&fresh)).unwrap();
+    for ((_, a), (_, b)) in fresh.named_vars().iter().zip(reference.named_vars().iter()) {
+        let d = (a.as_tensor() - b.as_tensor()).unwrap().abs().unwrap();
+        assert_eq!(
+            d.flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap(),
+            0.0
+        );
+    }
+    let empty = tempfile::tempdir().unwrap();
+    assert!(restore_reference(&l, empty.path(), 2, Some(&fresh)).is_ok());
+    let e = restore_reference(&l, empty.path(), 4, Some(&fresh))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("loss.sync_ref_model") && e.contains("step 3"),
         "{e}"
     );
-    let off = LossSection {
-        sync_ref_model: false,
-        ..l
+}
+
+/// A TR-DPO run resumed after a synchronization continues exactly like the uninterrupted run.
+#[test]
+fn tr_dpo_resumes_exactly() {
+    let model = repo().join("models/tiny-math");
+    let model = format!("{:?}", model.display().to_string());
+    let tmp = tempfile::tempdir().unwrap();
+    let set = |steps: &'static str| -> Vec<(&'static str, String)> {
+        vec![
+            ("model.path", model.clone()),
+            ("loss.beta", "0.05".into()),
+            ("loss.sync_ref_model", "true".into()),
+            ("loss.ref_model_sync_steps", "1".into()),
+            ("train.max_steps", steps.into()),
+            ("train.save_steps", "1".into()),
+            ("eval.every", "0".into()),
+        ]
     };
-    assert!(!maybe_sync(&off, 3, &policy, &reference).unwrap());
-    assert!(check_resume(&off, 4).is_ok());
+    let write = |name: &str, out: &Path, steps: &'static str| {
+        let s = set(steps);
+        let s: Vec<(&str, &str)> = s.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        write_train_config(tmp.path(), name, out, &s)
+    };
+    let (full, part) = (tmp.path().join("full"), tmp.path().join("part"));
+    let a = write("a.toml", &full, "3");
+    succeeds(&grpo(&["train", "--config", a.to_str().unwrap()]));
+    let b = write("b.toml", &part, "2");
+    succeeds(&grpo(&["train", "--config", b.to_str().unwrap()]));
+    assert!(part.join("checkpoint-2/ref_model.safetensors").exists());
+    let c = write("c.toml", &part, "3");
+    succeeds(&grpo(&[
+        "train",
+        "--config",
+        c.to_str().unwrap(),
+        "--resume",
+    ]));
+    let (ma, mb) = (metrics(&full), metrics(&part));
+    assert_eq!(mb.len(), 3);
+    for key in ["loss", "kl", "grad_norm", "reward"] {
+        assert_eq!(ma[2][key], mb[2][key], "{key} at step 3");
+    }
+    // Without the saved reference the resume is refused, naming the key.
+    std::fs::remove_file(part.join("checkpoint-3/ref_model.safetensors")).unwrap();
+    let d = write("d.toml", &part, "4");
+    fails_with(
+        &grpo(&["train", "--config", d.to_str().unwrap(), "--resume"]),
+        &["loss.sync_ref_model"],
+    );
 }

@@ -45,6 +45,7 @@ use crate::trainer::step::{
     log_line, mean, progress_bar, step_metrics, truncate_metrics, write_rollouts, Rollout, Scores,
     StepTimes, Update,
 };
+use crate::trainer::tr_dpo;
 use crate::trainer::update::{accumulate, FrozenLogprobs, LossSettings, UpdateBatch};
 
 pub use crate::record::TrainSummary;
@@ -86,7 +87,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         // Harmless changes (output, logging, eval) take the new values from here on.
         state.config = cfg.to_toml()?;
         opt.load(&dir.join("optimizer.safetensors"))?;
-        crate::trainer::tr_dpo::check_resume(&cfg.loss, state.step)?;
+        tr_dpo::restore_reference(&cfg.loss, dir, state.step, run.reference.as_ref())?;
         if cfg.loss.entropy_bonus() && state.entropy_control.is_none() {
             state.entropy_control = Some(EntropyControl::new(&cfg.loss));
         }
@@ -117,7 +118,8 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         if interrupted.load(Ordering::SeqCst) {
             tracing::warn!("interrupted: saving checkpoint-{} and stopping", state.step);
             state.elapsed_s = prior_elapsed + t0.elapsed().as_secs_f64();
-            save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &state)?;
+            let dir = save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &state)?;
+            tr_dpo::save_reference(&cfg.loss, &dir, run.reference.as_ref())?;
             bail!(
                 "interrupted at step {} (checkpoint saved; continue with --resume)",
                 state.step
@@ -135,7 +137,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         let update = run.update(cfg, &mut opt, &mut state, &rollout, &credit, lr)?;
         state.step += 1;
         if let Some(reference) = &run.reference {
-            crate::trainer::tr_dpo::maybe_sync(&cfg.loss, state.step, &run.policy, reference)?;
+            tr_dpo::maybe_sync(&cfg.loss, state.step, &run.policy, reference)?;
         }
         let step_time = ts.elapsed().as_secs_f64();
         step_times.push(step_time);
@@ -186,13 +188,9 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         if cfg.train.save_steps > 0 && state.step.is_multiple_of(cfg.train.save_steps) {
             let mut s = state.clone();
             s.elapsed_s = prior_elapsed + t0.elapsed().as_secs_f64();
-            last_saved = Some(save_checkpoint(
-                &run.out,
-                &run.policy,
-                &run.base_dir,
-                &opt,
-                &s,
-            )?);
+            let dir = save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &s)?;
+            tr_dpo::save_reference(&cfg.loss, &dir, run.reference.as_ref())?;
+            last_saved = Some(dir);
             prune_checkpoints(&run.out, cfg.train.save_total_limit)?;
         }
     }
@@ -203,6 +201,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         Some(p) if p == checkpoint_dir(&run.out, state.step) => p,
         _ => {
             let p = save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &state)?;
+            tr_dpo::save_reference(&cfg.loss, &p, run.reference.as_ref())?;
             prune_checkpoints(&run.out, cfg.train.save_total_limit)?;
             p
         }
