@@ -447,3 +447,51 @@ fn tr_dpo_resumes_exactly() {
         &["loss.sync_ref_model"],
     );
 }
+
+/// The adaptive entropy coefficient is kept in `trainer_state.json`: a resumed run applies and
+/// moves it exactly as the uninterrupted one.
+#[test]
+fn adaptive_entropy_resumes_exactly() {
+    let model = format!(
+        "{:?}",
+        repo().join("models/tiny-math").display().to_string()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, out: &Path, steps: &str| {
+        let s: Vec<(&str, &str)> = vec![
+            ("model.path", &model),
+            ("loss.beta", "0.0"),
+            ("loss.entropy_coef", "0.01"),
+            ("loss.use_adaptive_entropy", "true"),
+            ("loss.entropy_target", "100.0"),
+            ("loss.entropy_coef_delta", "0.02"),
+            ("train.max_steps", steps),
+            ("train.save_steps", "1"),
+            ("eval.every", "0"),
+        ];
+        write_train_config(tmp.path(), name, out, &s)
+    };
+    let (full, part) = (tmp.path().join("full"), tmp.path().join("part"));
+    succeeds(&grpo(&[
+        "train",
+        "--config",
+        write("a.toml", &full, "3").to_str().unwrap(),
+    ]));
+    succeeds(&grpo(&[
+        "train",
+        "--config",
+        write("b.toml", &part, "2").to_str().unwrap(),
+    ]));
+    let c = write("c.toml", &part, "3");
+    succeeds(&grpo(&[
+        "train",
+        "--config",
+        c.to_str().unwrap(),
+        "--resume",
+    ]));
+    let (ma, mb) = (metrics(&full), metrics(&part));
+    for key in ["loss", "policy_loss", "entropy_coef", "grad_norm"] {
+        assert_eq!(ma[2][key], mb[2][key], "{key} at step 3");
+    }
+    assert!((ma[2]["entropy_coef"].as_f64().unwrap() - 0.07).abs() < 1e-12);
+}
