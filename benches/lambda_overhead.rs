@@ -126,6 +126,7 @@ fn update(r: &Rollout, weighting: ProcessWeighting) -> f64 {
         epsilon_high: 0.2,
         beta: 0.0,
         vocab_bias: None,
+        policy: None,
     };
     let pass = accumulate(
         &r.policy,

@@ -31,7 +31,10 @@ mod sft;
 
 pub use accumulation::Accumulation;
 pub use device::{parse_device, DType, Device};
-pub use loss::{Aggregation, LossSection, LossType, ProcessWeighting, ResolvedLoss, ScaleRewards};
+pub use loss::{
+    Aggregation, ImportanceSamplingLevel, LossSection, LossType, MultiObjectiveAggregation,
+    Objective, ProcessWeighting, ResolvedLoss, ScaleRewards,
+};
 pub use sft::{SftInit, SftSection};
 
 /// The whole run, one struct per TOML section.
@@ -179,6 +182,8 @@ pub struct RewardsSection {
     pub funcs: Vec<String>,
     /// One weight per function; empty = all 1.0.
     pub weights: Vec<f64>,
+    /// `sum_then_normalize` (default) or `normalize_then_sum` (GDPO), TRL's names.
+    pub multi_objective_aggregation: MultiObjectiveAggregation,
     /// How a completion's answer is found: `default` (math-verify's extraction), `lenient`
     /// (last `\boxed{}`, `####`, "the answer is"), `math`, `gsm8k` (also the last number),
     /// `boxed` (only `\boxed{}`).
@@ -202,6 +207,7 @@ impl Default for RewardsSection {
         Self {
             funcs: vec!["accuracy".into()],
             weights: Vec::new(),
+            multi_objective_aggregation: MultiObjectiveAggregation::SumThenNormalize,
             extract: "default".into(),
             format: "boxed".into(),
             length_target: 4000,
@@ -481,6 +487,10 @@ impl Config {
         }
         let l = &self.loss;
         l.resolved()?;
+        l.validate_options()?;
+        if l.sync_ref_model && self.lora.enabled() {
+            bail!("loss.sync_ref_model: not supported with [lora] (the reference is the base with the adapter off, there is no separate reference model to synchronize; TRL refuses it too)");
+        }
         self.lora.validate("lora")?;
         // `grpo sft` reads [sft]; `config show` and `train` check it too, so that every
         // command names the same bad value.

@@ -110,6 +110,23 @@ pub struct StepMetrics {
     pub clip_ratio_region_mean: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entropy: Option<f64>,
+    /// `cispo`: share of counted tokens (rows under sequence-level ratios) whose ratio passed
+    /// `epsilon_high` with a positive advantage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cispo_clip_ratio: Option<f64>,
+    /// `vespo`: mean Gamma weight φ over the completions.
+    #[serde(
+        rename = "vespo/phi_seq_mean",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub vespo_phi_seq_mean: Option<f64>,
+    /// With an entropy bonus: the loss without it (TRL's mean over micro-batches), and the
+    /// coefficient after the step (it moves under adaptive control).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy_coef: Option<f64>,
     /// Mean |trainer log-prob − sampler log-prob| of the sampled tokens: float noise on-policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprob_diff: Option<f64>,

@@ -163,6 +163,7 @@ fn check(policy: &Policy, reference: &Policy, vars: &[Var], mb: usize, beta: f64
         epsilon_high: 0.28,
         beta,
         vocab_bias: None,
+        policy: None,
     };
     let reference = (beta > 0.0).then_some(reference);
     let modes = [

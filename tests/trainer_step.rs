@@ -158,6 +158,7 @@ fn trainer_step(
         epsilon_high: P.epsilon_high,
         beta: P.beta,
         vocab_bias: None,
+        policy: None,
     };
     let pass = accumulate(
         policy,
@@ -354,6 +355,7 @@ fn bnpo_gives_one_gradient_for_1_and_k_equal_micro_batches() {
             epsilon_high: 0.2,
             beta: 0.04,
             vocab_bias: None,
+            policy: None,
         };
         accumulate(
             &policy,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossSection {
-    /// `grpo`, `bnpo`, `dapo`, `dr_grpo` or `lambda_grpo`.
+    /// `grpo`, `bnpo`, `dapo`, `dr_grpo`, `cispo`, `sapo`, `luspo`, `vespo` or `lambda_grpo`.
     #[serde(rename = "type")]
     pub loss_type: LossType,
     /// `none` or `lambda` (divide each token's term by its process-set size |λ|). Unset means
@@ -28,6 +28,39 @@ pub struct LossSection {
     pub mask_truncated_completions: bool,
     /// Leave groups whose rewards are all equal out of the loss (they still count in metrics).
     pub skip_zero_std_groups: bool,
+    /// `token` (one ratio per token) or `sequence` (GSPO: `exp` of the mean log-ratio).
+    pub importance_sampling_level: ImportanceSamplingLevel,
+    /// Two-sided clipping (INTELLECT-2): the unclipped ratio is capped at `delta`.
+    pub delta: Option<f64>,
+    /// DeepSeek-V3.2's off-policy sequence mask: a completion with a negative advantage whose
+    /// mean `old − current` log-prob exceeds this is left out of the policy term.
+    pub off_policy_mask_threshold: Option<f64>,
+    /// Keep only the top quantile of counted tokens by entropy in the policy term (1 = all).
+    pub top_entropy_quantile: f64,
+    /// Weight of the entropy bonus (mean entropy per token, subtracted from the loss).
+    pub entropy_coef: f64,
+    /// Skywork-OR1's adaptive entropy control: `entropy_coef` moves by `entropy_coef_delta`
+    /// per optimizer step towards keeping the entropy above `entropy_target`.
+    pub use_adaptive_entropy: bool,
+    pub entropy_coef_min: f64,
+    pub entropy_coef_max: f64,
+    pub entropy_coef_delta: f64,
+    pub entropy_target: f64,
+    /// Multiply the KL term by the importance ratio (DeepSeek-V3.2's unbiased KL gradient).
+    pub use_bias_correction_kl: bool,
+    /// `sapo`'s gate temperatures for positive and non-positive advantages.
+    pub sapo_temperature_pos: f64,
+    pub sapo_temperature_neg: f64,
+    /// `vespo`'s Gamma weighting `φ(w) = e^λ·w^k·e^(−λw)` per advantage sign.
+    pub vespo_k_pos: f64,
+    pub vespo_lambda_pos: f64,
+    pub vespo_k_neg: f64,
+    pub vespo_lambda_neg: f64,
+    /// TR-DPO: every `ref_model_sync_steps` steps the reference becomes
+    /// `α·policy + (1 − α)·reference` with `α = ref_model_mixup_alpha`.
+    pub sync_ref_model: bool,
+    pub ref_model_mixup_alpha: f64,
+    pub ref_model_sync_steps: usize,
 }
 
 impl LossSection {
@@ -64,8 +97,188 @@ impl Default for LossSection {
             scale_rewards: ScaleRewards::Group,
             mask_truncated_completions: false,
             skip_zero_std_groups: false,
+            importance_sampling_level: ImportanceSamplingLevel::Token,
+            delta: None,
+            off_policy_mask_threshold: None,
+            top_entropy_quantile: 1.0,
+            entropy_coef: 0.0,
+            use_adaptive_entropy: false,
+            entropy_coef_min: 0.0,
+            entropy_coef_max: 1.0,
+            entropy_coef_delta: 0.005,
+            entropy_target: 0.2,
+            use_bias_correction_kl: true,
+            sapo_temperature_pos: 1.0,
+            sapo_temperature_neg: 1.05,
+            vespo_k_pos: 2.0,
+            vespo_lambda_pos: 3.0,
+            vespo_k_neg: 3.0,
+            vespo_lambda_neg: 2.0,
+            sync_ref_model: false,
+            ref_model_mixup_alpha: 0.6,
+            ref_model_sync_steps: 512,
         }
     }
+}
+
+impl LossSection {
+    /// The checks of the keys TRL 1.16 added, with the pairs its `GRPOTrainer` warns about
+    /// refused (their messages are TRL's, naming our keys).
+    pub fn validate_options(&self) -> Result<()> {
+        let seq = self.importance_sampling_level == ImportanceSamplingLevel::Sequence;
+        match self.loss_type {
+            LossType::Luspo if !seq => bail!(
+                "loss.importance_sampling_level: loss.type = \"luspo\" needs importance_sampling_level = \"sequence\" \
+                 (LUSPO scales GSPO's sequence-level loss by length; TRL warns: \"should be set to 'sequence' to mirror \
+                 the paper's setup\")"
+            ),
+            LossType::Vespo if seq => bail!(
+                "loss.importance_sampling_level: loss.type = \"vespo\" computes sequence-level importance weights \
+                 itself; importance_sampling_level must be \"token\" (the default)"
+            ),
+            LossType::Bnpo | LossType::DrGrpo | LossType::Dapo | LossType::Cispo | LossType::LambdaGrpo
+                if seq =>
+            {
+                bail!(
+                    "loss.importance_sampling_level: with importance_sampling_level = \"sequence\", the `{}` loss \
+                     sums per-token contributions, which weights each sequence by its completion length instead of \
+                     optimizing the per-sequence objective; use loss.type = \"grpo\" (GSPO), \"sapo\" or \"luspo\"",
+                    self.loss_type
+                )
+            }
+            _ => {}
+        }
+        let finite = |key: &str, v: f64, ok: bool, what: &str| -> Result<()> {
+            if !(v.is_finite() && ok) {
+                bail!("loss.{key} = {v}: expected {what}");
+            }
+            Ok(())
+        };
+        if let Some(d) = self.delta {
+            finite(
+                "delta",
+                d,
+                d > 0.0,
+                "a finite number > 0 (the cap on the ratio; TRL recommends > 1 + epsilon)",
+            )?;
+        }
+        if let Some(t) = self.off_policy_mask_threshold {
+            finite(
+                "off_policy_mask_threshold",
+                t,
+                t >= 0.0,
+                "a finite number >= 0 (a KL threshold, e.g. 0.5)",
+            )?;
+        }
+        let q = self.top_entropy_quantile;
+        finite(
+            "top_entropy_quantile",
+            q,
+            (0.0..=1.0).contains(&q),
+            "a number in [0, 1]",
+        )?;
+        finite("entropy_coef", self.entropy_coef, true, "a finite number")?;
+        finite(
+            "entropy_coef_min",
+            self.entropy_coef_min,
+            true,
+            "a finite number",
+        )?;
+        finite(
+            "entropy_coef_max",
+            self.entropy_coef_max,
+            self.entropy_coef_max >= self.entropy_coef_min,
+            "a finite number >= loss.entropy_coef_min",
+        )?;
+        finite(
+            "entropy_coef_delta",
+            self.entropy_coef_delta,
+            self.entropy_coef_delta >= 0.0,
+            "a finite number >= 0",
+        )?;
+        finite(
+            "entropy_target",
+            self.entropy_target,
+            true,
+            "a finite number (nats)",
+        )?;
+        for (key, v) in [
+            ("sapo_temperature_pos", self.sapo_temperature_pos),
+            ("sapo_temperature_neg", self.sapo_temperature_neg),
+        ] {
+            finite(
+                key,
+                v,
+                v > 0.0,
+                "a finite number > 0 (the gate divides by it)",
+            )?;
+        }
+        for (key, v) in [
+            ("vespo_k_pos", self.vespo_k_pos),
+            ("vespo_lambda_pos", self.vespo_lambda_pos),
+            ("vespo_k_neg", self.vespo_k_neg),
+            ("vespo_lambda_neg", self.vespo_lambda_neg),
+        ] {
+            finite(key, v, true, "a finite number")?;
+        }
+        let a = self.ref_model_mixup_alpha;
+        finite(
+            "ref_model_mixup_alpha",
+            a,
+            (0.0..=1.0).contains(&a),
+            "a number in [0, 1]",
+        )?;
+        if self.ref_model_sync_steps == 0 {
+            bail!("loss.ref_model_sync_steps = 0: expected at least 1");
+        }
+        if self.sync_ref_model && self.beta == 0.0 {
+            bail!(
+                "loss.sync_ref_model: `sync_ref_model = true` while `beta = 0`, which means the reference model is \
+                 not used during training, so there is nothing to synchronize; set loss.sync_ref_model = false, or \
+                 loss.beta to a non-zero value"
+            );
+        }
+        Ok(())
+    }
+
+    /// The entropy bonus is on (TRL: a non-zero coefficient, or adaptive control).
+    pub fn entropy_bonus(&self) -> bool {
+        self.entropy_coef != 0.0 || self.use_adaptive_entropy
+    }
+}
+
+/// `loss.importance_sampling_level` (GSPO).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportanceSamplingLevel {
+    #[default]
+    Token,
+    Sequence,
+}
+
+/// `rewards.multi_objective_aggregation` (TRL's names; GDPO is `normalize_then_sum`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MultiObjectiveAggregation {
+    /// Weighted sum of the rewards, then `scale_rewards`.
+    #[default]
+    SumThenNormalize,
+    /// Each reward normalised within its group, weighted sum, then normalised over the batch.
+    NormalizeThenSum,
+}
+
+/// What the policy term of a token is (TRL's `_compute_loss` branches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// `−min(ρ·a, clip(ρ)·a)` (`grpo`, `bnpo`, `dapo`, `dr_grpo`, `luspo`).
+    Clip,
+    /// `−sg(min(ρ, ε_high))·a·log π` (MiniMax-M1).
+    Cispo,
+    /// `−σ(τ(ρ − 1))·4/τ·a` (soft gate).
+    Sapo,
+    /// `−sg(φ(w))·a·log π`, `w` the sequence ratio (Gamma weighting).
+    Vespo,
 }
 
 /// `loss.type` (§4, §6).
@@ -76,6 +289,14 @@ pub enum LossType {
     Bnpo,
     Dapo,
     DrGrpo,
+    /// MiniMax-M1: clipped, detached IS weight × advantage × log-prob, normalised like `dapo`.
+    Cispo,
+    /// Soft Adaptive Policy Optimization: a sigmoid gate instead of clipping, normalised like `grpo`.
+    Sapo,
+    /// Length-Unbiased Sequence Policy Optimization: each completion's term times its length.
+    Luspo,
+    /// Gamma weighting of the sequence-level IS weight, normalised like `dapo`.
+    Vespo,
     /// Shorthand for `dapo` + `process_weighting = "lambda"` (§6).
     LambdaGrpo,
 }
@@ -124,6 +345,8 @@ pub enum Aggregation {
     Dapo,
     /// `N·max_completion_length` over the step.
     DrGrpo,
+    /// `N`: each completion's token sum, then mean over completions (`luspo`).
+    Luspo,
 }
 
 /// A `loss.type` + `process_weighting` pair after §6's shorthand is expanded.
@@ -131,6 +354,7 @@ pub enum Aggregation {
 pub struct ResolvedLoss {
     pub aggregation: Aggregation,
     pub weighting: ProcessWeighting,
+    pub objective: Objective,
 }
 
 impl LossType {
@@ -141,6 +365,10 @@ impl LossType {
             LossType::Bnpo => "bnpo",
             LossType::Dapo => "dapo",
             LossType::DrGrpo => "dr_grpo",
+            LossType::Cispo => "cispo",
+            LossType::Sapo => "sapo",
+            LossType::Luspo => "luspo",
+            LossType::Vespo => "vespo",
             LossType::LambdaGrpo => "lambda_grpo",
         }
     }
@@ -156,11 +384,15 @@ impl LossType {
     /// Expands `lambda_grpo` to `dapo` + `lambda`; `lambda_grpo` with weighting `none` contradicts
     /// itself and is an error (§6).
     pub fn resolve(self, weighting: ProcessWeighting) -> Result<ResolvedLoss> {
-        let aggregation = match self {
-            LossType::Grpo => Aggregation::Grpo,
-            LossType::Bnpo => Aggregation::Bnpo,
-            LossType::Dapo => Aggregation::Dapo,
-            LossType::DrGrpo => Aggregation::DrGrpo,
+        let (aggregation, objective) = match self {
+            LossType::Grpo => (Aggregation::Grpo, Objective::Clip),
+            LossType::Bnpo => (Aggregation::Bnpo, Objective::Clip),
+            LossType::Dapo => (Aggregation::Dapo, Objective::Clip),
+            LossType::DrGrpo => (Aggregation::DrGrpo, Objective::Clip),
+            LossType::Cispo => (Aggregation::Dapo, Objective::Cispo),
+            LossType::Sapo => (Aggregation::Grpo, Objective::Sapo),
+            LossType::Luspo => (Aggregation::Luspo, Objective::Clip),
+            LossType::Vespo => (Aggregation::Dapo, Objective::Vespo),
             LossType::LambdaGrpo => {
                 if weighting == ProcessWeighting::None {
                     bail!(
@@ -171,12 +403,14 @@ impl LossType {
                 return Ok(ResolvedLoss {
                     aggregation: Aggregation::Dapo,
                     weighting: ProcessWeighting::Lambda,
+                    objective: Objective::Clip,
                 });
             }
         };
         Ok(ResolvedLoss {
             aggregation,
             weighting,
+            objective,
         })
     }
 }
@@ -205,6 +439,10 @@ mod tests {
             LossType::Bnpo,
             LossType::Dapo,
             LossType::DrGrpo,
+            LossType::Cispo,
+            LossType::Sapo,
+            LossType::Luspo,
+            LossType::Vespo,
             LossType::LambdaGrpo,
         ] {
             assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());

@@ -25,7 +25,7 @@ pub(crate) const SAVE_ELEMS: usize = 128 << 20;
 /// `[N, 3]` = (log p(target), entropy, log-sum-exp) per row of
 /// `softmax((hidden · weightᵀ) * inv_temperature + bias)`, for `hidden [N, H]`,
 /// `weight [V, H]`, `targets [N]` (u32). Differentiable in `hidden` and `weight` through
-/// column 0 only: entropy and log-sum-exp are statistics (callers detach them).
+/// columns 0 and 1 (the entropy, for an entropy bonus); the log-sum-exp is a statistic.
 #[derive(Debug, Clone)]
 pub(crate) struct LmHeadLogprobs {
     pub inv_temperature: f32,
@@ -101,6 +101,32 @@ impl Running {
             s: self.s * a + o.s * b,
             w: a * (self.w + (self.m - m) * self.s) + b * (o.w + (o.m - m) * o.s),
         }
+    }
+}
+
+/// One row block's `d z` when the entropy has a gradient `ge` as well as the log-prob (`g0`):
+/// with `z' = z·s + bias`, `log p = z' − lse`, `∂H/∂z'_v = −p_v (log p_v + H)`.
+fn entropy_grad_block(
+    z: &mut [f32],
+    s: f32,
+    bias: Option<&[f32]>,
+    target: Option<usize>,
+    res: &[f32],
+    g0: f32,
+    ge: f32,
+) {
+    let (h, lse) = (res[1], res[2]);
+    for (j, v) in z.iter_mut().enumerate() {
+        let lp = *v * s + bias.map_or(0.0, |b| b[j]) - lse;
+        let p = lp.exp();
+        *v = if p == 0.0 {
+            0.0
+        } else {
+            -s * p * (g0 + ge * (lp + h))
+        };
+    }
+    if let Some(t) = target {
+        z[t] += g0 * s;
     }
 }
 
@@ -245,7 +271,11 @@ impl CustomOp3 for LmHeadLogprobs {
             blk.par_chunks_mut(c).enumerate().for_each(|(i, z)| {
                 let t = tg[i] as usize;
                 let local = (v0..v0 + c).contains(&t).then(|| t - v0);
-                rows::logprob_grad_block(z, s, bias, local, res[i][2], g[i][0]);
+                if g[i][1] != 0.0 {
+                    entropy_grad_block(z, s, bias, local, &res[i], g[i][0], g[i][1]);
+                } else {
+                    rows::logprob_grad_block(z, s, bias, local, res[i][2], g[i][0]);
+                }
             });
             // d hidden += dZ · W_block ; d W_block = dZᵀ · hidden.
             matmul(
@@ -392,6 +422,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An entropy bonus: the entropy column carries a gradient too (split and whole blocks).
+    #[test]
+    fn entropy_gradient_matches_composed_ops() {
+        let (n, h, v) = (7, 5, 19);
+        let hid = Var::from_tensor(&randn(&[n, h], 4, 3.0)).unwrap();
+        let w = Var::from_tensor(&randn(&[v, h], 5, 2.0)).unwrap();
+        let tg = Tensor::new(&[0u32, 18, 5, 5, 7, 1, 11], &Device::Cpu).unwrap();
+        let (g0, ge) = (randn(&[n], 6, 2.0), randn(&[n], 7, 2.0));
+        let bias_v: Vec<f32> = (0..v)
+            .map(|i| if i % 5 == 4 { -1e9 } else { 0.03 * i as f32 })
+            .collect();
+        for (temp, bias) in [(1.0f32, None), (0.6, Some(bias_v))] {
+            let logits = hid.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();
+            let mut z = (logits / temp as f64).unwrap();
+            if let Some(b) = &bias {
+                z = z
+                    .broadcast_add(&Tensor::from_vec(b.clone(), v, &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+            let ls = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
+            let lp = ls
+                .gather(&tg.unsqueeze(1).unwrap(), 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap();
+            // Entropy from the unmasked columns only (the masked ones have p = 0 exactly).
+            let p = ls.exp().unwrap();
+            let plogp = (p * ls.clamp(-1e4f32, 0f32).unwrap()).unwrap();
+            let ent = plogp.sum(D::Minus1).unwrap().neg().unwrap();
+            let loss = ((lp * &g0).unwrap() + (ent * &ge).unwrap()).unwrap();
+            let gc = loss.sum_all().unwrap().backward().unwrap();
+            for (block, keep_logits) in [(0, false), (4, false), (6, true)] {
+                let op = LmHeadLogprobs {
+                    inv_temperature: 1.0 / temp,
+                    bias: bias.clone().map(Arc::new),
+                    block_cols: block,
+                    keep_logits,
+                    saved: Arc::default(),
+                };
+                let out = hid.as_tensor().apply_op3(w.as_tensor(), &tg, op).unwrap();
+                let lp = out.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
+                let e = out.narrow(1, 1, 1).unwrap().squeeze(1).unwrap();
+                let loss = ((lp * &g0).unwrap() + (e * &ge).unwrap()).unwrap();
+                let gf = loss.sum_all().unwrap().backward().unwrap();
+                for var in [&hid, &w] {
+                    let err = max_abs(gf.get(var).unwrap(), gc.get(var).unwrap());
+                    assert!(err < 1e-3, "grad error {err}, block {block}, temp {temp}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn out_of_range_targets_fail() {
+        let (n, h, v) = (9, 6, 23);
+        let hid = Var::from_tensor(&randn(&[n, h], 1, 3.0)).unwrap();
+        let w = Var::from_tensor(&randn(&[v, h], 2, 2.0)).unwrap();
         let bad = Tensor::new(&[0u32, 23, 0, 0, 0, 0, 0, 0, 0], &Device::Cpu).unwrap();
         let op = LmHeadLogprobs {
             inv_temperature: 1.0,

@@ -27,7 +27,7 @@ pub mod tokenizer;
 pub use checkpoint::copy_tokenizer_files;
 pub use config::ModelConfig;
 pub use kv_cache::KvCache;
-pub use policy::Policy;
+pub use policy::{EntropyGrad, Policy};
 pub use random::{random_qwen2_config, Qwen2Shape};
 pub use source::{cached_model_dir, resolve_model, resolve_model_dir, ModelSource, Need};
 pub use tokenizer::{ChatMessage, Tokenizer};

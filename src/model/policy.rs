@@ -309,7 +309,8 @@ impl Policy {
 
     /// Log-probs `[B, L]` (differentiable) of `targets [B, L]` predicted at positions
     /// `start .. start + L`, under `softmax(logits / temperature + vocab_bias)`, and the
-    /// entropy `[B, L]` (detached) of that distribution. The output projection runs only on
+    /// entropy `[B, L]` of that distribution (detached, unless an [`EntropyGrad`] guard is
+    /// alive on this thread). The output projection runs only on
     /// those L positions and the log-softmax is one fused pass, so this is the cheap way to
     /// score completions after a prompt (`start = prompt_len - 1`). `vocab_bias` is `[V]`.
     pub fn completion_logprobs(
@@ -395,7 +396,11 @@ impl Policy {
         let logp = logsm
             .gather(&targets.contiguous()?.unsqueeze(2)?, 2)?
             .squeeze(2)?;
-        let ls = logsm.detach();
+        let ls = if entropy_grad_on() {
+            logsm.clone()
+        } else {
+            logsm.detach()
+        };
         let entropy = (ls.exp()? * &ls)?.sum(D::Minus1)?.neg()?;
         Ok((logp, entropy))
     }
@@ -438,7 +443,8 @@ impl Policy {
         };
         let out = h.apply_op3(&weight, &targets.flatten_all()?.contiguous()?, op)?;
         let logp = out.narrow(1, 0, 1)?.reshape((b, l))?;
-        let entropy = out.detach().narrow(1, 1, 1)?.reshape((b, l))?;
+        let ent = if entropy_grad_on() { out } else { out.detach() };
+        let entropy = ent.narrow(1, 1, 1)?.reshape((b, l))?;
         Ok((logp, entropy))
     }
 
@@ -634,6 +640,31 @@ impl Policy {
     /// A KV cache sized for this model.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache> {
         KvCache::new(&self.config, batch, capacity, self.dtype, &self.device)
+    }
+}
+
+thread_local! {
+    static ENTROPY_GRAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn entropy_grad_on() -> bool {
+    ENTROPY_GRAD.with(|c| c.get())
+}
+
+/// While alive, the log-prob calls of this thread return an entropy that carries a gradient
+/// (an entropy bonus in the loss needs it). Off by default: the composed path would otherwise
+/// keep two more `[tokens × vocab]` tensors for a backward that never reads them.
+pub struct EntropyGrad(bool);
+
+impl EntropyGrad {
+    pub fn new(on: bool) -> Self {
+        EntropyGrad(ENTROPY_GRAD.with(|c| c.replace(on)))
+    }
+}
+
+impl Drop for EntropyGrad {
+    fn drop(&mut self) {
+        ENTROPY_GRAD.with(|c| c.set(self.0));
     }
 }
 

@@ -39,6 +39,43 @@ pub fn advantages(rewards: &[f64], group_size: usize, scale: ScaleRewards) -> Re
     Ok(out)
 }
 
+/// GDPO's advantages (`rewards.multi_objective_aggregation = "normalize_then_sum"`, TRL's
+/// formula): each reward function's scores normalised within each group
+/// (`(r − mean) / (std + eps)`), summed with `weights`, then normalised over the whole batch.
+/// `scale_rewards` does not apply (as in TRL).
+pub fn normalize_then_sum(
+    per_function: &[Vec<f64>],
+    weights: &[f64],
+    group_size: usize,
+) -> Result<Vec<f64>> {
+    let n = per_function.first().map_or(0, Vec::len);
+    check_groups(n, group_size)?;
+    if per_function.len() != weights.len() || per_function.iter().any(|f| f.len() != n) {
+        bail!(
+            "{} reward functions, {} weights",
+            per_function.len(),
+            weights.len()
+        );
+    }
+    let mut total = vec![0.0; n];
+    for (scores, &w) in per_function.iter().zip(weights) {
+        if let Some(bad) = scores.iter().position(|r| !r.is_finite()) {
+            bail!(
+                "reward of completion {bad} is {} (expected a finite number)",
+                scores[bad]
+            );
+        }
+        for (g, group) in scores.chunks(group_size).enumerate() {
+            let (m, sd) = (mean(group), sample_std(group));
+            for (j, r) in group.iter().enumerate() {
+                total[g * group_size + j] += w * (r - m) / (sd + STD_EPS);
+            }
+        }
+    }
+    let (m, sd) = (mean(&total), sample_std(&total));
+    Ok(total.iter().map(|r| (r - m) / (sd + STD_EPS)).collect())
+}
+
 /// Per group: whether all its rewards are equal (sample std ≈ 0), so it carries no policy gradient.
 pub fn zero_std_groups(rewards: &[f64], group_size: usize) -> Result<Vec<bool>> {
     check_groups(rewards.len(), group_size)?;
@@ -98,6 +135,24 @@ mod tests {
         assert_eq!(a, vec![0.0, 0.0, 0.0]);
         let a = advantages(&[1.0], 1, ScaleRewards::Batch).unwrap();
         assert_eq!(a, vec![0.0]);
+    }
+
+    #[test]
+    fn gdpo_normalises_each_reward_then_the_batch() {
+        // Two functions, two groups of 2; function 2 is 10× function 1 in scale, which the
+        // per-function normalisation removes: each becomes ±d/(s + eps) within its group.
+        let f1 = vec![1.0, 0.0, 0.0, 1.0];
+        let f2 = vec![10.0, 0.0, 10.0, 0.0];
+        let a = normalize_then_sum(&[f1, f2], &[1.0, 2.0], 2).unwrap();
+        let z1 = 0.5 / (0.5f64.sqrt() + STD_EPS);
+        let z2 = 5.0 / (50f64.sqrt() + STD_EPS);
+        let t = [z1 + 2.0 * z2, -z1 - 2.0 * z2, -z1 + 2.0 * z2, z1 - 2.0 * z2];
+        // Batch mean 0; sample std over the 4.
+        let sd = (t.iter().map(|x| x * x).sum::<f64>() / 3.0).sqrt();
+        for (x, y) in a.iter().zip(t) {
+            assert!((x - y / (sd + STD_EPS)).abs() < 1e-12, "{x} vs {y}");
+        }
+        assert!(normalize_then_sum(&[vec![1.0, 0.0]], &[1.0, 2.0], 2).is_err());
     }
 
     #[test]

@@ -58,15 +58,28 @@ pub fn assign(
     truncated: &[bool],
     rewards: &[f64],
 ) -> Result<Credit> {
+    let a = advantages(rewards, s.group_size, s.loss.scale_rewards)?;
+    assign_with(s, completions, truncated, rewards, a)
+}
+
+/// [`assign`] with the advantages given (GDPO's `normalize_then_sum` computes them from each
+/// reward function); `rewards` still decide which groups have zero variance.
+pub fn assign_with(
+    s: &CreditSettings,
+    completions: &[&[u32]],
+    truncated: &[bool],
+    rewards: &[f64],
+    advantages: Vec<f64>,
+) -> Result<Credit> {
     let (n, g) = (completions.len(), s.group_size);
-    if truncated.len() != n || rewards.len() != n {
+    if truncated.len() != n || rewards.len() != n || advantages.len() != n {
         bail!(
-            "{n} completions with {} truncation flags and {} rewards",
+            "{n} completions with {} truncation flags, {} rewards and {} advantages",
             truncated.len(),
-            rewards.len()
+            rewards.len(),
+            advantages.len()
         );
     }
-    let advantages = advantages(rewards, g, s.loss.scale_rewards)?;
     let zero_std = zero_std_groups(rewards, g)?;
     let counted: Vec<bool> = (0..n)
         .map(|i| {

@@ -25,6 +25,7 @@ pub mod sft;
 pub mod state;
 mod step;
 pub mod sweep;
+pub mod tr_dpo;
 pub mod update;
 
 /// The prefix-tree math moved below the trainer (analysis uses it too); this path still works.

@@ -23,7 +23,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
-use crate::config::{Aggregation, Config};
+use crate::config::{Aggregation, Config, MultiObjectiveAggregation};
 use crate::data::dataset::Example;
 use crate::data::sets::load_data_sets;
 use crate::eval::{evaluate, EvalSet, EvalSettings};
@@ -31,9 +31,10 @@ use crate::model::{resolve_model, Need, Policy, Tokenizer};
 use crate::resolve::Resolved;
 use crate::rewards::{self, RewardFn};
 use crate::sampler::{self, mix_seed, FinishReason, SamplingParams};
+use crate::trainer::advantages::normalize_then_sum;
 use crate::trainer::credit::{self, Credit, CreditSettings};
 use crate::trainer::lock::RunLock;
-use crate::trainer::loss::LossStats;
+use crate::trainer::loss::{EntropyControl, LossStats, PolicyOptions};
 use crate::trainer::memory;
 use crate::trainer::optim::{clip_grad_norm, learning_rate, Optimizer};
 use crate::trainer::rollout::step_prompt_indices;
@@ -45,6 +46,7 @@ use crate::trainer::step::{
     log_line, mean, progress_bar, step_metrics, truncate_metrics, write_rollouts, Rollout, Scores,
     StepTimes, Update,
 };
+use crate::trainer::tr_dpo;
 use crate::trainer::update::{accumulate, FrozenLogprobs, LossSettings, UpdateBatch};
 
 pub use crate::record::TrainSummary;
@@ -73,6 +75,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         initial_val_accuracy: None,
         elapsed_s: 0.0,
         config: cfg.to_toml()?,
+        entropy_control: cfg
+            .loss
+            .entropy_bonus()
+            .then(|| EntropyControl::new(&cfg.loss)),
     };
     let metrics_path = run.out.join("metrics.jsonl");
     if let Some(dir) = &run.resume_dir {
@@ -82,6 +88,10 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         // Harmless changes (output, logging, eval) take the new values from here on.
         state.config = cfg.to_toml()?;
         opt.load(&dir.join("optimizer.safetensors"))?;
+        tr_dpo::restore_reference(&cfg.loss, dir, state.step, run.reference.as_ref())?;
+        if cfg.loss.entropy_bonus() && state.entropy_control.is_none() {
+            state.entropy_control = Some(EntropyControl::new(&cfg.loss));
+        }
         tracing::info!(step = state.step, dir = %dir.display(), "resumed");
         truncate_metrics(&metrics_path, state.step)?;
     } else {
@@ -109,7 +119,8 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         if interrupted.load(Ordering::SeqCst) {
             tracing::warn!("interrupted: saving checkpoint-{} and stopping", state.step);
             state.elapsed_s = prior_elapsed + t0.elapsed().as_secs_f64();
-            save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &state)?;
+            let dir = save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &state)?;
+            tr_dpo::save_reference(&cfg.loss, &dir, run.reference.as_ref())?;
             bail!(
                 "interrupted at step {} (checkpoint saved; continue with --resume)",
                 state.step
@@ -126,6 +137,9 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         let time_score = ts_score.elapsed().as_secs_f64();
         let update = run.update(cfg, &mut opt, &mut state, &rollout, &credit, lr)?;
         state.step += 1;
+        if let Some(reference) = &run.reference {
+            tr_dpo::maybe_sync(&cfg.loss, state.step, &run.policy, reference)?;
+        }
         let step_time = ts.elapsed().as_secs_f64();
         step_times.push(step_time);
 
@@ -175,13 +189,9 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         if cfg.train.save_steps > 0 && state.step.is_multiple_of(cfg.train.save_steps) {
             let mut s = state.clone();
             s.elapsed_s = prior_elapsed + t0.elapsed().as_secs_f64();
-            last_saved = Some(save_checkpoint(
-                &run.out,
-                &run.policy,
-                &run.base_dir,
-                &opt,
-                &s,
-            )?);
+            let dir = save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &s)?;
+            tr_dpo::save_reference(&cfg.loss, &dir, run.reference.as_ref())?;
+            last_saved = Some(dir);
             prune_checkpoints(&run.out, cfg.train.save_total_limit)?;
         }
     }
@@ -192,6 +202,7 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         Some(p) if p == checkpoint_dir(&run.out, state.step) => p,
         _ => {
             let p = save_checkpoint(&run.out, &run.policy, &run.base_dir, &opt, &state)?;
+            tr_dpo::save_reference(&cfg.loss, &p, run.reference.as_ref())?;
             prune_checkpoints(&run.out, cfg.train.save_total_limit)?;
             p
         }
@@ -507,12 +518,13 @@ impl Run {
             sampler_logprobs: Some(&sampled),
             share: cfg.train.share_prefixes,
         };
-        let settings = LossSettings {
+        let mut settings = LossSettings {
             temperature: cfg.sampling.temperature,
             epsilon_low: cfg.loss.epsilon,
             epsilon_high: cfg.loss.epsilon_high(),
             beta: cfg.loss.beta,
             vocab_bias: self.vocab_bias.as_ref(),
+            policy: None,
         };
         let mut frozen = FrozenLogprobs::default();
         let mut first = None;
@@ -520,7 +532,12 @@ impl Run {
         let mut clip = LossStats::default();
         let mut tokens_processed = 0;
         let (mut low_min, mut high_max) = (None::<f64>, None::<f64>);
+        let mut policy_loss = 0.0;
         for iteration in 0..cfg.loss.num_iterations {
+            // Each pass is an optimizer step: the adaptive entropy coefficient moves between them.
+            let ctl = state.entropy_control;
+            let coef = ctl.map_or(0.0, |c| c.applied(&cfg.loss));
+            settings.policy = Some(PolicyOptions::new(&cfg.loss, self.res.loss, coef));
             let mut pass = accumulate(
                 &self.policy,
                 self.reference.as_ref(),
@@ -530,10 +547,18 @@ impl Run {
                 &mut frozen,
             )?;
             tokens_processed += pass.tokens_processed;
+            if let Some(c) = state.entropy_control.as_mut() {
+                c.update(
+                    &cfg.loss,
+                    pass.stats.bonus_entropy_sum,
+                    pass.stats.bonus_tokens,
+                );
+            }
             grad_norm = clip_grad_norm(&mut pass.grads, cfg.optim.max_grad_norm)?;
             let loss = pass.loss;
             if first.is_none() {
                 first = Some((pass.loss, pass.stats, pass.entropy_sum, pass.logprob_diff));
+                policy_loss = pass.policy_loss;
             }
             if iteration > 0 || cfg.loss.num_iterations == 1 {
                 clip += pass.stats;
@@ -574,6 +599,9 @@ impl Run {
             clip_low_min: low_min.unwrap_or(0.0),
             clip_high_max: high_max.unwrap_or(0.0),
             logprob_diff: diff.0 / diff.1.max(1) as f64,
+            policy_loss,
+            entropy_coef: state.entropy_control.map(|c| c.coef),
+            objective: self.res.loss.objective,
             grad_norm,
             skipped,
             time: ts.elapsed().as_secs_f64(),
@@ -596,7 +624,17 @@ impl Run {
             max_completion_length: cfg.sampling.max_completion_length,
             micro_batch: comps.len() / self.micro_batches,
         };
-        credit::assign(&settings, &token_ids, &truncated, &scores.total)
+        match cfg.rewards.multi_objective_aggregation {
+            MultiObjectiveAggregation::SumThenNormalize => {
+                credit::assign(&settings, &token_ids, &truncated, &scores.total)
+            }
+            MultiObjectiveAggregation::NormalizeThenSum => {
+                let weights: Vec<f64> = self.reward_fns.iter().map(|f| f.weight()).collect();
+                let g = cfg.sampling.num_generations;
+                let a = normalize_then_sum(&scores.per_function, &weights, g)?;
+                credit::assign_with(&settings, &token_ids, &truncated, &scores.total, a)
+            }
+        }
     }
 
     /// Validation accuracy (mean pass@1 over `eval.n` samples) by the same code as `grpo eval`,

@@ -27,6 +27,9 @@ pub struct TrainerState {
     pub elapsed_s: f64,
     /// The resolved config of the run, as TOML.
     pub config: String,
+    /// The entropy bonus's coefficient and last entropy (adaptive control), when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy_control: Option<crate::trainer::loss::EntropyControl>,
 }
 
 pub fn checkpoint_dir(out: &Path, step: usize) -> PathBuf {

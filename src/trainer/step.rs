@@ -11,7 +11,7 @@ use crate::record::{RewardScores, RolloutCompletion, RolloutGroup, StepMetrics};
 use crate::rewards::RewardFn;
 use crate::sampler::{Completion, FinishReason};
 use crate::trainer::credit::Credit;
-use crate::trainer::loss::LossStats;
+use crate::trainer::loss::{LossStats, Objective};
 
 /// One step's prompts and the completions sampled for them (`G` per prompt, in prompt order).
 pub(super) struct Rollout<'a> {
@@ -45,6 +45,11 @@ pub(super) struct Update {
     pub(super) clip_low_min: f64,
     pub(super) clip_high_max: f64,
     pub(super) logprob_diff: f64,
+    /// TRL's `policy_loss` (first pass), and the entropy coefficient after the step.
+    pub(super) policy_loss: f64,
+    pub(super) entropy_coef: Option<f64>,
+    /// Which metrics TRL logs for the type: `clip_ratio/*`, `cispo_clip_ratio` or `vespo/*`.
+    pub(super) objective: Objective,
     pub(super) grad_norm: f64,
     /// The update was skipped (non-finite loss or gradient).
     pub(super) skipped: bool,
@@ -83,6 +88,7 @@ pub(super) fn step_metrics(
         .count();
     let zero_std = credit.zero_std.iter().filter(|&&z| z).count();
     let p = &credit.process;
+    let clip = update.objective == Objective::Clip;
     StepMetrics {
         step,
         loss: Some(update.loss),
@@ -101,12 +107,18 @@ pub(super) fn step_metrics(
         completion_length_max: Some(lens.iter().max().copied().unwrap_or(0)),
         truncated_fraction: Some(truncated as f64 / n),
         kl: Some(update.stats.kl_mean()),
-        clip_fraction: Some(update.clip.clip_fraction()),
-        clip_ratio_low_mean: Some(update.clip.low_clip_fraction()),
-        clip_ratio_low_min: Some(update.clip_low_min),
-        clip_ratio_high_mean: Some(update.clip.high_clip_fraction()),
-        clip_ratio_high_max: Some(update.clip_high_max),
-        clip_ratio_region_mean: Some(update.clip.clip_fraction()),
+        clip_fraction: clip.then(|| update.clip.clip_fraction()),
+        clip_ratio_low_mean: clip.then(|| update.clip.low_clip_fraction()),
+        clip_ratio_low_min: clip.then_some(update.clip_low_min),
+        clip_ratio_high_mean: clip.then(|| update.clip.high_clip_fraction()),
+        clip_ratio_high_max: clip.then_some(update.clip_high_max),
+        clip_ratio_region_mean: clip.then(|| update.clip.clip_fraction()),
+        cispo_clip_ratio: (update.objective == Objective::Cispo)
+            .then(|| update.clip.cispo_clip_ratio()),
+        vespo_phi_seq_mean: (update.objective == Objective::Vespo)
+            .then(|| update.stats.phi_seq_mean()),
+        policy_loss: update.entropy_coef.map(|_| update.policy_loss),
+        entropy_coef: update.entropy_coef,
         entropy: Some(update.entropy_sum / update.stats.tokens.max(1.0)),
         logprob_diff: Some(update.logprob_diff),
         grad_norm: Some(update.grad_norm),

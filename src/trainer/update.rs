@@ -6,14 +6,14 @@
 //! [`GradAccumulator`] (summing micro-batch gradients) is shared with `grpo sft`; both then clip
 //! with `optim::clip_grad_norm`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
 use crate::config::SharePrefixes;
-use crate::model::Policy;
+use crate::model::{EntropyGrad, Policy};
 use crate::trainer::inplace;
-use crate::trainer::loss::{self, LossStats};
+use crate::trainer::loss::{self, Advantage, LossStats, PolicyOptions, PolicyRow};
 use crate::trainer::rollout::{pack, PackedBatch};
 
 /// What one optimizer step trains on, row by row (one row per completion).
@@ -46,20 +46,27 @@ pub struct LossSettings<'a> {
     pub beta: f64,
     /// `[V]` additive logit bias restricting the vocabulary, as the sampler did.
     pub vocab_bias: Option<&'a Tensor>,
+    /// Every option of the loss (type, IS level, masks, entropy bonus, ...); `None` is the
+    /// clipped loss of `epsilon_low`, `epsilon_high` and `beta` alone (no bias-corrected KL).
+    pub policy: Option<PolicyOptions>,
 }
 
-/// `old` and `ref` log-probs per micro-batch: taken on the step's first pass and reused by the
-/// later ones (μ > 1), so every pass is measured against the policy that sampled the batch.
+/// `old` and `ref` log-probs per micro-batch (rows × width, float64 on the host): taken on the
+/// step's first pass and reused by the later ones (μ > 1), so every pass is measured against
+/// the policy that sampled the batch.
 #[derive(Default)]
 pub struct FrozenLogprobs {
-    old: Vec<Option<Tensor>>,
-    reference: Vec<Option<Tensor>>,
+    old: Vec<Option<Vec<Vec<f64>>>>,
+    reference: Vec<Option<Vec<Vec<f64>>>>,
 }
 
 /// The outcome of one pass over the batch.
 pub struct Pass {
     /// Sum of the micro-batch losses (the step's loss: coefficients are normalised per step).
     pub loss: f64,
+    /// TRL's `policy_loss`: the mean over micro-batches of each one's policy loss (without the
+    /// entropy bonus), as TRL logs it.
+    pub policy_loss: f64,
     /// Accumulated gradients, one per variable (zeros where the loss does not reach it).
     pub grads: Vec<Tensor>,
     /// Token statistics over the tokens that count (`c ≠ 0`).
@@ -96,9 +103,13 @@ pub fn accumulate(
         frozen.reference = vec![None; chunks];
     }
     let device = &policy.device;
+    let options = settings.policy.unwrap_or_else(|| {
+        PolicyOptions::clipped(settings.epsilon_low, settings.epsilon_high, settings.beta)
+    });
     let mut grads = GradAccumulator::new(vars.len());
     let mut pass = Pass {
         loss: 0.0,
+        policy_loss: 0.0,
         grads: Vec::new(),
         stats: LossStats::default(),
         micro_batch_stats: Vec::with_capacity(chunks),
@@ -109,55 +120,96 @@ pub fn accumulate(
     for (k, start) in (0..n).step_by(mb).enumerate() {
         let rows = start..(start + mb).min(n);
         let mb_rows = MicroBatch::new(batch, rows.clone(), device)?;
-        let (logp, entropy, tokens) = mb_rows.logprobs(policy, settings)?;
+        let (logp, entropy, tokens) = {
+            let _grad = EntropyGrad::new(options.entropy_bonus);
+            mb_rows.logprobs(policy, settings)?
+        };
         pass.tokens_processed += tokens;
+        let host =
+            |t: &Tensor| -> Result<Vec<Vec<f64>>> { Ok(t.to_dtype(DType::F64)?.to_vec2::<f64>()?) };
+        let logp_host = host(&logp)?;
         if first {
             // How far the trainer's log-probs are from the sampler's (same weights, other
             // code path): float noise; a gap means the update is off-policy.
             if let Some(sampled) = batch.sampler_logprobs {
-                let trainer_lp = logp.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-                for (row, s) in trainer_lp.iter().zip(&sampled[rows.clone()]) {
-                    for (a, b) in row.iter().zip(s) {
-                        pass.logprob_diff.0 += f64::from((a - b).abs());
+                for (row, s) in logp_host.iter().zip(&sampled[rows.clone()]) {
+                    for (&a, &b) in row.iter().zip(s) {
+                        pass.logprob_diff.0 += (a as f32 - b).abs() as f64;
                         pass.logprob_diff.1 += 1;
                     }
                 }
             }
-            frozen.old[k] = Some(logp.detach());
+            frozen.old[k] = Some(logp_host.clone());
             if let Some(reference) = reference {
                 let (r, _, tokens) = mb_rows.logprobs(reference, settings)?;
                 pass.tokens_processed += tokens;
-                frozen.reference[k] = Some(r.detach());
+                frozen.reference[k] = Some(host(&r)?);
             }
         }
-        let coef = loss::coefficients_tensor(
-            &batch.coefficients[rows.clone()],
-            logp.dim(1)?,
-            DType::F32,
+        let width = logp.dim(1)?;
+        let coef = &batch.coefficients[rows.clone()];
+        for (i, c) in coef.iter().enumerate() {
+            if c.len() > width && c[width..].iter().any(|&x| x != 0.0) {
+                bail!(
+                    "completion {i}: {} coefficient positions do not fit a width of {width}",
+                    c.len()
+                );
+            }
+        }
+        let coef: Vec<Vec<f64>> = coef
+            .iter()
+            .map(|c| {
+                (0..width)
+                    .map(|t| c.get(t).copied().unwrap_or(0.0))
+                    .collect()
+            })
+            .collect();
+        let mask: Vec<Vec<bool>> = coef
+            .iter()
+            .map(|c| c.iter().map(|&x| x != 0.0).collect())
+            .collect();
+        let entropy_host = host(&entropy.detach())?;
+        let old = frozen.old[k].as_ref().context("old log-probs")?;
+        let refs = frozen.reference[k].as_ref();
+        let policy_rows: Vec<PolicyRow> = (0..rows.len())
+            .map(|i| PolicyRow {
+                logp: &logp_host[i],
+                old_logp: &old[i],
+                ref_logp: refs.map(|r| r[i].as_slice()),
+                advantage: Advantage::Sequence(batch.advantages[rows.start + i]),
+                mask: &mask[i],
+                coef: &coef[i],
+                entropy: Some(&entropy_host[i]),
+            })
+            .collect();
+        let out = loss::micro_batch_loss(&policy_rows, &options, chunks)?;
+        pass.loss += out.value;
+        pass.policy_loss +=
+            loss::policy_loss_metric(options.aggregation, out.policy_value, chunks) / chunks as f64;
+        let counted = Tensor::from_vec(
+            mask.iter()
+                .flatten()
+                .map(|&m| f32::from(u8::from(m)))
+                .collect::<Vec<_>>(),
+            (rows.len(), width),
             device,
         )?;
-        let adv: Vec<f32> = batch.advantages[rows.clone()]
-            .iter()
-            .map(|&a| a as f32)
-            .collect();
-        let adv = Tensor::from_vec(adv, rows.len(), device)?;
-        let old = frozen.old[k].as_ref().context("old log-probs")?;
-        let (loss_t, stats) = loss::token_loss_candle(
-            &logp,
-            old,
-            frozen.reference[k].as_ref(),
-            &adv,
-            &coef,
-            settings.epsilon_low,
-            settings.epsilon_high,
-            settings.beta,
-        )?;
-        pass.loss += loss_t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let counted = coef.ne(0.0)?.to_dtype(DType::F32)?;
-        pass.entropy_sum += (entropy * counted)?.sum_all()?.to_scalar::<f32>()? as f64;
-        pass.stats += stats;
-        pass.micro_batch_stats.push(stats);
-        grads.add(&loss_t.backward()?, vars)?;
+        pass.entropy_sum += (entropy.detach().to_dtype(DType::F32)? * counted)?
+            .sum_all()?
+            .to_scalar::<f32>()? as f64;
+        pass.stats += out.stats;
+        pass.micro_batch_stats.push(out.stats);
+        // The surrogate Σ g·log π (+ Σ h·H) has the loss's gradient in every weight (chain rule).
+        let to_tensor = |g: &[Vec<f64>], like: &Tensor| -> Result<Tensor> {
+            let flat: Vec<f32> = g.iter().flatten().map(|&x| x as f32).collect();
+            Ok(Tensor::from_vec(flat, (rows.len(), width), device)?.to_dtype(like.dtype())?)
+        };
+        let mut surrogate = (&logp * to_tensor(&out.grad_logp, &logp)?)?.sum_all()?;
+        if out.grad_entropy.iter().flatten().any(|&x| x != 0.0) {
+            let bonus = (&entropy * to_tensor(&out.grad_entropy, &entropy)?)?.sum_all()?;
+            surrogate = (surrogate + bonus)?;
+        }
+        grads.add(&surrogate.backward()?, vars)?;
     }
     pass.grads = grads.finish(vars)?;
     Ok(pass)

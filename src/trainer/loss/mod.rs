@@ -15,7 +15,15 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::{Aggregation, LossType, ProcessWeighting, ResolvedLoss};
+pub use crate::config::{
+    Aggregation, ImportanceSamplingLevel, LossType, Objective, ProcessWeighting, ResolvedLoss,
+};
+
+mod entropy;
+mod policy;
+
+pub use entropy::{high_entropy_mask, quantile, EntropyControl};
+pub use policy::{micro_batch_loss, policy_loss_metric, MicroBatchLoss, PolicyOptions, PolicyRow};
 
 /// What the coefficients of one completion depend on.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +69,7 @@ pub fn token_coefficients(
                 Aggregation::Bnpo => (micro_tokens[s.micro_batch] * micro_tokens.len()) as f64,
                 Aggregation::Dapo => step_tokens as f64,
                 Aggregation::DrGrpo => n * max_completion_length as f64,
+                Aggregation::Luspo => n,
             };
             let lambda = match (loss.weighting, s.lambda_sizes) {
                 (ProcessWeighting::None, _) => None,
@@ -155,20 +164,46 @@ pub struct LossStats {
     pub clipped_low: f64,
     /// Tokens with `ρ > 1 + ε_high` and `a > 0` (TRL's `high_clip`).
     pub clipped_high: f64,
-    /// `Σ k3` over counted tokens (0 without reference log-probs).
+    /// `Σ k3` over counted tokens (0 without reference log-probs; times the ratio under
+    /// `use_bias_correction_kl`, as TRL logs it).
     pub kl_sum: f64,
+    /// What the clip counts are over: counted tokens, or rows under sequence-level ratios
+    /// (TRL's `global_masked_mean` of a `(B, 1)` tensor). 0 means `tokens`.
+    pub clip_units: f64,
+    /// `cispo`: units with `ρ > ε_high` and `a > 0` (TRL's `cispo_clip_ratio`).
+    pub cispo_clipped: f64,
+    /// `vespo`: `Σ φ` over rows, and the rows (TRL's `vespo/phi_seq_mean`).
+    pub phi_sum: f64,
+    pub rows: f64,
+    /// Entropy over the tokens the entropy bonus acts on, and their count (the adaptive
+    /// controller's window).
+    pub bonus_entropy_sum: f64,
+    pub bonus_tokens: f64,
 }
 
 impl LossStats {
     /// Fraction of counted tokens where the clipped branch is active.
     pub fn clip_fraction(&self) -> f64 {
-        ratio(self.clipped_low + self.clipped_high, self.tokens)
+        ratio(self.clipped_low + self.clipped_high, self.units())
     }
     pub fn low_clip_fraction(&self) -> f64 {
-        ratio(self.clipped_low, self.tokens)
+        ratio(self.clipped_low, self.units())
     }
     pub fn high_clip_fraction(&self) -> f64 {
-        ratio(self.clipped_high, self.tokens)
+        ratio(self.clipped_high, self.units())
+    }
+    pub fn cispo_clip_ratio(&self) -> f64 {
+        ratio(self.cispo_clipped, self.units())
+    }
+    pub fn phi_seq_mean(&self) -> f64 {
+        ratio(self.phi_sum, self.rows)
+    }
+    fn units(&self) -> f64 {
+        if self.clip_units > 0.0 {
+            self.clip_units
+        } else {
+            self.tokens
+        }
     }
     /// Mean `k3` estimate of `KL(π_θ ‖ π_ref)` per counted token.
     pub fn kl_mean(&self) -> f64 {
@@ -182,6 +217,12 @@ impl std::ops::AddAssign for LossStats {
         self.clipped_low += o.clipped_low;
         self.clipped_high += o.clipped_high;
         self.kl_sum += o.kl_sum;
+        self.clip_units += o.clip_units;
+        self.cispo_clipped += o.cispo_clipped;
+        self.phi_sum += o.phi_sum;
+        self.rows += o.rows;
+        self.bonus_entropy_sum += o.bonus_entropy_sum;
+        self.bonus_tokens += o.bonus_tokens;
     }
 }
 
@@ -371,6 +412,7 @@ pub fn token_loss_candle(
         clipped_low: f64::from(sums[1]),
         clipped_high: f64::from(sums[2]),
         kl_sum: f64::from(sums[3]),
+        ..LossStats::default()
     };
     Ok((loss, stats))
 }
