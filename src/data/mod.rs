@@ -3,7 +3,10 @@
 
 pub mod benchmarks;
 pub mod chain;
+#[cfg(test)]
+mod chain_tests;
 pub mod dataset;
+pub mod problem;
 pub mod prompt;
 pub mod task;
 pub mod tokenizer;

@@ -9,7 +9,7 @@
 //! next rotary position.
 
 use super::config::ModelConfig;
-use super::infer::{kv_block_len, HostLayer, Workspace, KEY_TILE};
+use super::host_kv::{kv_block_len, HostLayer, Workspace, KEY_TILE};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 

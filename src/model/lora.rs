@@ -303,7 +303,7 @@ pub(crate) struct Adapter {
 
 /// `(module path, [out, in])` of every linear projection of the model.
 fn linear_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    super::qwen2::parameter_specs(cfg)
+    super::params::parameter_specs(cfg)
         .into_iter()
         .filter_map(|(name, shape)| {
             let module = name.strip_suffix(".weight")?;

@@ -13,8 +13,8 @@
 
 use super::kernels::bf16::{matmul_p, Precision};
 use super::kernels::gemm::Operand;
+use super::linear::Linear;
 use super::ops::f32_slice as f32s;
-use super::qwen2::Linear;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 

@@ -8,7 +8,7 @@
 //! check them against the composed versions. Only f32 on CPU; callers fall back to the
 //! composed ops elsewhere.
 
-use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 /// Rows per rayon task: amortises scheduling for short rows.
@@ -23,6 +23,16 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result
         bail!("{what}: expected a contiguous tensor")
     };
     Ok(&v[a..b])
+}
+
+/// Differentiable softmax over the last axis (the composed reference of [`MaskedSoftmax`] and
+/// the fallback where it does not run): the max is detached because softmax is
+/// shift-invariant, so it carries no gradient.
+pub(crate) fn softmax_train(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let s = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&s)
 }
 
 /// `softmax(scores + bias)` over the last axis, `scores [B, H, T, L]`, `bias [B, 1, T, L]`
@@ -184,8 +194,7 @@ mod tests {
         let bias = Tensor::from_vec(bias, (b, 1, t, l), &Device::Cpu).unwrap();
         let w = randn(&[b, h, t, l], 2);
         let fused = x.as_tensor().apply_op2(&bias, MaskedSoftmax).unwrap();
-        let composed =
-            crate::model::qwen2::softmax_train(&x.broadcast_add(&bias).unwrap()).unwrap();
+        let composed = softmax_train(&x.broadcast_add(&bias).unwrap()).unwrap();
         assert!(max_abs(&fused, &composed) < 1e-6);
         let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let gc = (composed * &w)

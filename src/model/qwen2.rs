@@ -24,10 +24,12 @@ use super::bf16_copies::{layer_key, Stack, WeightCopies, WeightPrec, HEAD_KEY};
 use super::config::ModelConfig;
 use super::kernels::bf16::Precision;
 use super::layer_ops::{RmsNorm, SwiGlu, SwiGluDown};
+pub(crate) use super::linear::Linear;
 use super::linear_op::LinearOp;
-use super::lora::{self, LoraLayer};
+use super::lora;
 use super::lora_op;
-use super::ops::MaskedSoftmax;
+use super::ops::{softmax_train, MaskedSoftmax};
+pub(crate) use super::params::parameter_specs;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use std::sync::{Arc, Mutex};
@@ -35,30 +37,6 @@ use std::sync::{Arc, Mutex};
 /// Additive mask value for disallowed keys. Finite so that a fully masked (padding) query row
 /// gives a uniform distribution instead of NaNs that would leak through `0 * NaN`.
 const MASK_VALUE: f32 = -1e30;
-
-/// `y = x W^T (+ b)` for `x` of shape `[B, T, in]`.
-#[derive(Debug, Clone)]
-pub(crate) struct Linear {
-    pub weight: Tensor,
-    pub bias: Option<Tensor>,
-    /// A LoRA adapter whose term is added to the output (`model::lora`).
-    pub lora: Option<LoraLayer>,
-}
-
-impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, i) = x.dims3()?;
-        let out = self.weight.dim(0)?;
-        let x = x.reshape((b * t, i))?;
-        let y = lora::matmul_t(&x, &self.weight)?;
-        let y = match &self.bias {
-            Some(bias) => y.broadcast_add(bias)?,
-            None => y,
-        };
-        let y = lora::apply(self.lora.as_ref(), &x, y)?;
-        Ok(y.reshape((b, t, out))?)
-    }
-}
 
 /// `x W^T (+ b)` for several projections of the same input at once: one GEMM over the
 /// stacked weights (q/k/v, or gate/up). Returns `[B, T, Σ out]`.
@@ -115,15 +93,6 @@ fn rms_norm_fast(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     } else {
         rms_norm_train(x, weight, eps)
     }
-}
-
-/// Differentiable softmax over the last axis: the max is detached because softmax is
-/// shift-invariant, so it carries no gradient.
-pub(crate) fn softmax_train(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    let s = e.sum_keepdim(D::Minus1)?;
-    Ok(e.broadcast_div(&s)?)
 }
 
 fn rotate_half(x: &Tensor) -> Result<Tensor> {
@@ -489,46 +458,6 @@ pub(crate) struct Transformer {
     /// Their bf16 weight copies (shared by views of the same weights; cleared when the
     /// weights change).
     pub(crate) copies: Arc<WeightCopies>,
-}
-
-/// The HF name and shape of every parameter, in file order; `lm_head.weight` is absent when
-/// embeddings are tied.
-pub(crate) fn parameter_specs(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let qd = cfg.num_attention_heads * cfg.head_dim;
-    let kvd = cfg.num_key_value_heads * cfg.head_dim;
-    let mut specs = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
-    for l in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        let mut add = |n: &str, s: Vec<usize>| specs.push((format!("{p}.{n}"), s));
-        add("input_layernorm.weight", vec![h]);
-        add("post_attention_layernorm.weight", vec![h]);
-        add("self_attn.q_proj.weight", vec![qd, h]);
-        add("self_attn.k_proj.weight", vec![kvd, h]);
-        add("self_attn.v_proj.weight", vec![kvd, h]);
-        add("self_attn.o_proj.weight", vec![h, qd]);
-        if cfg.attention_bias {
-            add("self_attn.q_proj.bias", vec![qd]);
-            add("self_attn.k_proj.bias", vec![kvd]);
-            add("self_attn.v_proj.bias", vec![kvd]);
-        }
-        if cfg.family == super::config::ModelFamily::Llama && cfg.attention_bias {
-            add("self_attn.o_proj.bias", vec![h]);
-        }
-        add("mlp.gate_proj.weight", vec![i, h]);
-        add("mlp.up_proj.weight", vec![i, h]);
-        add("mlp.down_proj.weight", vec![h, i]);
-        if cfg.mlp_bias {
-            add("mlp.gate_proj.bias", vec![i]);
-            add("mlp.up_proj.bias", vec![i]);
-            add("mlp.down_proj.bias", vec![h]);
-        }
-    }
-    specs.push(("model.norm.weight".to_string(), vec![h]));
-    if !cfg.tie_word_embeddings {
-        specs.push(("lm_head.weight".to_string(), vec![v, h]));
-    }
-    specs
 }
 
 /// Additive attention bias `[B, 1, T, T]`: query `i` of row `r` sees keys `j <= i` with

@@ -7,9 +7,9 @@ use num_traits::{FromPrimitive, Zero};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::equiv::{EquivOptions, PercentPolicy, MAX_ITEMS, MAX_VARS};
+use super::options::{EquivOptions, PercentPolicy, MAX_ITEMS, MAX_VARS};
 use super::parse::{Const, Expr};
-use super::structure::{Answer, RelOp};
+use super::structure::{is_name, Answer, RelOp};
 use super::value::{eval, exact, free_vars, has_decimal, has_piecewise, C64};
 use super::Fuel;
 
@@ -20,28 +20,6 @@ const MAX_FLOAT_MAGNITUDE: f64 = 1e15;
 pub(super) struct Cmp<'a> {
     pub opts: &'a EquivOptions,
     pub fuel: &'a Fuel,
-}
-
-/// A left-hand side that names the answer (`x`, `y`, `f(x)`, `(x, y)`), so `x = 3` can equal `3`.
-pub(super) fn is_name(a: &Answer) -> bool {
-    fn expr_name(e: &Expr) -> bool {
-        // sympy's `is_expr_of_only_symbols`: `x`, `AB`, `A/B` (`A:B`), `|AB|`, `f(x)`.
-        match e {
-            Expr::Var(_) => true,
-            Expr::Mul(a, b) | Expr::Div(a, b) => expr_name(a) && expr_name(b),
-            Expr::Func(super::parse::Fun::Abs, a) => expr_name(a),
-            _ => false,
-        }
-    }
-    match a {
-        Answer::Expr(e) => expr_name(e),
-        Answer::Seq {
-            open: b'(',
-            close: b')',
-            items,
-        } => items.iter().all(is_name),
-        _ => false,
-    }
 }
 
 /// Operands and operators of a relation chain (`a = b = c`, `a < x < b`).

@@ -3,60 +3,11 @@
 
 use super::compare::Cmp;
 use super::normalize::normalize;
+pub use super::options::{EquivOptions, PercentPolicy, DEFAULT_FUEL, MAX_ITEMS, MAX_VARS};
 use super::parse::standalone_i;
 use super::structure::parse_answer;
+use super::text::text_canon;
 use super::Fuel;
-
-/// How `50\%` relates to an answer written without a percent sign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PercentPolicy {
-    /// `50\%` equals both `50` and `0.5` (the gold's `%` is often dropped or applied).
-    #[default]
-    Lenient,
-    /// `50\%` equals `0.5` only.
-    AsFraction,
-    /// `50\%` equals `50` only (the sign is decoration).
-    AsNumber,
-}
-
-/// Tunables of [`is_equiv`]. The defaults match MATH-style grading.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EquivOptions {
-    /// Decimal places both sides are rounded to when one is a number literal and either is a
-    /// decimal (math-verify's `float_rounding`: `0.444444` = `\frac{4}{9}`, `0.44444` is not).
-    pub float_rounding: u32,
-    pub percent: PercentPolicy,
-    /// Whether a bare comma list `1, 2` is a set (order-free). Tuples `(1, 2)` are always
-    /// ordered; `\{1, 2\}` is always a set.
-    pub unordered_lists: bool,
-    /// Answers longer than this (bytes, after trimming) only match by exact string equality.
-    pub max_len: usize,
-    /// Work budget per pair (parser steps + evaluation nodes + comparisons); when it runs out
-    /// the pair is judged not equivalent.
-    pub fuel: u64,
-    /// Random points per free-variable identity test (at least 3 must be defined).
-    pub points: usize,
-}
-
-impl Default for EquivOptions {
-    fn default() -> Self {
-        Self {
-            float_rounding: 6,
-            percent: PercentPolicy::Lenient,
-            unordered_lists: true,
-            max_len: 1000,
-            fuel: DEFAULT_FUEL,
-            points: 6,
-        }
-    }
-}
-
-/// Default work budget per pair; see the module docs for what a unit is.
-pub const DEFAULT_FUEL: u64 = 400_000;
-/// Largest list / set / matrix (elements) compared structurally.
-pub const MAX_ITEMS: usize = 64;
-/// Largest number of free variables in an identity test.
-pub const MAX_VARS: usize = 8;
 
 /// Whether `gold` and `pred` denote the same answer (symmetric; never panics; bounded work).
 pub fn is_equiv(gold: &str, pred: &str, opts: &EquivOptions) -> bool {
@@ -139,52 +90,6 @@ fn is_texty(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_alphabetic() || c == ' ' || c == '(' || c == ')' || c == '\'' || c == '-')
 }
-
-pub(crate) fn text_canon(s: &str) -> String {
-    let t: String = s
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_lowercase)
-        .collect();
-    match t.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
-        Some(inner) if inner.chars().count() <= 2 => inner.to_string(),
-        _ => t,
-    }
-}
-
-/// A run of 3+ letters that is not a command or a function name marks prose (`Monday`,
-/// `even`): such answers compare as text, never as a product of variables.
-pub(crate) fn has_word(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i].is_ascii_alphabetic() {
-            let start = i;
-            while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
-                i += 1;
-            }
-            // A command name, or a subscript (`S_{MBCN}`), is no prose.
-            let after_backslash = start > 0 && bytes[start - 1] == b'\\'
-                || s[..start].ends_with('_')
-                || s[..start].ends_with("_{");
-            let word = &s[start..i];
-            const OK: &[&str] = &[
-                "sqrt", "sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan",
-                "sinh", "cosh", "tanh", "log", "ln", "exp", "pi",
-            ];
-            if !after_backslash && word.len() >= 3 && !OK.contains(&word) {
-                return true;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    false
-}
-
-// ---------------------------------------------------------------------------------------------
-// Comparison
-// ---------------------------------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {

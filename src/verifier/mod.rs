@@ -39,8 +39,10 @@ pub mod equiv;
 pub mod extract;
 pub mod mv_extract;
 pub mod normalize;
+mod options;
 pub mod parse;
 pub mod structure;
+mod text;
 pub mod value;
 
 use std::cell::Cell;

@@ -1,8 +1,9 @@
 //! The structure of a normalised answer: relations, tuples and intervals, sets, lists,
 //! unions, matrices, expressions, or text ([`parse_answer`]).
 
-use super::equiv::{has_word, text_canon, MAX_ITEMS};
+use super::options::MAX_ITEMS;
 use super::parse::{parse_expr, Expr};
+use super::text::{has_word, text_canon};
 use super::Fuel;
 
 /// An answer's structure.
@@ -383,7 +384,7 @@ pub fn parse_answer(s: &str, fuel: &Fuel, depth: usize) -> Answer {
     let parts = split_top(s, r"\approx");
     if parts.len() > 1 {
         let lhs = parse_answer(parts[0], fuel, depth + 1);
-        return if super::compare::is_name(&lhs) {
+        return if is_name(&lhs) {
             parse_answer(parts[parts.len() - 1], fuel, depth + 1)
         } else {
             lhs
@@ -515,5 +516,27 @@ fn replace_first_pm(e: &Expr, plus: bool) -> (Expr, bool) {
             (r, d2)
         }
         _ => (e.clone(), false),
+    }
+}
+
+/// A left-hand side that names the answer (`x`, `y`, `f(x)`, `(x, y)`), so `x = 3` can equal `3`.
+pub(crate) fn is_name(a: &Answer) -> bool {
+    fn expr_name(e: &Expr) -> bool {
+        // sympy's `is_expr_of_only_symbols`: `x`, `AB`, `A/B` (`A:B`), `|AB|`, `f(x)`.
+        match e {
+            Expr::Var(_) => true,
+            Expr::Mul(a, b) | Expr::Div(a, b) => expr_name(a) && expr_name(b),
+            Expr::Func(super::parse::Fun::Abs, a) => expr_name(a),
+            _ => false,
+        }
+    }
+    match a {
+        Answer::Expr(e) => expr_name(e),
+        Answer::Seq {
+            open: b'(',
+            close: b')',
+            items,
+        } => items.iter().all(is_name),
+        _ => false,
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Decoding a token for a few dozen rows is ~10 small products per layer; as candle ops each
 //! allocates its output and synchronises its thread pool, which at these sizes costs more
-//! than the arithmetic. Here every buffer lives in the cache's [`Workspace`], the bias and
+//! than the arithmetic. Here every buffer lives in the cache's scratch (`host_kv::Workspace`), the bias and
 //! residual adds are folded into the products, the new keys and values are written in place,
 //! and only the positions whose logits are wanted go through the output projection.
 //! The maths is the training path's (`qwen2.rs`), op for op, so greedy outputs match it and
@@ -19,38 +19,13 @@ use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::bf16_copies::Copy16;
+use super::host_kv::{kv_block_len, HostLayer, KEY_TILE};
 use super::kernels::bf16::{matmul_bf16, Data, Operand16};
 use super::kernels::gemv_bf16_ref::gemm_nt_bf16;
 use super::kv_cache::KvCache;
-pub(crate) use rows::KEY_TILE;
 
 /// Rows above which a product goes to the general GEMM (packing pays off there).
 const SKINNY_MAX_ROWS: usize = 128;
-
-/// Scratch buffers of one forward, kept in the KV cache between decode steps.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Workspace {
-    x: Vec<f32>,
-    h: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    att: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-    last: Vec<f32>,
-}
-
-/// Host key/value buffers of one layer: per (row, key/value head) a block of
-/// [`kv_block_len`] floats, keys in tiles of 16 positions (`[capacity / 16, head_dim, 16]`, for
-/// the attention kernel), values `[capacity, head_dim]`.
-#[derive(Debug, Clone)]
-pub(crate) struct HostLayer {
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
-}
 
 /// A linear layer's tensors.
 pub(crate) struct LinearRef<'a> {
@@ -100,12 +75,6 @@ pub(crate) struct Bf16Weights {
 enum Wt<'a> {
     F32(&'a [f32]),
     Bf16(&'a [u16]),
-}
-
-/// Floats per (row, key/value head) in a host cache layer: the capacity rounded up to whole
-/// key tiles.
-pub(crate) fn kv_block_len(capacity: usize, head_dim: usize) -> usize {
-    capacity.div_ceil(KEY_TILE) * KEY_TILE * head_dim
 }
 
 /// Which positions get logits.

@@ -5,6 +5,8 @@
 
 use std::sync::OnceLock;
 
+use crate::model::host_kv::KEY_TILE;
+
 /// Whether the CPU has AVX-512F (checked once). `GRPO_NO_AVX512=1` turns the AVX-512 kernels
 /// off, to compare paths.
 pub(crate) fn has_avx512() -> bool {
@@ -152,9 +154,6 @@ pub(crate) fn rope(row: &mut [f32], cos: &[f32], sin: &[f32]) {
         }
     }
 }
-
-/// Keys per tile of the key cache.
-pub(crate) const KEY_TILE: usize = 16;
 
 multiversion! {
 /// The `n_rep = q.len() / d` query heads that share one key/value head, against the first
