@@ -129,7 +129,11 @@ fn bf16_and_model_config_run_and_report_what_they_ran() {
         "bf16",
         "--json",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value =
         serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     let model = grpo::model::ModelConfig::from_file(&cfg).unwrap();
@@ -148,7 +152,10 @@ fn bf16_and_model_config_run_and_report_what_they_ran() {
         let out = grpo(&["bench", "train", "--model-config", path.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(path.to_str().unwrap()) && !err.contains("panicked"), "{err}");
+        assert!(
+            err.contains(path.to_str().unwrap()) && !err.contains("panicked"),
+            "{err}"
+        );
     }
     let out = grpo(&[
         "bench",

@@ -81,14 +81,21 @@ fn check_gradients(dir: &Path) {
     for ((n, a), (_, b)) in g32.iter().zip(&g16) {
         let rel = norm(&(a - b).unwrap()) / norm(a);
         assert!(norm(a) > 0.0, "{n}: zero f32 gradient");
-        assert!(rel.is_finite() && rel <= GRAD_REL_L2, "{}: {n}: relative L2 {rel}", dir.display());
+        assert!(
+            rel.is_finite() && rel <= GRAD_REL_L2,
+            "{}: {n}: relative L2 {rel}",
+            dir.display()
+        );
         if rel > worst.1 {
             worst = (n.clone(), rel);
         }
     }
     // The bf16 path really rounds (a silent f32 fallback would give ~1e-7).
     assert!(worst.1 > 1e-4, "bf16 gradients equal f32's: {worst:?}");
-    eprintln!("{}: largest relative L2 gradient error: {worst:?}", dir.display());
+    eprintln!(
+        "{}: largest relative L2 gradient error: {worst:?}",
+        dir.display()
+    );
 }
 
 #[test]
@@ -137,7 +144,11 @@ fn bf16_sampling_matches_the_trainers_logprobs_and_follows_weight_updates() {
     assert!(diff(&s, &tr) < 5e-4, "sampler vs trainer {}", diff(&s, &tr));
     // bf16 differs from f32 by far more than that: the agreement is not an f32 fallback.
     let f = Policy::load(&dir, DType::F32, &Device::Cpu).unwrap();
-    assert!(diff(&trainer_lp(&f), &tr) > 2e-3, "{}", diff(&trainer_lp(&f), &tr));
+    assert!(
+        diff(&trainer_lp(&f), &tr) > 2e-3,
+        "{}",
+        diff(&trainer_lp(&f), &tr)
+    );
 
     // An in-place update (as the optimizer's) reaches both after `weights_changed`.
     let vars: Vec<(String, Var)> = p.named_vars();
@@ -148,7 +159,11 @@ fn bf16_sampling_matches_the_trainers_logprobs_and_follows_weight_updates() {
     w.set(&(w.as_tensor() * 1.5).unwrap()).unwrap();
     p.weights_changed();
     let (s2, tr2) = (sampler_lp(&p, &host(&p)), trainer_lp(&p));
-    assert!(diff(&s2, &tr2) < 5e-4, "after the update {}", diff(&s2, &tr2));
+    assert!(
+        diff(&s2, &tr2) < 5e-4,
+        "after the update {}",
+        diff(&s2, &tr2)
+    );
     assert!(diff(&tr, &tr2) > 1e-2, "the update changed nothing");
 }
 
@@ -179,7 +194,13 @@ fn bf16_train_keeps_logprob_diff_at_float_noise_saves_master_weights_and_resumes
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     // The shipped model (see the sampling test for why not a random fixture).
-    let model = format!("{:?}", common::repo().join("models/tiny-math").display().to_string());
+    let model = format!(
+        "{:?}",
+        common::repo()
+            .join("models/tiny-math")
+            .display()
+            .to_string()
+    );
     let cfg = write_train_config(
         tmp.path(),
         "bf16.toml",
@@ -200,7 +221,11 @@ fn bf16_train_keeps_logprob_diff_at_float_noise_saves_master_weights_and_resumes
     let mut worst = 0f64;
     for line in &m {
         let d = line["logprob_diff"].as_f64().unwrap();
-        assert!(d.is_finite() && d <= 5e-4, "step {}: logprob_diff {d}", line["step"]);
+        assert!(
+            d.is_finite() && d <= 5e-4,
+            "step {}: logprob_diff {d}",
+            line["step"]
+        );
         worst = worst.max(d);
     }
     eprintln!("bf16 run: largest logprob_diff {worst:e}");
@@ -227,7 +252,10 @@ fn bf16_train_keeps_logprob_diff_at_float_noise_saves_master_weights_and_resumes
         off_grid += b.iter().filter(|&&x| from_bf16(to_bf16(x)) != x).count();
     }
     assert!(changed > 0, "no parameter changed");
-    assert!(off_grid > 0, "the saved weights are bf16-rounded, not the f32 master");
+    assert!(
+        off_grid > 0,
+        "the saved weights are bf16-rounded, not the f32 master"
+    );
     let again = Policy::load(&ck, DType::BF16, &Device::Cpu).unwrap();
     assert_eq!(again.precision(), Precision::Bf16);
 

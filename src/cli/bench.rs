@@ -179,9 +179,12 @@ fn shape_name(shape: Shape) -> &'static str {
 /// weights and gradients, a bf16 copy, AdamW's two moments (a lower bound of the step).
 fn check_fits(cfg: &ModelConfig, a: &TrainBenchArgs, path: &std::path::Path) -> Result<()> {
     let params = crate::trainer::memory::num_parameters(cfg);
-    let per_param = 8
-        + if a.dtype == crate::config::DType::Bf16 { 2 } else { 0 }
-        + if a.adamw { 8 } else { 0 };
+    let per_param =
+        8 + if a.dtype == crate::config::DType::Bf16 {
+            2
+        } else {
+            0
+        } + if a.adamw { 8 } else { 0 };
     let need = params.saturating_mul(per_param);
     if let Some(avail) = available_cpu_bytes() {
         if need > avail {

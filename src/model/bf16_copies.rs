@@ -15,9 +15,7 @@ use anyhow::{bail, Result};
 use candle_core::{CpuStorage, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::bf16::{
-    matmul_bf16, matmul_p, round_into, Data, Operand16, Precision,
-};
+use super::kernels::bf16::{matmul_bf16, matmul_p, round_into, Data, Operand16, Precision};
 use super::kernels::gemm::{matmul, Operand};
 
 /// A bf16 weight copy (row-major, as its f32 master).
@@ -190,7 +188,17 @@ mod tests {
         let copy = WeightCopies::default().get(0, &[&wt]).unwrap();
         let run = |wp: &WeightPrec| {
             let mut y = vec![0f32; m * n];
-            wp.matmul(&mut y, n, Operand::new(&x, k), Operand::t(&w, k), 0, m, n, k, false);
+            wp.matmul(
+                &mut y,
+                n,
+                Operand::new(&x, k),
+                Operand::t(&w, k),
+                0,
+                m,
+                n,
+                k,
+                false,
+            );
             y
         };
         let fly = run(&WeightPrec {

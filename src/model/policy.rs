@@ -2,8 +2,8 @@
 
 use super::checkpoint::{self, dtype_from_name, dtype_name};
 use super::config::ModelConfig;
-use super::kernels::bf16::Precision;
 use super::infer::LogitsAt;
+use super::kernels::bf16::Precision;
 use super::kv_cache::KvCache;
 use super::lm_head_op::LmHeadLogprobs;
 use super::lora::{Adapter, LoraConfig, TrainGuard};

@@ -235,7 +235,11 @@ pub(crate) fn forward(
 
     if let Some(b16) = &model.bf16 {
         if b16.layers.len() != layer_idx.len() {
-            bail!("host forward: bf16 copies of {} layers for {}", b16.layers.len(), layer_idx.len());
+            bail!(
+                "host forward: bf16 copies of {} layers for {}",
+                b16.layers.len(),
+                layer_idx.len()
+            );
         }
     }
     for (layer, (li, kv)) in layer_idx.iter().zip(host_layers.iter_mut()).enumerate() {

@@ -105,7 +105,10 @@ mod tests {
                             })
                             .sum::<f64>();
                     let got = y[i * n + j] as f64;
-                    assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{m}x{k}x{n}");
+                    assert!(
+                        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{m}x{k}x{n}"
+                    );
                 }
             }
         }

@@ -3,8 +3,8 @@
 //! They hold no candle types, so each is tested on its own.
 
 pub mod bf16;
-pub mod gemv_bf16_ref;
 pub mod gemm;
+pub mod gemv_bf16_ref;
 pub mod rows;
 #[cfg(target_arch = "x86_64")]
 mod sgemm_avx512;
