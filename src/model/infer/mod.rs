@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::bf16_copies::Copy16;
 use super::host_kv::{kv_block_len, HostLayer, KEY_TILE};
 use super::kernels::bf16::{matmul_bf16, Data, Operand16};
-use super::kernels::gemv_bf16_ref::gemm_nt_bf16;
+use super::kernels::gemm_nt_bf16::gemm_nt_bf16;
 use super::kv_cache::KvCache;
 
 /// Rows above which a product goes to the general GEMM (packing pays off there).
