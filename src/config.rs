@@ -64,7 +64,9 @@ pub struct ModelSection {
     pub path: String,
     /// Hub revision, used only for hub ids.
     pub revision: Option<String>,
-    /// `f32` (CPU default), `bf16` or `f16` (for devices that support them).
+    /// `f32` (CPU default), `bf16` or `f16`. `bf16` on the CPU is mixed precision: f32 master
+    /// weights and AdamW moments, every weight product on bf16 inputs with f32 accumulation
+    /// (trainer and sampler multiply by the same bf16 weight copies).
     pub dtype: DType,
     /// `cpu` or `cuda` / `cuda:N` (needs a build with the `cuda` feature).
     pub device: Device,

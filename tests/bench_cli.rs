@@ -97,3 +97,76 @@ fn lora_trains_only_what_the_rank_implies_and_micro_batches_are_reported() {
         "auto: the whole (small) batch in one pass"
     );
 }
+
+#[test]
+fn bf16_and_model_config_run_and_report_what_they_ran() {
+    // --dtype bf16: mixed precision, with the kernel tier named.
+    let j = bench(&["--dtype", "bf16", "--adamw"]);
+    assert_eq!(j["dtype"], "bf16");
+    assert_eq!(j["what"], "fwd+bwd+adamw");
+    assert!(
+        ["amx", "avx512-bf16", "f32"].contains(&j["tier"].as_str().unwrap()),
+        "{j}"
+    );
+    assert_eq!(bench(&[])["dtype"], "f32");
+
+    // --model-config: the architecture of a config.json (the tiny-qwen2 fixture: tied, 2 layers
+    // of hidden 64), random weights, its parameter count.
+    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tiny-qwen2/config.json");
+    let out = grpo(&[
+        "bench",
+        "train",
+        "--model-config",
+        cfg.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--seq",
+        "9",
+        "--repeat",
+        "1",
+        "--dtype",
+        "bf16",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let model = grpo::model::ModelConfig::from_file(&cfg).unwrap();
+    let want = grpo::trainer::memory::num_parameters(&model);
+    // 512·64 tied embedding + 2 layers · (q 64·64+64, k and v 32·64+32, o 64·64, MLP 3·64·128,
+    // two norms 2·64) + final norm 64.
+    assert_eq!(want, 107_072);
+    assert_eq!(j["params"], want);
+    assert_eq!(j["shape"], cfg.display().to_string());
+
+    // A bad file is an error naming it; --shape and --model-config exclude each other.
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("config.json");
+    std::fs::write(&bad, "{\"model_type\": \"qwen2\", \"hidden_size\": ").unwrap();
+    for path in [bad.clone(), tmp.path().join("missing.json")] {
+        let out = grpo(&["bench", "train", "--model-config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(path.to_str().unwrap()) && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+    let out = grpo(&[
+        "bench",
+        "train",
+        "--shape",
+        "bench",
+        "--model-config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let out = grpo(&["bench", "train", "--dtype", "f16"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dtype"));
+}

@@ -6,6 +6,8 @@ generate: `grpo generate` vs transformers `generate` (hf_generate.py) on random 
   `generate` only; grpo around the whole process (start-up, model load, tokenizer included), and
   its in-process figure is printed beside it. ratio = grpo tokens/s (whole process) / transformers
   tokens/s; ratio_after_load = grpo's in-process tokens/s / transformers tokens/s (like for like).
+  --dtypes f32,bf16 runs each case in each dtype: bf16 = `grpo generate --dtype bf16` against
+  transformers with the weights loaded in bfloat16.
 trl: median `step_time_s` of `grpo train --config configs/grpo.toml` (steps 2..N) vs the median step
   time of TRL's GRPOTrainer on the same task (trl_step.py). ratio = grpo / TRL (lower is faster).
 Both sides use the same number of threads (default 2)."""
@@ -43,22 +45,28 @@ def emit(d):
 
 def generate(a):
     os.makedirs(a.models, exist_ok=True)
-    cases = [("small", "sample", 64, 128), ("qwen2.5-0.5b", "greedy", 8, 32)]
-    for shape, mode, rows, new in cases:
+    cases = [(s, m, r, n, d) for d in a.dtypes.split(",")
+             for s, m, r, n in [("small", "sample", 64, 128), ("qwen2.5-0.5b", "greedy", 8, 32)]]
+    made = set()
+    for shape, mode, rows, new, dtype in cases:
         model = os.path.join(a.models, shape)
-        sh([sys.executable, os.path.join(HERE, "make_models.py"), os.path.join(ROOT, "models/tiny-math"), model, shape])
+        if shape not in made:
+            sh([sys.executable, os.path.join(HERE, "make_models.py"), os.path.join(ROOT, "models/tiny-math"), model,
+                shape])
+            made.add(shape)
         peer = last_json(sh([sys.executable, os.path.join(HERE, "hf_generate.py"), model, PROMPT, str(rows), str(new),
-                             mode, str(a.threads)]).stdout)
+                             mode, str(a.threads), "bfloat16" if dtype == "bf16" else "float32"]).stdout)
         sampling = ["--temperature", "1", "--top-k", "0", "--top-p", "1", "--min-p", "0"] if mode == "sample" \
             else ["--temperature", "0"]
         cmd = [a.grpo, "--threads", str(a.threads), "generate", "--model", model, "--prompt", PROMPT,
-               "--no-chat-template", "-n", str(rows), "--max-new-tokens", str(new), "--ignore-eos", "--json"] + sampling
+               "--no-chat-template", "-n", str(rows), "--max-new-tokens", str(new), "--ignore-eos", "--json",
+               "--dtype", dtype] + sampling
         t = time.perf_counter()
         r = sh(cmd)
         wall = time.perf_counter() - t
         tokens = sum(len(json.loads(l)["token_ids"]) for l in r.stdout.splitlines() if l.startswith("{"))
         m = re.search(r"\(([0-9.]+) tok/s\)", r.stderr)
-        emit({"work": f"generate {mode} {rows}x{new}, {shape}", "peer": peer["peer"],
+        emit({"work": f"generate {mode} {rows}x{new}, {shape}, {dtype}", "peer": peer["peer"],
               "peer_tokens_per_s": round(peer["tokens_per_s"], 1),
               "grpo_tokens_per_s": round(tokens / wall, 1),
               "grpo_tokens_per_s_after_load": float(m.group(1)) if m else None,
@@ -92,6 +100,7 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--models", default=os.path.join(tempfile.gettempdir(), "grpo-peer-models"))
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--dtypes", default="f32", help="generate: comma-separated f32, bf16")
     a = p.parse_args()
     for w in a.what:
         {"generate": generate, "trl": trl}[w](a)

@@ -19,8 +19,9 @@ pub struct ModelArgs {
     /// Hugging Face cache unless it already holds them.
     #[arg(long)]
     pub revision: Option<String>,
-    /// Compute dtype: f32, bf16 or f16 (also fp32, bfloat16, fp16, float16; bf16/f16 need a GPU
-    /// build).
+    /// Compute dtype: f32, bf16 or f16 (also fp32, bfloat16, fp16, float16). bf16 on the CPU
+    /// multiplies bf16-rounded weights and activations with f32 accumulation (as
+    /// `model.dtype = "bf16"` trains); f16 needs a GPU build.
     #[arg(long, default_value = "f32")]
     pub dtype: DType,
     /// Device: cpu, cuda or cuda:N.

@@ -2,6 +2,7 @@
 //! `benches/peers/torch_train_step.py` makes with PyTorch, so the two compare as a ratio.
 //! `grpo bench gemm`: the matrix product every training op runs, alone (for kernel tuning).
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -11,8 +12,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::lora::{LoraConfig, TargetModules};
 use crate::config::OptimSection;
+use crate::model::kernels::bf16;
 use crate::model::{ModelConfig, Policy};
-use crate::trainer::memory::activation_bytes_per_token;
+use crate::trainer::memory::{activation_bytes_per_token, available_cpu_bytes};
 use crate::trainer::optim::Optimizer;
 use crate::trainer::update::GradAccumulator;
 
@@ -22,7 +24,11 @@ pub const LONG_ABOUT: &str = "Time a training step on a named model shape.
 B x T random tokens and times loss = -mean(token log-probs) forward + backward (and an AdamW
 update with --adamw, or the forward alone with --forward-only): best of --repeat runs after one
 warm-up. It is the same measurement as benches/peers/torch_train_step.py, the PyTorch side of the
-comparison (benches/peers/run.sh prints the ratios).
+comparison (benches/peers/run.sh prints the ratios). --model-config FILE builds the architecture
+of any Qwen2/Llama config.json instead of a named shape (as torch_train_step.py --model-config).
+--dtype bf16 is mixed precision as `model.dtype = \"bf16\"` trains: f32 weights, gradients and AdamW,
+every weight product on bf16 inputs with f32 accumulation (torch_train_step.py --bf16 is the
+PyTorch side); the JSON names the bf16 kernel tier that ran.
 
 Shapes:
   bench         vocab 8192, hidden 256, intermediate 704, 6 layers, 8/2 heads, untied (8.4M)
@@ -39,6 +45,8 @@ peer is ../shared/bench/torch_gemm.py (--dtype float32 / bfloat16).
 Examples:
   grpo bench train --shape bench --batch 8 --seq 256 --json
   grpo bench train --shape qwen2.5-0.5b --batch 8 --seq 72 --adamw --json
+  grpo bench train --shape bench --dtype bf16 --forward-only --json
+  grpo bench train --model-config ~/my-model/config.json --batch 4 --seq 128 --json
   grpo --threads 1 bench gemm --m 576 --n 4864 --k 896 --trans-b
   grpo bench gemm --m 576 --n 4864 --k 896 --dtype bf16 --json
   grpo bench gemm --dtype bf16 --tier f32 --json";
@@ -112,6 +120,14 @@ pub enum Shape {
 pub struct TrainBenchArgs {
     #[arg(long, value_enum, default_value = "bench")]
     pub shape: Shape,
+    /// A Hugging Face config.json (Qwen2 or Llama) whose architecture to build instead of
+    /// --shape (random weights).
+    #[arg(long, value_name = "FILE", conflicts_with = "shape")]
+    pub model_config: Option<PathBuf>,
+    /// f32, or bf16: mixed precision (f32 weights and AdamW, bf16 weight products with f32
+    /// accumulation), as `model.dtype = "bf16"` trains.
+    #[arg(long, default_value = "f32")]
+    pub dtype: crate::config::DType,
     /// Sequences per step.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
@@ -173,6 +189,38 @@ pub fn shape_config(shape: Shape) -> Result<ModelConfig> {
         }),
     };
     ModelConfig::from_json(json, "bench shape")
+}
+
+/// The name `--json` prints for a named shape.
+fn shape_name(shape: Shape) -> &'static str {
+    match shape {
+        Shape::Bench => "bench",
+        Shape::Qwen25_05b => "qwen2.5-0.5b",
+    }
+}
+
+/// Fails, naming `path`, when the model of `cfg` would not fit this machine's memory: f32
+/// weights and gradients, a bf16 copy, AdamW's two moments (a lower bound of the step).
+fn check_fits(cfg: &ModelConfig, a: &TrainBenchArgs, path: &std::path::Path) -> Result<()> {
+    let params = crate::trainer::memory::num_parameters(cfg);
+    let per_param =
+        8 + if a.dtype == crate::config::DType::Bf16 {
+            2
+        } else {
+            0
+        } + if a.adamw { 8 } else { 0 };
+    let need = params.saturating_mul(per_param);
+    if let Some(avail) = available_cpu_bytes() {
+        if need > avail {
+            bail!(
+                "{}: a model of {params} parameters needs at least {:.1} GB for a training step, but {:.1} GB are available",
+                path.display(),
+                need as f64 / 1e9,
+                avail as f64 / 1e9
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Parameters of a named shape (a tied head counted once), without building it.
@@ -345,10 +393,22 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
     if a.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
-    let config = shape_config(a.shape)?;
+    let (config, shape) = match &a.model_config {
+        Some(path) => {
+            let c = ModelConfig::from_file(path)?;
+            check_fits(&c, a, path)?;
+            (c, path.display().to_string())
+        }
+        None => (shape_config(a.shape)?, shape_name(a.shape).to_string()),
+    };
+    let dtype = match a.dtype {
+        crate::config::DType::F32 => DType::F32,
+        crate::config::DType::Bf16 => DType::BF16,
+        crate::config::DType::F16 => bail!("--dtype: bench train takes f32 or bf16, got f16"),
+    };
     let vocab = config.vocab_size;
     let rows = micro_batch_rows(&config, a.batch, a.seq, a.micro_batch);
-    let mut policy = Policy::new_random(config, 0, DType::F32, &Device::Cpu)?;
+    let mut policy = Policy::new_random(config, 0, dtype, &Device::Cpu)?;
     if a.lora_r > 0 {
         let lora = LoraConfig {
             r: a.lora_r,
@@ -391,6 +451,7 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
         let g = batch_gradient(&policy, &ids, rows, &vars)?;
         if let Some(opt) = opt.as_mut() {
             opt.step(&g, optim.learning_rate)?;
+            policy.weights_changed();
         }
         Ok(())
     };
@@ -408,13 +469,15 @@ pub fn train(a: &TrainBenchArgs) -> Result<serde_json::Value> {
     } else {
         "fwd+bwd"
     };
-    let shape = match a.shape {
-        Shape::Bench => "bench",
-        Shape::Qwen25_05b => "qwen2.5-0.5b",
+    let tier = match policy.precision() {
+        bf16::Precision::F32 => "f32",
+        bf16::Precision::Bf16 => bf16::tier().name(),
     };
     Ok(serde_json::json!({
         "tool": "grpo",
         "shape": shape,
+        "dtype": if dtype == DType::BF16 { "bf16" } else { "f32" },
+        "tier": tier,
         "batch": a.batch,
         "seq": a.seq,
         "what": what,

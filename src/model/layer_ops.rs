@@ -6,7 +6,8 @@ use super::ops::f32_slice as f32s;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::gemm::{matmul, Operand};
+use super::bf16_copies::{matmul_act, WeightPrec};
+use super::kernels::gemm::Operand;
 use super::kernels::rows;
 
 /// Rows per rayon task.
@@ -199,9 +200,12 @@ fn swiglu_grad_rows(x: &[f32], g: &[f32], dx: &mut [f32], i: usize) {
 
 /// `down(silu(gate) * up)` for `gate_up [.., 2·I]` and the down projection `W [H, I]` (no
 /// bias) → `[.., H]`. The `[.., I]` activation is recomputed in backward instead of kept
-/// alive by the graph (109 MB per layer at 5,600 tokens of Qwen2.5-0.5B).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SwiGluDown;
+/// alive by the graph (109 MB per layer at 5,600 tokens of Qwen2.5-0.5B). The GEMMs run at
+/// `w.prec` (bf16: rounded inputs, the weight from its copy; f32 accumulation).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SwiGluDown {
+    pub w: WeightPrec,
+}
 
 impl CustomOp2 for SwiGluDown {
     fn name(&self) -> &'static str {
@@ -227,15 +231,17 @@ impl CustomOp2 for SwiGluDown {
                 l2.shape()
             )
         }
+        self.w.check(w.len(), "swiglu-down")?;
         let n = x.len() / w2;
         let mut act = vec![0f32; n * i];
         swiglu_rows(x, &mut act, i);
         let mut y = vec![0f32; n * h];
-        matmul(
+        self.w.matmul(
             &mut y,
             h,
             Operand::new(&act, i),
             Operand::t(w, i),
+            0,
             n,
             h,
             i,
@@ -266,7 +272,7 @@ impl CustomOp2 for SwiGluDown {
                     let mut act = vec![0f32; n * i];
                     swiglu_rows(x, &mut act, i);
                     if let Some(dw) = dw.as_mut() {
-                        matmul(
+                        matmul_act(
                             dw,
                             i,
                             Operand::t(g, h),
@@ -275,14 +281,16 @@ impl CustomOp2 for SwiGluDown {
                             i,
                             n,
                             false,
+                            self.w.prec,
                         );
                     }
                     // act's buffer now takes d act = dy · W.
-                    matmul(
+                    self.w.matmul(
                         &mut act,
                         i,
                         Operand::new(g, h),
                         Operand::new(wv, i),
+                        0,
                         n,
                         i,
                         h,

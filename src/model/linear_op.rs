@@ -1,19 +1,26 @@
 //! `y = x Wᵀ (+ b)` as one op with its own backward on the kernels' GEMM (AVX-512 where the
 //! CPU has it). Composed, candle adds a transpose node, a broadcast bias node and zero-filled
 //! gradient accumulators; here forward is one GEMM (+ bias) and backward two GEMMs and a
-//! column sum. f32, CPU; `x [N, in]`, `W [out, in]`, `b [out]`.
+//! column sum. f32, CPU; `x [N, in]`, `W [out, in]`, `b [out]`. With bf16 precision
+//! (`bf16_copies`) the three GEMMs take bf16-rounded inputs (the weight from its bf16 copy)
+//! and accumulate in f32; the bias and its gradient stay f32.
 
 use super::ops::f32_slice as f32s;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::gemm::{matmul, Operand};
+use super::bf16_copies::{matmul_act, WeightPrec};
+use super::kernels::gemm::Operand;
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LinearOp;
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LinearOp {
+    /// The precision of the products and the weight's bf16 copy.
+    pub w: WeightPrec,
+}
 
 /// `x Wᵀ (+ b)`.
 fn forward(
+    wp: &WeightPrec,
     x: &[f32],
     xl: &Layout,
     w: &[f32],
@@ -29,12 +36,14 @@ fn forward(
             wl.shape()
         )
     }
+    wp.check(w.len(), "linear")?;
     let mut y = vec![0f32; n * o];
-    matmul(
+    wp.matmul(
         &mut y,
         o,
         Operand::new(x, i),
         Operand::t(w, i),
+        0,
         n,
         o,
         i,
@@ -55,6 +64,7 @@ fn forward(
 /// `(dx, dW, db)` for `dy [N, out]`; a gradient is skipped (None) for an input that is
 /// neither a variable nor computed from one (a frozen weight, e.g. a LoRA base).
 fn backward(
+    wp: &WeightPrec,
     x: &Tensor,
     w: &Tensor,
     grad: &Tensor,
@@ -74,11 +84,12 @@ fn backward(
     let g = f32s(gs, gl, "linear grad")?;
     let dx = x.track_op().then(|| {
         let mut dx = vec![0f32; n * i];
-        matmul(
+        wp.matmul(
             &mut dx,
             i,
             Operand::new(g, o),
             Operand::new(w_, i),
+            0,
             n,
             i,
             o,
@@ -88,7 +99,7 @@ fn backward(
     });
     let dw = w.track_op().then(|| {
         let mut dw = vec![0f32; o * i];
-        matmul(
+        matmul_act(
             &mut dw,
             i,
             Operand::t(g, o),
@@ -97,6 +108,7 @@ fn backward(
             i,
             n,
             false,
+            wp.prec,
         );
         dw
     });
@@ -141,6 +153,7 @@ impl CustomOp2 for LinearOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         forward(
+            &self.w,
             f32s(s1, l1, "linear x")?,
             l1,
             f32s(s2, l2, "linear weight")?,
@@ -156,7 +169,7 @@ impl CustomOp2 for LinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = backward(x, w, grad, false)?;
+        let (dx, dw, _) = backward(&self.w, x, w, grad, false)?;
         Ok((dx, dw))
     }
 }
@@ -177,6 +190,7 @@ impl CustomOp3 for LinearOp {
     ) -> Result<(CpuStorage, Shape)> {
         let b = f32s(s3, l3, "linear bias")?;
         forward(
+            &self.w,
             f32s(s1, l1, "linear x")?,
             l1,
             f32s(s2, l2, "linear weight")?,
@@ -193,7 +207,7 @@ impl CustomOp3 for LinearOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = backward(x, w, grad, b.track_op())?;
+        let (dx, dw, db) = backward(&self.w, x, w, grad, b.track_op())?;
         Ok((dx, dw, db))
     }
 }

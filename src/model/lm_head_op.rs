@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::gemm::{matmul, Operand};
+use super::bf16_copies::{matmul_act, WeightPrec};
+use super::kernels::gemm::Operand;
 use super::kernels::rows;
 
 /// Logit block size: at most this many f32 (64 MiB) are held at once.
@@ -37,6 +38,9 @@ pub(crate) struct LmHeadLogprobs {
     /// `SAVE_ELEMS`); the backward takes them from `saved`.
     pub keep_logits: bool,
     pub saved: Arc<Mutex<Option<Vec<f32>>>>,
+    /// The precision of the GEMMs and the weight's bf16 copy; softmax, log-probs and the
+    /// logit gradient stay f32.
+    pub w: WeightPrec,
 }
 
 impl LmHeadLogprobs {
@@ -156,6 +160,7 @@ impl CustomOp3 for LmHeadLogprobs {
         let (n, h) = l1.shape().dims2()?;
         let (v, hw) = l2.shape().dims2()?;
         self.check(n, h, v, hw, tg)?;
+        self.w.check(w.len(), "lm-head-logprobs")?;
         let s = self.inv_temperature;
         let cb = self.block(n, v);
         let mut buf = vec![0f32; n * cb];
@@ -166,11 +171,12 @@ impl CustomOp3 for LmHeadLogprobs {
         for v0 in (0..v).step_by(cb) {
             let c = cb.min(v - v0);
             let blk = &mut buf[..n * c];
-            matmul(
+            self.w.matmul(
                 blk,
                 c,
                 Operand::new(hid, h),
                 Operand::t(&w[v0 * h..(v0 + c) * h], h),
+                v0 * h,
                 n,
                 c,
                 h,
@@ -254,11 +260,12 @@ impl CustomOp3 for LmHeadLogprobs {
                 Some(s) => &mut s[n * v0..n * (v0 + c)],
                 None => {
                     let blk = &mut buf[..n * c];
-                    matmul(
+                    self.w.matmul(
                         blk,
                         c,
                         Operand::new(hid, h),
                         Operand::t(wb, h),
+                        v0 * h,
                         n,
                         c,
                         h,
@@ -278,11 +285,12 @@ impl CustomOp3 for LmHeadLogprobs {
                 }
             });
             // d hidden += dZ · W_block ; d W_block = dZᵀ · hidden.
-            matmul(
+            self.w.matmul(
                 &mut gh,
                 h,
                 Operand::new(blk, c),
                 Operand::new(wb, h),
+                v0 * h,
                 n,
                 h,
                 c,
@@ -291,7 +299,7 @@ impl CustomOp3 for LmHeadLogprobs {
             if !want_w {
                 continue;
             }
-            matmul(
+            matmul_act(
                 &mut gw[v0 * h..(v0 + c) * h],
                 h,
                 Operand::t(blk, c),
@@ -300,6 +308,7 @@ impl CustomOp3 for LmHeadLogprobs {
                 h,
                 n,
                 false,
+                self.w.prec,
             );
         }
         drop(buf);
@@ -395,6 +404,7 @@ mod tests {
                     block_cols: block,
                     keep_logits,
                     saved: Arc::default(),
+                    w: Default::default(),
                 };
                 let out = hid.as_tensor().apply_op3(w.as_tensor(), &tg, op).unwrap();
                 let lp = out.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
@@ -462,6 +472,7 @@ mod tests {
                     block_cols: block,
                     keep_logits,
                     saved: Arc::default(),
+                    w: Default::default(),
                 };
                 let out = hid.as_tensor().apply_op3(w.as_tensor(), &tg, op).unwrap();
                 let lp = out.narrow(1, 0, 1).unwrap().squeeze(1).unwrap();
@@ -488,6 +499,7 @@ mod tests {
             block_cols: 0,
             keep_logits: false,
             saved: Arc::default(),
+            w: Default::default(),
         };
         assert!(hid.as_tensor().apply_op3(w.as_tensor(), &bad, op).is_err());
         let _ = DType::F32;

@@ -8,8 +8,11 @@
 //! [tokens × 4864] tensors per layer more than a full fine-tuning step keeps. Here only the
 //! output is kept, so the fused training path (fused attention, RMSNorm, log-softmax head)
 //! serves adapted models too. f32 CPU, no dropout (`lora_dropout > 0` trains composed).
+//! With bf16 precision every product takes bf16-rounded inputs (the frozen weight rounded on
+//! the way in) and accumulates in f32.
 
-use super::kernels::gemm::{matmul, Operand};
+use super::kernels::bf16::{matmul_p, Precision};
+use super::kernels::gemm::Operand;
 use super::linear::Linear;
 use super::ops::f32_slice as f32s;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -32,6 +35,7 @@ struct LoraLinear {
     bias: Option<Tensor>,
     r: usize,
     blocks: Vec<Block>,
+    prec: Precision,
 }
 
 fn with_cpu<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
@@ -47,7 +51,7 @@ impl LoraLinear {
     fn down(&self, x: &[f32], a: &[f32], n: usize, i: usize) -> Vec<f32> {
         let kr = self.blocks.len() * self.r;
         let mut u = vec![0f32; n * kr];
-        matmul(
+        matmul_p(
             &mut u,
             kr,
             Operand::new(x, i),
@@ -56,6 +60,7 @@ impl LoraLinear {
             kr,
             i,
             false,
+            self.prec,
         );
         u
     }
@@ -93,7 +98,7 @@ impl CustomOp3 for LoraLinear {
         }
         let mut y = vec![0f32; n * o];
         with_cpu(&self.w, "lora-linear W", |w| {
-            matmul(
+            matmul_p(
                 &mut y,
                 o,
                 Operand::new(x, i),
@@ -102,6 +107,7 @@ impl CustomOp3 for LoraLinear {
                 o,
                 i,
                 false,
+                self.prec,
             );
             Ok(())
         })?;
@@ -120,7 +126,7 @@ impl CustomOp3 for LoraLinear {
         let u = self.down(x, a, n, i);
         for blk in &self.blocks {
             // y[:, col..col+out] += u[:, k·r..(k+1)·r] · B_pᵀ
-            matmul(
+            matmul_p(
                 &mut y[blk.col..],
                 o,
                 Operand::new(&u[blk.k * self.r..], kr),
@@ -129,6 +135,7 @@ impl CustomOp3 for LoraLinear {
                 blk.out,
                 self.r,
                 true,
+                self.prec,
             );
         }
         Ok((CpuStorage::F32(y), Shape::from((n, o))))
@@ -159,7 +166,7 @@ impl CustomOp3 for LoraLinear {
                         let u = self.down(xv, av, n, i);
                         for blk in &self.blocks {
                             // gu_p = g_p B_p ; dB_p = g_pᵀ u_p
-                            matmul(
+                            matmul_p(
                                 &mut gu[blk.k * r..],
                                 kr,
                                 Operand::new(&g[blk.col..], o),
@@ -168,8 +175,9 @@ impl CustomOp3 for LoraLinear {
                                 r,
                                 blk.out,
                                 false,
+                                self.prec,
                             );
-                            matmul(
+                            matmul_p(
                                 &mut db[blk.b_row * r..],
                                 r,
                                 Operand::t(&g[blk.col..], o),
@@ -178,10 +186,11 @@ impl CustomOp3 for LoraLinear {
                                 r,
                                 n,
                                 false,
+                                self.prec,
                             );
                         }
                         // dA = guᵀ x ; dx = g W + gu A
-                        matmul(
+                        matmul_p(
                             &mut da,
                             i,
                             Operand::t(&gu, kr),
@@ -190,9 +199,10 @@ impl CustomOp3 for LoraLinear {
                             i,
                             n,
                             false,
+                            self.prec,
                         );
                         with_cpu(&self.w, "lora-linear W", |w| {
-                            matmul(
+                            matmul_p(
                                 &mut dx,
                                 i,
                                 Operand::new(g, o),
@@ -201,10 +211,11 @@ impl CustomOp3 for LoraLinear {
                                 i,
                                 o,
                                 false,
+                                self.prec,
                             );
                             Ok(())
                         })?;
-                        matmul(
+                        matmul_p(
                             &mut dx,
                             i,
                             Operand::new(&gu, kr),
@@ -213,6 +224,7 @@ impl CustomOp3 for LoraLinear {
                             i,
                             kr,
                             true,
+                            self.prec,
                         );
                         Ok(())
                     })
@@ -243,7 +255,11 @@ pub(crate) fn fusable(parts: &[&Linear]) -> bool {
 
 /// `x [B, T, in]` through the stacked projections `parts` with their adapters: `[B, T, Σ out]`.
 /// Callers check [`fusable`] first.
-pub(crate) fn linear_lora(x: &Tensor, parts: &[&Linear]) -> anyhow::Result<Tensor> {
+pub(crate) fn linear_lora(
+    x: &Tensor,
+    parts: &[&Linear],
+    prec: Precision,
+) -> anyhow::Result<Tensor> {
     let (bs, t, i) = x.dims3()?;
     let w = Tensor::cat(&parts.iter().map(|l| &l.weight).collect::<Vec<_>>(), 0)?.contiguous()?;
     let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
@@ -273,7 +289,13 @@ pub(crate) fn linear_lora(x: &Tensor, parts: &[&Linear]) -> anyhow::Result<Tenso
         col += out;
     }
     let x2 = x.contiguous()?.reshape((bs * t, i))?;
-    let op = LoraLinear { w, bias, r, blocks };
+    let op = LoraLinear {
+        w,
+        bias,
+        r,
+        blocks,
+        prec,
+    };
     let a_cat = Tensor::cat(&a_parts, 0)?.contiguous()?;
     let b_cat = Tensor::cat(&b_parts, 0)?.contiguous()?;
     Ok(x2.apply_op3(&a_cat, &b_cat, op)?.reshape((bs, t, col))?)

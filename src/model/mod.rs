@@ -3,6 +3,7 @@
 //! chat template.
 
 mod attention_op;
+mod bf16_copies;
 pub mod checkpoint;
 pub mod config;
 pub mod finite;

@@ -3,6 +3,7 @@
 use super::checkpoint::{self, dtype_from_name, dtype_name};
 use super::config::ModelConfig;
 use super::infer::LogitsAt;
+use super::kernels::bf16::Precision;
 use super::kv_cache::KvCache;
 use super::lm_head_op::LmHeadLogprobs;
 use super::lora::{Adapter, LoraConfig, TrainGuard};
@@ -29,14 +30,22 @@ pub struct Policy {
     lora: Option<Adapter>,
 }
 
-fn check_dtype_device(dtype: DType, device: &Device) -> Result<()> {
+fn check_dtype_device(dtype: DType) -> Result<()> {
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
         bail!("unsupported compute dtype {dtype:?} (use f32, f16 or bf16)");
     }
-    if dtype == DType::BF16 && device.is_cpu() {
-        bail!("bf16 matmuls are not implemented by candle on CPU: load the model as f32");
-    }
     Ok(())
+}
+
+/// The dtype the parameters are held in and the precision of the weight products for a
+/// requested compute dtype. bf16 on the CPU is mixed precision: f32 parameters (the master
+/// weights the optimizer updates), bf16 products with f32 accumulation (`bf16_copies`).
+pub fn storage_and_precision(dtype: DType, device: &Device) -> (DType, Precision) {
+    if dtype == DType::BF16 && device.is_cpu() {
+        (DType::F32, Precision::Bf16)
+    } else {
+        (dtype, Precision::F32)
+    }
 }
 
 impl Policy {
@@ -46,6 +55,7 @@ impl Policy {
         disk_dtypes: HashMap<String, DType>,
         dtype: DType,
         device: &Device,
+        precision: Precision,
     ) -> Result<Policy> {
         let varmap = VarMap::new();
         {
@@ -67,7 +77,9 @@ impl Policy {
                     .map(|v| v.as_tensor().clone())
                     .with_context(|| format!("parameter `{name}` missing"))
             };
-            Transformer::new(&config, &get)?
+            let mut m = Transformer::new(&config, &get)?;
+            m.precision = precision;
+            m
         };
         Ok(Policy {
             config,
@@ -84,8 +96,10 @@ impl Policy {
     /// model.safetensors.index.json shards).
     /// A PEFT adapter directory (`adapter_config.json`, no `config.json`) loads its
     /// `base_model_name_or_path` with the adapter on top.
+    /// `dtype` bf16 on the CPU holds f32 weights and multiplies in bf16
+    /// ([`storage_and_precision`]).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Policy> {
-        check_dtype_device(dtype, device)?;
+        check_dtype_device(dtype)?;
         if dir.join(super::lora::ADAPTER_CONFIG).is_file() && !dir.join("config.json").is_file() {
             let base = super::lora::base_model_of(dir)?;
             let mut p = Self::load(&base, dtype, device)
@@ -96,8 +110,9 @@ impl Policy {
         let config = checkpoint::load_config(dir)?;
         checkpoint::check_layers_present(dir, &config)?;
         let specs = parameter_specs(&config);
+        let (dtype, prec) = storage_and_precision(dtype, device);
         let w = checkpoint::read_weights(dir, &specs, dtype, device)?;
-        Self::from_tensors(config, w.tensors, w.disk_dtypes, dtype, device)
+        Self::from_tensors(config, w.tensors, w.disk_dtypes, dtype, device, prec)
     }
 
     /// Random init (normal std=config.initializer_range, norms = 1, biases 0), deterministic
@@ -108,7 +123,8 @@ impl Policy {
         dtype: DType,
         device: &Device,
     ) -> Result<Policy> {
-        check_dtype_device(dtype, device)?;
+        check_dtype_device(dtype)?;
+        let (dtype, prec) = storage_and_precision(dtype, device);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let std = config.initializer_range as f32;
         let disk = config
@@ -136,7 +152,7 @@ impl Policy {
             disk_dtypes.insert(name.clone(), disk);
             tensors.insert(name, t);
         }
-        Self::from_tensors(config, tensors, disk_dtypes, dtype, device)
+        Self::from_tensors(config, tensors, disk_dtypes, dtype, device, prec)
     }
 
     /// Writes config.json + model.safetensors in HF layout atomically (temp dir in the same
@@ -433,6 +449,7 @@ impl Policy {
             None => None,
         };
         let weight = self.model.lm_head_weight().contiguous()?;
+        let w = self.model.mixed().head(self.model.lm_head_weight())?;
         let op = LmHeadLogprobs {
             inv_temperature: (1.0 / temperature) as f32,
             bias,
@@ -440,6 +457,7 @@ impl Policy {
             // Only when a backward will follow (no graph, no backward to reuse them in).
             keep_logits: h.track_op() || weight.track_op(),
             saved: Default::default(),
+            w,
         };
         let out = h.apply_op3(&weight, &targets.flatten_all()?.contiguous()?, op)?;
         let logp = out.narrow(1, 0, 1)?.reshape((b, l))?;
@@ -483,6 +501,7 @@ impl Policy {
             self.disk_dtypes.clone(),
             self.dtype,
             &self.device,
+            self.model.precision,
         )
     }
 
@@ -492,6 +511,19 @@ impl Policy {
     #[doc(hidden)]
     pub fn set_fused_ops(&mut self, on: bool) {
         self.model.fused = on;
+    }
+
+    /// The precision of the weight products: bf16 for `model.dtype = "bf16"` on the CPU
+    /// (f32 parameters, bf16 copies), else f32.
+    pub fn precision(&self) -> Precision {
+        self.model.precision
+    }
+
+    /// Tells the policy its weights were changed in place (an optimizer step): the bf16
+    /// copies are rebuilt from the new f32 values on next use. Every in-place update must
+    /// call this, or a bf16 forward would use the old weights.
+    pub fn weights_changed(&self) {
+        self.model.copies.clear();
     }
 
     /// Adds fresh LoRA adapters (`model::lora`): from now on only they are trained, the base
@@ -527,7 +559,11 @@ impl Policy {
                 .map(|v| v.as_tensor().detach())
                 .with_context(|| format!("parameter `{name}` missing"))
         };
-        Transformer::new(&self.config, &get)
+        let mut m = Transformer::new(&self.config, &get)?;
+        // Same storage, so the same bf16 copies.
+        m.precision = self.model.precision;
+        m.copies = self.model.copies.clone();
+        Ok(m)
     }
 
     /// The LoRA config when this policy carries adapters.
@@ -586,6 +622,7 @@ impl Policy {
             self.disk_dtypes.clone(),
             self.dtype,
             &self.device,
+            self.model.precision,
         )?;
         p.model.fused = self.model.fused;
         Ok(p)

@@ -20,7 +20,9 @@ use shared::RowGather;
 pub(crate) use shared::SharedBatch;
 
 use super::attention_op::CausalAttention;
+use super::bf16_copies::{layer_key, Stack, WeightCopies, WeightPrec, HEAD_KEY};
 use super::config::ModelConfig;
+use super::kernels::bf16::Precision;
 use super::layer_ops::{RmsNorm, SwiGlu, SwiGluDown};
 pub(crate) use super::linear::Linear;
 use super::linear_op::LinearOp;
@@ -38,9 +40,9 @@ const MASK_VALUE: f32 = -1e30;
 
 /// `x W^T (+ b)` for several projections of the same input at once: one GEMM over the
 /// stacked weights (q/k/v, or gate/up). Returns `[B, T, Σ out]`.
-fn linear_stacked(x: &Tensor, parts: &[&Linear]) -> Result<Tensor> {
+fn linear_stacked(x: &Tensor, parts: &[&Linear], wp: WeightPrec) -> Result<Tensor> {
     if parts.iter().any(|l| l.lora.is_some()) {
-        return lora_op::linear_lora(x, parts);
+        return lora_op::linear_lora(x, parts, wp.prec);
     }
     let w = Tensor::cat(&parts.iter().map(|l| &l.weight).collect::<Vec<_>>(), 0)?;
     let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
@@ -51,17 +53,18 @@ fn linear_stacked(x: &Tensor, parts: &[&Linear]) -> Result<Tensor> {
     } else {
         bail!("stacked projections must all have a bias or none")
     };
-    linear_fused(x, &w, bias.as_ref())
+    linear_fused(x, &w, bias.as_ref(), wp)
 }
 
 /// `x W^T (+ b)` through `LinearOp` (f32 CPU) for `x [B, T, in]`.
-fn linear_fused(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+fn linear_fused(x: &Tensor, w: &Tensor, b: Option<&Tensor>, wp: WeightPrec) -> Result<Tensor> {
     let (bs, t, i) = x.dims3()?;
     let x2 = x.contiguous()?.reshape((bs * t, i))?;
     let w = w.contiguous()?;
+    let op = LinearOp { w: wp };
     let y = match b {
-        Some(b) => x2.apply_op3(&w, &b.contiguous()?, LinearOp)?,
-        None => x2.apply_op2(&w, LinearOp)?,
+        Some(b) => x2.apply_op3(&w, &b.contiguous()?, op)?,
+        None => x2.apply_op2(&w, op)?,
     };
     Ok(y.reshape((bs, t, w.dim(0)?))?)
 }
@@ -290,6 +293,8 @@ impl Attention {
 
 #[derive(Debug, Clone)]
 pub(crate) struct DecoderLayer {
+    /// Position in the stack (keys its bf16 weight copies).
+    index: usize,
     self_attn: Attention,
     mlp: Mlp,
     input_layernorm: Tensor,
@@ -318,18 +323,22 @@ impl DecoderLayer {
     /// The training forward through the fused CPU ops (f32): RMSNorm, one q/k/v GEMM,
     /// rotary + causal attention, one gate/up GEMM, SwiGLU. With `rows`, `x` holds flat shared
     /// tokens `[1, N, H]` and only attention runs on the rows' sequences (`rope` is theirs).
+    /// The projections' GEMMs run at `mixed`'s precision; attention's QKᵀ and PV stay f32.
     fn forward_fused(
         &self,
         x: &Tensor,
         rope: &FusedRope,
         rows: Option<&RowGather>,
+        mixed: &Mixed,
     ) -> Result<Tensor> {
         let norm = RmsNorm {
             eps: self.eps as f32,
         };
         let at = &self.self_attn;
+        let (m, l) = (mixed, self.index);
         let h = x.apply_op2(&self.input_layernorm, norm)?;
-        let qkv = linear_stacked(&h, &[&at.q_proj, &at.k_proj, &at.v_proj])?;
+        let qkv_parts = [&at.q_proj, &at.k_proj, &at.v_proj];
+        let qkv = linear_stacked(&h, &qkv_parts, m.weight(l, Stack::Qkv, &qkv_parts)?)?;
         let qkv = match rows {
             Some(g) => g.to_rows(&qkv)?,
             None => qkv,
@@ -349,14 +358,18 @@ impl DecoderLayer {
             None => a,
         };
         let o = &at.o_proj;
-        let x = (x + linear_stacked(&a, &[o])?)?;
+        let x = (x + linear_stacked(&a, &[o], m.weight(l, Stack::O, &[o])?)?)?;
         let h = x.apply_op2(&self.post_attention_layernorm, norm)?;
-        let gu = linear_stacked(&h, &[&self.mlp.gate_proj, &self.mlp.up_proj])?;
+        let gu_parts = [&self.mlp.gate_proj, &self.mlp.up_proj];
+        let gu = linear_stacked(&h, &gu_parts, m.weight(l, Stack::GateUp, &gu_parts)?)?;
         let d = &self.mlp.down_proj;
+        let wd = m.weight(l, Stack::Down, &[d])?;
         let y = match &d.bias {
             // SwiGLU and the down projection in one op: the activation is not kept.
-            None if d.lora.is_none() => gu.apply_op2(&d.weight.contiguous()?, SwiGluDown)?,
-            _ => linear_stacked(&gu.apply_op1(SwiGlu)?, &[d])?,
+            None if d.lora.is_none() => {
+                gu.apply_op2(&d.weight.contiguous()?, SwiGluDown { w: wd })?
+            }
+            _ => linear_stacked(&gu.apply_op1(SwiGlu)?, &[d], wd)?,
         };
         Ok((&x + y)?)
     }
@@ -390,6 +403,42 @@ struct FusedRope {
     query_start: Option<Arc<Vec<u32>>>,
 }
 
+/// The precision of the fused ops' weight products and where their bf16 weights come from.
+pub(crate) struct Mixed<'a> {
+    pub prec: Precision,
+    pub copies: &'a WeightCopies,
+}
+
+impl Mixed<'_> {
+    /// The weight operand of layer `layer`'s stack `s` (`parts` stacked by rows): its bf16
+    /// copy at bf16 precision. Adapted projections have none (their base is rounded on the
+    /// fly by `lora_op`).
+    fn weight(&self, layer: usize, s: Stack, parts: &[&Linear]) -> Result<WeightPrec> {
+        if self.prec == Precision::F32 || parts.iter().any(|p| p.lora.is_some()) {
+            return Ok(WeightPrec {
+                prec: self.prec,
+                copy: None,
+            });
+        }
+        let ws: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+        Ok(WeightPrec {
+            prec: self.prec,
+            copy: Some(self.copies.get(layer_key(layer, s), &ws)?),
+        })
+    }
+
+    /// The output projection's operand.
+    pub(crate) fn head(&self, w: &Tensor) -> Result<WeightPrec> {
+        Ok(WeightPrec {
+            prec: self.prec,
+            copy: match self.prec {
+                Precision::F32 => None,
+                Precision::Bf16 => Some(self.copies.get(HEAD_KEY, &[w])?),
+            },
+        })
+    }
+}
+
 /// The decoder stack with its embedding, final norm and output head.
 #[derive(Debug, Clone)]
 pub(crate) struct Transformer {
@@ -403,6 +452,12 @@ pub(crate) struct Transformer {
     vocab_size: usize,
     /// Use the fused CPU ops of `ops` (with hand-written backward) in the training path.
     pub(crate) fused: bool,
+    /// The precision of the weight products of the fused training ops and the host sampler
+    /// (`model.dtype = "bf16"` on the CPU: bf16 inputs, f32 accumulation, f32 weights).
+    pub(crate) precision: Precision,
+    /// Their bf16 weight copies (shared by views of the same weights; cleared when the
+    /// weights change).
+    pub(crate) copies: Arc<WeightCopies>,
 }
 
 /// Additive attention bias `[B, 1, T, T]`: query `i` of row `r` sees keys `j <= i` with
@@ -480,6 +535,7 @@ impl Transformer {
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
             layers.push(DecoderLayer {
+                index: l,
                 self_attn: Attention {
                     q_proj: lin(&format!("{p}.self_attn.q_proj"), cfg.attention_bias)?,
                     k_proj: lin(&format!("{p}.self_attn.k_proj"), cfg.attention_bias)?,
@@ -514,6 +570,8 @@ impl Transformer {
             eps: cfg.rms_norm_eps,
             vocab_size: cfg.vocab_size,
             fused: true,
+            precision: Precision::F32,
+            copies: Arc::default(),
         })
     }
 
@@ -631,8 +689,9 @@ impl Transformer {
                 query_start: None,
             };
             let mut x = self.embed(input_ids)?;
+            let mixed = self.mixed();
             for layer in &self.layers {
-                x = layer.forward_fused(&x, &rope, None)?;
+                x = layer.forward_fused(&x, &rope, None, &mixed)?;
             }
             return Ok(x.apply_op2(
                 &self.norm,
@@ -649,6 +708,14 @@ impl Transformer {
             x = layer.forward_train(&x, &cos, &sin, &bias, fused, None)?;
         }
         rms_norm_train(&x, &self.norm, self.eps)
+    }
+
+    /// The precision and weight copies of the fused ops.
+    pub(crate) fn mixed(&self) -> Mixed<'_> {
+        Mixed {
+            prec: self.precision,
+            copies: &self.copies,
+        }
     }
 
     /// The output projection `[V, H]` (the embedding matrix when tied).

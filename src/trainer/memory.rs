@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::config::{Config, OptimKind};
+use crate::config::{Config, Device, OptimKind};
 use crate::model::ModelConfig;
 
 /// Sizes of one step's phases, in bytes. Phases run one after another, so the peak is the
@@ -95,7 +95,15 @@ pub fn estimate_with(
     val_prompt_len: usize,
     micro_batches: usize,
 ) -> StepMemory {
-    let elem = cfg.model.dtype.to_candle().size_in_bytes() as u64;
+    // bf16 on the CPU is mixed precision: f32 weights, caches and activations, plus a bf16
+    // copy of every weight (`model::bf16_copies`).
+    let cpu_mixed =
+        cfg.model.dtype == crate::config::DType::Bf16 && cfg.model.device == Device::Cpu;
+    let elem = if cpu_mixed {
+        4
+    } else {
+        cfg.model.dtype.to_candle().size_in_bytes() as u64
+    };
     let params = num_parameters(m);
     let copies = if cfg.loss.beta > 0.0 { 2 } else { 1 };
     // Gradients and optimizer state are kept in f32.
@@ -103,7 +111,7 @@ pub fn estimate_with(
         OptimKind::Adamw => 3,
         OptimKind::Sgd => 1,
     };
-    let weights = params.saturating_mul(elem * copies);
+    let weights = params.saturating_mul((elem + if cpu_mixed { 2 } else { 0 }) * copies);
     let resident = weights.saturating_add(params.saturating_mul(4 * optimizer_f32));
     let rows = (cfg.train.batch_size as u64).saturating_mul(cfg.sampling.num_generations as u64);
     let positions = (prompt_len + cfg.sampling.max_completion_length) as u64;

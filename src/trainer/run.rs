@@ -589,6 +589,8 @@ impl Run {
             }
             state.nonfinite_streak = 0;
             opt.step(&pass.grads, lr)?;
+            // The bf16 copies (mixed precision) follow the updated master weights.
+            self.policy.weights_changed();
         }
         let (loss, stats, entropy_sum, diff) = first.context("loss.num_iterations is 0")?;
         Ok(Update {

@@ -433,6 +433,7 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
             );
         }
         opt.step(&grads, lr)?;
+        policy.weights_changed();
 
         window_nll += step_nll;
         window_tokens += step_tokens;

@@ -7,7 +7,9 @@
 //! residual adds are folded into the products, the new keys and values are written in place,
 //! and only the positions whose logits are wanted go through the output projection.
 //! The maths is the training path's (`qwen2.rs`), op for op, so greedy outputs match it and
-//! transformers.
+//! transformers. A mixed-precision model (`bf16_copies`) multiplies by the bf16 weight copies
+//! the trainer uses, with the same rounding of the inputs, so the sampler's log-probs equal the
+//! trainer's up to f32 summation order; norms, rotary, attention and softmax stay f32.
 
 mod gemm;
 pub(crate) mod rows;
@@ -16,7 +18,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::bf16_copies::Copy16;
 use super::host_kv::{kv_block_len, HostLayer, KEY_TILE};
+use super::kernels::bf16::{matmul_bf16, Data, Operand16};
+use super::kernels::gemm_nt_bf16::gemm_nt_bf16;
 use super::kv_cache::KvCache;
 
 /// Rows above which a product goes to the general GEMM (packing pays off there).
@@ -53,6 +58,23 @@ pub(crate) struct ModelRef<'a> {
     pub eps: f64,
     pub inv_freq: &'a [f32],
     pub vocab_size: usize,
+    /// The bf16 weight copies when the model multiplies in bf16.
+    pub bf16: Option<Bf16Weights>,
+}
+
+/// A mixed-precision model's bf16 weights: per layer the stacks `[q; k; v]`, `o`,
+/// `[gate; up]`, `down` (the rows of the parts in order, as the training ops stack them), and
+/// the output projection.
+pub(crate) struct Bf16Weights {
+    pub layers: Vec<[Copy16; 4]>,
+    pub head: Copy16,
+}
+
+/// A weight matrix `n × k` in f32 or bf16.
+#[derive(Clone, Copy)]
+enum Wt<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
 }
 
 /// Which positions get logits.
@@ -211,12 +233,36 @@ pub(crate) fn forward(
     let eps = model.eps as f32;
     let scale = 1.0 / (d as f32).sqrt();
 
-    for (li, kv) in layer_idx.iter().zip(host_layers.iter_mut()) {
+    if let Some(b16) = &model.bf16 {
+        if b16.layers.len() != layer_idx.len() {
+            bail!(
+                "host forward: bf16 copies of {} layers for {}",
+                b16.layers.len(),
+                layer_idx.len()
+            );
+        }
+    }
+    for (layer, (li, kv)) in layer_idx.iter().zip(host_layers.iter_mut()).enumerate() {
         let lin = |i: usize| {
             let l = li.lin[i];
-            (slices[l.w], l.b.map(|b| slices[b]), l.out)
+            (Wt::F32(slices[l.w]), l.b.map(|b| slices[b]), l.out)
         };
-        let [q_l, k_l, v_l, o_l, g_l, u_l, d_l] = [0, 1, 2, 3, 4, 5, 6].map(lin);
+        let [mut q_l, mut k_l, mut v_l, mut o_l, mut g_l, mut u_l, mut d_l] =
+            [0, 1, 2, 3, 4, 5, 6].map(lin);
+        if let Some(b16) = &model.bf16 {
+            let [qkv, o, gu, down] = &b16.layers[layer];
+            let (q_end, k_end, g_end) = (hq * hsz, (hq + hkv) * hsz, inter * hsz);
+            if qkv.len() != (hq + 2 * hkv) * hsz || gu.len() != 2 * inter * hsz {
+                bail!("host forward: bf16 copies of layer {layer} do not fit its shape");
+            }
+            q_l.0 = Wt::Bf16(&qkv[..q_end]);
+            k_l.0 = Wt::Bf16(&qkv[q_end..k_end]);
+            v_l.0 = Wt::Bf16(&qkv[k_end..]);
+            o_l.0 = Wt::Bf16(o);
+            g_l.0 = Wt::Bf16(&gu[..g_end]);
+            u_l.0 = Wt::Bf16(&gu[g_end..]);
+            d_l.0 = Wt::Bf16(down);
+        }
         rows::rms_norm(&ws.x, slices[li.ln1], eps, &mut ws.h);
         linear(&ws.h, m, hsz, q_l, &mut ws.q, false);
         linear(&ws.h, m, hsz, k_l, &mut ws.k, false);
@@ -285,14 +331,11 @@ pub(crate) fn forward(
     ws.h.resize(rows_out * hsz, 0.0);
     rows::rms_norm(&ws.last, slices[norm_i], eps, &mut ws.h[..rows_out * hsz]);
     logits.resize(rows_out * vocab, 0.0);
-    linear(
-        &ws.h,
-        rows_out,
-        hsz,
-        (slices[head_i], None, vocab),
-        logits,
-        false,
-    );
+    let head = match &model.bf16 {
+        Some(b16) => Wt::Bf16(&b16.head),
+        None => Wt::F32(slices[head_i]),
+    };
+    linear(&ws.h, rows_out, hsz, (head, None, vocab), logits, false);
     Ok(())
 }
 
@@ -301,15 +344,30 @@ fn linear(
     x: &[f32],
     m: usize,
     k: usize,
-    (w, bias, n): (&[f32], Option<&[f32]>, usize),
+    (w, bias, n): (Wt, Option<&[f32]>, usize),
     y: &mut [f32],
     accumulate: bool,
 ) {
     let (x, y) = (&x[..m * k], &mut y[..m * n]);
     if m <= SKINNY_MAX_ROWS {
-        gemm::gemm_nt(x, m, k, w, n, bias, y, accumulate);
+        match w {
+            Wt::F32(w) => gemm::gemm_nt(x, m, k, w, n, bias, y, accumulate),
+            Wt::Bf16(w) => gemm_nt_bf16(x, m, k, w, n, bias, y, accumulate),
+        }
     } else {
-        general_gemm_nt(x, m, k, w, n, y, accumulate);
+        match w {
+            Wt::F32(w) => general_gemm_nt(x, m, k, w, n, y, accumulate),
+            Wt::Bf16(w) => matmul_bf16(
+                y,
+                n,
+                Operand16::new(Data::F32(x), k),
+                Operand16::t(Data::Bf16(w), k),
+                m,
+                n,
+                k,
+                accumulate,
+            ),
+        }
         if let Some(bias) = bias {
             for row in y.chunks_exact_mut(n) {
                 for (o, &bv) in row.iter_mut().zip(bias) {

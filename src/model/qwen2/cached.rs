@@ -3,7 +3,9 @@
 
 use super::{mask_to_host, positions_from_mask, Transformer};
 use super::{rms_norm_fast, Linear, MASK_VALUE};
-use crate::model::infer::{self, LayerRef, LinearRef, LogitsAt, ModelRef};
+use crate::model::bf16_copies::{layer_key, Stack, HEAD_KEY};
+use crate::model::infer::{self, Bf16Weights, LayerRef, LinearRef, LogitsAt, ModelRef};
+use crate::model::kernels::bf16::Precision;
 use crate::model::kv_cache::KvCache;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
@@ -31,6 +33,9 @@ impl Transformer {
                 cache.store.num_layers(),
                 self.layers.len()
             );
+        }
+        if self.precision != Precision::F32 {
+            bail!("bf16 inference runs on a host KV cache (f32 CPU), not a tensor cache");
         }
         let offset = cache.len;
         let cap = cache.capacity();
@@ -77,8 +82,40 @@ impl Transformer {
         rms_norm_fast(&x, &self.norm, self.eps)
     }
 
+    /// The bf16 weight copies the host forward multiplies by (the training ops' copies), or
+    /// None in f32.
+    fn bf16_weights(&self) -> Result<Option<Bf16Weights>> {
+        if self.precision == Precision::F32 {
+            return Ok(None);
+        }
+        if self.has_adapters() {
+            bail!("the host inference path runs adapters merged (Policy::for_sampling)");
+        }
+        let c = &self.copies;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            layers.push([
+                c.get(
+                    layer_key(l, Stack::Qkv),
+                    &[&a.q_proj.weight, &a.k_proj.weight, &a.v_proj.weight],
+                )?,
+                c.get(layer_key(l, Stack::O), &[&a.o_proj.weight])?,
+                c.get(
+                    layer_key(l, Stack::GateUp),
+                    &[&m.gate_proj.weight, &m.up_proj.weight],
+                )?,
+                c.get(layer_key(l, Stack::Down), &[&m.down_proj.weight])?,
+            ]);
+        }
+        Ok(Some(Bf16Weights {
+            layers,
+            head: c.get(HEAD_KEY, &[&self.lm_head])?,
+        }))
+    }
+
     /// The tensors and shape the host inference forward reads.
-    fn model_ref(&self) -> ModelRef<'_> {
+    fn model_ref(&self) -> Result<ModelRef<'_>> {
         fn lin(l: &Linear) -> LinearRef<'_> {
             LinearRef {
                 weight: &l.weight,
@@ -86,7 +123,7 @@ impl Transformer {
             }
         }
         let first = &self.layers[0].self_attn;
-        ModelRef {
+        Ok(ModelRef {
             embed: &self.embed_tokens,
             norm: &self.norm,
             lm_head: &self.lm_head,
@@ -111,7 +148,8 @@ impl Transformer {
             eps: self.eps,
             inv_freq: &self.rotary.inv_freq,
             vocab_size: self.vocab_size,
-        }
+            bf16: self.bf16_weights()?,
+        })
     }
 
     /// Checks that `[b, t]` new positions fit `cache`.
@@ -168,7 +206,7 @@ impl Transformer {
                     &ones
                 }
             };
-            return infer::forward(&self.model_ref(), ids, mask, b, t, cache, at, logits);
+            return infer::forward(&self.model_ref()?, ids, mask, b, t, cache, at, logits);
         }
         let dev = cache.device.clone();
         let x = Tensor::from_slice(ids, (b, t), &dev)?;
@@ -202,7 +240,7 @@ impl Transformer {
                 .to_vec1::<u32>()?;
             let m = mask_to_host(mask, b, t)?;
             let mut logits = Vec::new();
-            infer::forward(&self.model_ref(), &ids, &m, b, t, cache, at, &mut logits)?;
+            infer::forward(&self.model_ref()?, &ids, &m, b, t, cache, at, &mut logits)?;
             let dev = input_ids.device();
             return Ok(match at {
                 LogitsAt::Last => Tensor::from_vec(logits, (b, self.vocab_size), dev)?,

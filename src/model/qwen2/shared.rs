@@ -204,8 +204,9 @@ impl Transformer {
                 key_valid: Arc::new(sb.row_valid.clone()),
                 query_start: Some(Arc::new(sb.query_start.clone())),
             };
+            let mixed = self.mixed();
             for layer in &self.layers {
-                x = layer.forward_fused(&x, &rope, Some(&gather))?;
+                x = layer.forward_fused(&x, &rope, Some(&gather), &mixed)?;
             }
             x.apply_op2(
                 &self.norm,
