@@ -204,7 +204,12 @@ pub fn load_hub_split(
     let cached = repo.cached_snapshot().and_then(|(commit, dir)| {
         let files = snapshot_files(&dir);
         let chosen = choose(&files, want).ok()?;
-        shards_complete(&chosen).then_some((commit, dir, chosen))
+        // Without a config, files of a named config prove nothing: the repo may have others
+        // the cache never saw (then the Hub's list decides), unless the network is off.
+        let sure = want.config.is_some()
+            || repo.env.offline
+            || chosen.iter().all(|f| config_of(f) == "default");
+        (sure && shards_complete(&chosen)).then_some((commit, dir, chosen))
     });
     let (commit, paths) = match cached {
         Some((commit, dir, chosen)) => {

@@ -26,7 +26,14 @@ pub fn human(bytes: u64) -> String {
 impl Progress {
     /// Starts reporting a download of `total` bytes (if known) resuming at `from`.
     pub fn start(label: &str, total: Option<u64>, from: u64) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
+        // `HF_HUB_DISABLE_PROGRESS_BARS=1` keeps the plain lines on a terminal too.
+        let disabled = std::env::var("HF_HUB_DISABLE_PROGRESS_BARS").is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
+        let bar = (std::io::stderr().is_terminal() && !disabled).then(|| {
             let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
             if let Ok(style) = ProgressStyle::with_template(
                 "{prefix} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
