@@ -39,7 +39,7 @@ Examples:
 #[derive(Debug, Clone, Args)]
 #[command(long_about = LONG_ABOUT)]
 pub struct GenerateArgs {
-    /// Local Hugging Face directory or hub id (found in the local hub cache).
+    /// Local Hugging Face directory or hub id (downloaded into the Hugging Face cache if needed).
     #[arg(long, short = 'm', value_name = "DIR|HUB_ID")]
     pub model: String,
     #[command(flatten)]
