@@ -172,7 +172,10 @@ fn chain_configs_differ_only_where_they_should() {
     };
     let lambda = read("configs/chain/lambda.toml");
     assert_eq!(lambda["loss"]["type"].as_str(), Some("lambda_grpo"));
-    assert_eq!(lambda["model"]["path"].as_str(), Some("models/chain-policy"));
+    assert_eq!(
+        lambda["model"]["path"].as_str(),
+        Some("models/chain-policy")
+    );
     assert_eq!(
         lambda["data"]["train"].as_str(),
         Some("data/arith-chain/train.jsonl")
