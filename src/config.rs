@@ -56,7 +56,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
-    /// A local Hugging Face directory or a hub id found in the local hub cache.
+    /// A local Hugging Face directory or a hub id (downloaded into the Hugging Face cache if
+    /// needed).
     pub path: String,
     /// Hub revision, used only for hub ids.
     pub revision: Option<String>,
@@ -90,6 +91,16 @@ pub struct DataSection {
     /// Validation set (file or name) used for `initial_val_accuracy` / `final_val_accuracy`
     /// and `eval.every`; empty = none.
     pub validation: String,
+    /// A data set on the Hugging Face Hub (`openai/gsm8k`) to train on instead of `train`
+    /// (TRL's `dataset_name`); empty = none. Its Parquet / JSONL files are fetched into the
+    /// hub cache.
+    pub dataset_name: String,
+    /// The data set's config (`main` of `openai/gsm8k`); empty = its only or `default` one.
+    pub dataset_config: String,
+    /// Split of `dataset_name` to train on.
+    pub train_split: String,
+    /// Split of `dataset_name` to validate on; empty = none (then `validation` applies when set).
+    pub validation_split: String,
     pub question_field: String,
     pub answer_field: String,
     /// System message for the chat template; empty = none.
@@ -109,6 +120,10 @@ impl Default for DataSection {
         Self {
             train: "data/arith/train.jsonl".into(),
             validation: "data/arith/validation.jsonl".into(),
+            dataset_name: String::new(),
+            dataset_config: String::new(),
+            train_split: "train".into(),
+            validation_split: String::new(),
             question_field: "question".into(),
             answer_field: "answer".into(),
             system_prompt: String::new(),

@@ -8,8 +8,8 @@
 //!
 //! 1. [`config`] (the TOML schema, its enums, device and dtype names) and [`process_sets`]
 //!    (the prefix-tree math of λ-GRPO) and [`verifier`] (math answer extraction, parsing and
-//!    equivalence) and [`heap_budget`] (the allocator's per-thread budget for chat templates):
-//!    pure, import nothing of the crate.
+//!    equivalence) and [`heap_budget`] (the allocator's per-thread budget for chat templates)
+//!    and [`hub`] (the Hugging Face cache layout and downloader): import nothing of the crate.
 //! 2. [`model`] (policy, checkpoints, tokenizer) and [`record`] (the run record train writes
 //!    and sweep, plot and analyze read).
 //! 3. [`data`] (datasets, prompts, the built-in tasks) and [`sampler`] (generation).
@@ -25,6 +25,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod heap_budget;
+pub mod hub;
 pub mod model;
 pub mod process_sets;
 pub mod record;

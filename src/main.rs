@@ -26,6 +26,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant (`eval`'s flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train a policy with GRPO or λ-GRPO on a TOML config.
@@ -110,6 +112,8 @@ fn init(args: &Cli) -> anyhow::Result<()> {
              (e.g. 8G)"
         );
     }
+    // A bad GRPO_BF16_TIER is an error before any work, not a silent default.
+    grpo::model::kernels::bf16::tier_from_env().map_err(anyhow::Error::msg)?;
     // candle's element-wise CPU kernels spin-wait in their own thread pool; on small models and
     // busy machines that costs more than it saves (measured 1.6-3x slower training on 2 cores).
     // Matmuls still use every rayon thread. Set CANDLE_NUM_THREADS to override.

@@ -323,6 +323,13 @@ pub struct TrainSummary {
     pub process_weighting: ProcessWeighting,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// The commit a hub id in `model.path` resolved to (`model.revision` pins it); absent for
+    /// a local folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_commit: Option<String>,
+    /// The commit of `data.dataset_name`; absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_commit: Option<String>,
     /// The resolved config (JSON of the TOML), kept as written so that runs of older configs load.
     #[serde(default)]
     pub config: Value,

@@ -53,7 +53,8 @@ fn default_configs_train_a_few_steps() {
 }
 
 /// Every shipped config (defaults, toy task, real-checkpoint examples) parses and validates, and
-/// the examples for hub checkpoints fail with a clear message when the weights are not cached.
+/// the examples for hub checkpoints fail with a clear message when the weights are not cached
+/// and `HF_HUB_OFFLINE=1` forbids downloading them (no test reaches the internet).
 #[test]
 fn every_shipped_config_is_valid() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -82,6 +83,8 @@ fn every_shipped_config_is_valid() {
     let run = Command::new(env!("CARGO_BIN_EXE_grpo"))
         .current_dir(&repo)
         .env("HF_HOME", empty_cache.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:1")
         .env_remove("HF_HUB_CACHE")
         .args([
             "train",
@@ -98,7 +101,9 @@ fn every_shipped_config_is_valid() {
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
-        err.contains("Qwen/Qwen2.5-0.5B-Instruct") && err.contains("not in the Hugging Face cache"),
+        err.contains("Qwen/Qwen2.5-0.5B-Instruct")
+            && err.contains("not fully in the Hugging Face cache")
+            && err.contains("HF_HUB_OFFLINE=1"),
         "{err}"
     );
 }
@@ -167,7 +172,10 @@ fn chain_configs_differ_only_where_they_should() {
     };
     let lambda = read("configs/chain/lambda.toml");
     assert_eq!(lambda["loss"]["type"].as_str(), Some("lambda_grpo"));
-    assert_eq!(lambda["model"]["path"].as_str(), Some("models/tiny-chain"));
+    assert_eq!(
+        lambda["model"]["path"].as_str(),
+        Some("models/chain-policy")
+    );
     assert_eq!(
         lambda["data"]["train"].as_str(),
         Some("data/arith-chain/train.jsonl")

@@ -565,30 +565,48 @@ fn resolves_local_dirs_and_hub_cache_snapshots() {
         grpo::model::resolve_model_dir(local.to_str().unwrap(), None).unwrap(),
         local
     );
-    // A hub-cache layout: models--org--name/refs/main + snapshots/<hash>/config.json.
+    // A hub-cache layout: models--org--name/refs/main + snapshots/<commit>/{config.json, ...}.
     let tmp = tempfile::tempdir().unwrap();
     let hub = tmp.path().join("hub");
     let repo = hub.join("models--org--tiny");
+    let commit = "abc1230000000000000000000000000000000000";
     std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), "abc123").unwrap();
-    let snap = repo.join("snapshots/abc123");
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
     std::fs::create_dir_all(&snap).unwrap();
-    std::fs::write(snap.join("config.json"), "{}").unwrap();
-    // The only test in this binary that touches HF_HUB_CACHE.
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(local.join(f), snap.join(f)).unwrap();
+    }
+    // The only test in this binary that touches HF_HUB_CACHE / HF_HUB_OFFLINE (offline: a
+    // model that is not cached must fail here, never reach the network).
     std::env::set_var("HF_HUB_CACHE", &hub);
+    std::env::set_var("HF_HUB_OFFLINE", "1");
     assert_eq!(
         grpo::model::resolve_model_dir("org/tiny", None).unwrap(),
         snap
     );
-    let e = grpo::model::resolve_model_dir("no-such-org/no-such-model", None)
-        .unwrap_err()
-        .to_string();
+    let e = format!(
+        "{:#}",
+        grpo::model::resolve_model_dir("no-such-org/no-such-model", None).unwrap_err()
+    );
     assert!(
         e.contains("no-such-org/no-such-model")
-            && e.contains("not in the Hugging Face cache")
+            && e.contains("not fully in the Hugging Face cache")
             && e.contains(&hub.display().to_string()),
         "{e}"
     );
+    // An incomplete snapshot (no weights) is not used.
+    std::fs::remove_file(snap.join("model.safetensors")).unwrap();
+    let e = format!(
+        "{:#}",
+        grpo::model::resolve_model_dir("org/tiny", None).unwrap_err()
+    );
+    assert!(e.contains("no model.safetensors"), "{e}");
 }
 
 #[test]

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Issue 22 §3: λ-GRPO vs GRPO (dapo, token-total normaliser) vs grpo (per-sequence normaliser)
-# on the arith-chain task, 5 seeds × 2 learning rates, 300 steps each (30 runs). Writes
-# results/chain/report.{md,json}, curves and runs/ here; re-running skips finished runs.
-# Two runs at a time (--jobs 2), each a one-thread `grpo train` process: about 50 min on an idle
-# 2-core machine.
+# Issue 31 §3: λ-GRPO vs GRPO (`dapo`, token-total normaliser) vs `grpo` (per-sequence
+# normaliser) on the arith-chain task with models/chain-policy, in the paper's Table 2 settings:
+# β ∈ {0, 0.04} (KL to the initial policy), μ = 1 (loss.num_iterations), 5 seeds, 300 steps, at
+# the learning rate of configs/chain/*.toml (picked in results/chain-lr/). 30 runs.
+# Resumable: a run with summary.json and metrics.jsonl is skipped, so an interrupted sweep
+# continues where it stopped; re-running a finished sweep only rewrites the report and figures.
+# Two one-thread runs at a time (--jobs 2). Writes report.{md,json}, curves.{png,svg} and
+# structure-curves.png (mean path depth and intermediate proportion over training, per loss
+# and β: the paper's Figure) here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grpo=${GRPO:-target/release/grpo}
+out=results/chain
+# Issue 22's runs (models/tiny-chain, learning-rate grid) are replaced, not mixed in.
+rm -rf $out/runs/*_learning_rate*
 $grpo --threads 2 sweep -c configs/chain/lambda.toml -c configs/chain/grpo.toml \
-    -c configs/chain/grpo-seq.toml --seeds 1,2,3,4,5 \
-    --grid optim.learning_rate=3e-5,1e-4 --out results/chain --jobs 2
+    -c configs/chain/grpo-seq.toml --seeds 1,2,3,4,5 --grid loss.beta=0,0.04 \
+    --set loss.num_iterations=1 --out $out --jobs 2
+$grpo plot $out/runs/*/ --metrics mean_path_depth,mean_intermediate_proportion --smooth 10 \
+    --out $out/structure-curves.png

@@ -8,14 +8,15 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::config::{DType, Device};
-use crate::model::{resolve_model_dir, ModelConfig, Policy, Tokenizer};
+use crate::model::{resolve_model, ModelConfig, ModelSource, Need, Policy, Tokenizer};
 use crate::sampler::budget::{self, GenShape, Refusal};
 use crate::trainer::memory::{available_cpu_bytes_after, num_parameters};
 
 /// How to load a model.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Hub revision (hub ids only).
+    /// Branch, tag or commit of a hub id (default `main`); the files are downloaded into the
+    /// Hugging Face cache unless it already holds them.
     #[arg(long)]
     pub revision: Option<String>,
     /// Compute dtype: f32, bf16 or f16 (also fp32, bfloat16, fp16, float16; bf16/f16 need a GPU
@@ -32,10 +33,17 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Resolves `model` (a directory or a hub id in the local cache) and loads its tokenizer
-    /// and weights; returns the directory too.
+    /// Resolves `model` (a directory or a hub id, fetched into the cache if needed) and loads
+    /// its tokenizer and weights; returns the directory too.
     pub fn load(&self, model: &str) -> Result<(PathBuf, Tokenizer, Policy)> {
-        let dir = resolve_model_dir(model, self.revision.as_deref())?;
+        let (source, tokenizer, policy) = self.load_source(model)?;
+        Ok((source.dir, tokenizer, policy))
+    }
+
+    /// [`ModelArgs::load`], with the commit a hub id resolved to.
+    pub fn load_source(&self, model: &str) -> Result<(ModelSource, Tokenizer, Policy)> {
+        let source = resolve_model(model, self.revision.as_deref(), Need::Model)?;
+        let dir = source.dir.clone();
         let device = self.device.open().context("--device")?;
         let tokenizer = Tokenizer::load(&dir)?;
         let mut policy = Policy::load(&dir, self.dtype.to_candle(), &device)
@@ -48,7 +56,7 @@ impl ModelArgs {
             Some(merged) => merged,
             None => policy,
         };
-        Ok((dir, tokenizer, policy))
+        Ok((source, tokenizer, policy))
     }
 }
 

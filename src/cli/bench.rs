@@ -31,12 +31,17 @@ Shapes:
 
 `grpo bench gemm --m M --n N --k K [--trans-a] [--trans-b]` times C = A·B on the GEMM kernel
 every training op uses (GFLOP/s, best of --repeat); the defaults are a Qwen2.5-0.5B MLP product
-at 576 tokens.
+at 576 tokens. `--dtype bf16` times the mixed-precision product instead (bf16 inputs, f32
+accumulation and output) on the best tier this CPU has (`amx`, `avx512-bf16`, else `f32`: the f32
+kernels on rounded inputs); `--tier NAME` or GRPO_BF16_TIER=NAME forces a lower one. The
+peer is ../shared/bench/torch_gemm.py (--dtype float32 / bfloat16).
 
 Examples:
   grpo bench train --shape bench --batch 8 --seq 256 --json
   grpo bench train --shape qwen2.5-0.5b --batch 8 --seq 72 --adamw --json
-  grpo --threads 1 bench gemm --m 576 --n 4864 --k 896 --trans-b";
+  grpo --threads 1 bench gemm --m 576 --n 4864 --k 896 --trans-b
+  grpo bench gemm --m 576 --n 4864 --k 896 --dtype bf16 --json
+  grpo bench gemm --dtype bf16 --tier f32 --json";
 
 /// Speed measurements.
 #[derive(Debug, Args)]
@@ -50,7 +55,7 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Tokens/s and peak RSS of a training step (forward + backward [+ AdamW]).
     Train(TrainBenchArgs),
-    /// GFLOP/s of one f32 matrix product C[m×n] = op(A)·op(B) on the training GEMM.
+    /// GFLOP/s of one matrix product C[m×n] = op(A)·op(B) on the training GEMM (f32 or bf16).
     Gemm(GemmBenchArgs),
 }
 
@@ -72,6 +77,25 @@ pub struct GemmBenchArgs {
     /// Timed runs after the warm-up; the best is reported.
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+    /// Input precision: f32, or bf16 (inputs stored as bf16, f32 accumulation and output).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: GemmDtype,
+    /// bf16 only: run this tier (amx, avx512-bf16, f32) or the best one below it this CPU has
+    /// (default: the best, or GRPO_BF16_TIER).
+    #[arg(long, value_name = "NAME")]
+    pub tier: Option<String>,
+    /// Print one JSON line instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Input precision of `grpo bench gemm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GemmDtype {
+    #[value(alias = "fp32", alias = "float32")]
+    F32,
+    #[value(alias = "bfloat16")]
+    Bf16,
 }
 
 /// A named model shape (random weights).
@@ -171,7 +195,23 @@ pub fn peak_rss_gb() -> Option<f64> {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.command {
         BenchCommand::Gemm(g) => {
-            println!("{}", gemm(g));
+            let v = gemm(g)?;
+            if g.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "{}x{}x{} {} ({} kernels, {} threads): {:.1} GFLOP/s (best of {}: {:.5} s)",
+                    g.m,
+                    g.n,
+                    g.k,
+                    v["dtype"].as_str().unwrap_or(""),
+                    v["tier"].as_str().unwrap_or(""),
+                    v["threads"],
+                    v["gflops"].as_f64().unwrap_or(0.0),
+                    g.repeat.max(1),
+                    v["best_s"].as_f64().unwrap_or(0.0),
+                );
+            }
             Ok(())
         }
         BenchCommand::Train(a) => {
@@ -196,32 +236,84 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 }
 
-/// Best time of `C = op(A)·op(B)` as a JSON line with GFLOP/s.
-pub fn gemm(g: &GemmBenchArgs) -> serde_json::Value {
+/// Best time of `C = op(A)·op(B)` as a JSON line with GFLOP/s and the kernels (`tier`) used.
+pub fn gemm(g: &GemmBenchArgs) -> Result<serde_json::Value> {
+    use crate::model::kernels::bf16::{self, Data, Operand16, Tier};
     use crate::model::kernels::gemm::{matmul, Operand};
-    let (m, n, k) = (g.m.max(1), g.n.max(1), g.k.max(1));
+    if g.m == 0 || g.n == 0 || g.k == 0 {
+        bail!("--m, --n and --k must be at least 1");
+    }
+    let (m, n, k) = (g.m, g.n, g.k);
+    let requested = match (&g.tier, g.dtype) {
+        (Some(_), GemmDtype::F32) => bail!("--tier applies to --dtype bf16 only"),
+        (Some(t), GemmDtype::Bf16) => {
+            Some(Tier::parse(t).map_err(|e| anyhow::anyhow!("--tier: {e}"))?)
+        }
+        (None, _) => None,
+    };
     let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
     let b: Vec<f32> = (0..k * n).map(|i| ((i % 13) as f32 - 6.0) / 6.0).collect();
+    let (a16, b16) = (bf16::to_bf16_vec(&a), bf16::to_bf16_vec(&b));
     let mut c = vec![0f32; m * n];
-    let ao = if g.trans_a {
-        Operand::t(&a, m)
-    } else {
-        Operand::new(&a, k)
+    let (lda, ldb) = (if g.trans_a { m } else { k }, if g.trans_b { k } else { n });
+    let tier = match g.dtype {
+        GemmDtype::F32 => None,
+        GemmDtype::Bf16 => {
+            let t = match requested {
+                Some(r) => {
+                    let t = bf16::force_tier(r);
+                    if t != r {
+                        eprintln!(
+                            "grpo: bf16 tier {} is not available on this CPU; using {}",
+                            r.name(),
+                            t.name()
+                        );
+                    }
+                    t
+                }
+                None => bf16::tier(),
+            };
+            Some(t)
+        }
     };
-    let bo = if g.trans_b {
-        Operand::t(&b, k)
+    fn op(d: &[f32], ld: usize, t: bool) -> Operand<'_> {
+        if t {
+            Operand::t(d, ld)
+        } else {
+            Operand::new(d, ld)
+        }
+    }
+    let (a32, b32) = (op(&a, lda, g.trans_a), op(&b, ldb, g.trans_b));
+    let a16o = if g.trans_a {
+        Operand16::t(Data::Bf16(&a16), lda)
     } else {
-        Operand::new(&b, n)
+        Operand16::new(Data::Bf16(&a16), lda)
+    };
+    let b16o = if g.trans_b {
+        Operand16::t(Data::Bf16(&b16), ldb)
+    } else {
+        Operand16::new(Data::Bf16(&b16), ldb)
+    };
+    let mut run = || match tier {
+        None => matmul(&mut c, n, a32, b32, m, n, k, false),
+        Some(t) => bf16::matmul_bf16_on(t, &mut c, n, a16o, b16o, m, n, k, false),
     };
     let mut best = f64::INFINITY;
     for _ in 0..=g.repeat.max(1) {
         let t = Instant::now();
-        matmul(&mut c, n, ao, bo, m, n, k, false);
+        run();
         best = best.min(t.elapsed().as_secs_f64());
     }
     let gflops = 2.0 * (m * n * k) as f64 / best / 1e9;
-    serde_json::json!({"m": m, "n": n, "k": k, "trans_a": g.trans_a, "trans_b": g.trans_b,
-        "best_s": best, "gflops": gflops, "threads": rayon::current_num_threads()})
+    let dtype = match g.dtype {
+        GemmDtype::F32 => "f32",
+        GemmDtype::Bf16 => "bf16",
+    };
+    Ok(
+        serde_json::json!({"m": m, "n": n, "k": k, "trans_a": g.trans_a, "trans_b": g.trans_b,
+        "dtype": dtype, "tier": tier.map_or("f32", |t| t.name()),
+        "best_s": best, "gflops": gflops, "threads": rayon::current_num_threads()}),
+    )
 }
 
 /// Gradient of −mean(token log-probs of `ids [B, T]`) for `vars`, computed `rows` sequences
@@ -350,8 +442,12 @@ mod tests {
             trans_a: true,
             trans_b: false,
             repeat: 2,
+            dtype: GemmDtype::F32,
+            tier: None,
+            json: true,
         };
-        let v = gemm(&g);
+        let v = gemm(&g).unwrap();
+        assert_eq!(v["dtype"].as_str(), Some("f32"));
         assert_eq!(
             (v["m"].as_u64(), v["n"].as_u64(), v["k"].as_u64()),
             (Some(33), Some(70), Some(17))
@@ -362,6 +458,40 @@ mod tests {
             best > 0.0
                 && (gflops - 2.0 * 33.0 * 70.0 * 17.0 / best / 1e9).abs() < 1e-9 * gflops.max(1.0)
         );
+    }
+
+    #[test]
+    fn gemm_bench_bf16_reports_its_tier_and_rejects_bad_flags() {
+        use crate::model::kernels::bf16;
+        let mut g = GemmBenchArgs {
+            m: 40,
+            n: 33,
+            k: 19,
+            trans_a: false,
+            trans_b: true,
+            repeat: 1,
+            dtype: GemmDtype::Bf16,
+            tier: Some("f32".into()),
+            json: true,
+        };
+        let before = bf16::tier();
+        let v = gemm(&g).unwrap();
+        assert_eq!(
+            (v["dtype"].as_str(), v["tier"].as_str()),
+            (Some("bf16"), Some("f32"))
+        );
+        assert!(v["gflops"].as_f64().unwrap() > 0.0);
+        // Asking for more than the CPU has runs (and reports) the best it has.
+        g.tier = Some("amx".into());
+        let v = gemm(&g).unwrap();
+        assert_eq!(v["tier"].as_str(), Some(bf16::hardware_tier().name()));
+        g.tier = Some("avx9".into());
+        let e = gemm(&g).unwrap_err().to_string();
+        assert!(e.contains("--tier") && e.contains("avx512-bf16"), "{e}");
+        g.dtype = GemmDtype::F32;
+        g.tier = Some("f32".into());
+        assert!(gemm(&g).unwrap_err().to_string().contains("--dtype bf16"));
+        bf16::force_tier(before);
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub fn run(args: &ConfigArgs) -> Result<()> {
 /// with prompts as long as `data.max_prompt_length` allows (unknown without the data: 0).
 fn check_memory(cfg: &Config) -> Result<()> {
     use crate::trainer::memory;
-    let Ok(dir) = crate::model::resolve_model_dir(&cfg.model.path, cfg.model.revision.as_deref())
+    // Never a download here: only a local folder or a model already in the cache.
+    let Some(dir) = crate::model::cached_model_dir(&cfg.model.path, cfg.model.revision.as_deref())
     else {
         return Ok(());
     };

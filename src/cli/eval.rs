@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::cli::args::{bounded_rows, generation_config, ModelArgs, SamplingArgs};
 use crate::data::benchmarks::{benchmark_set, BenchmarkSpec};
+use crate::data::hub::{load_hub_split, HubSplit};
 use crate::data::prompt::PromptFormat;
 use crate::data::prompt::PromptTemplate;
 use crate::eval::store::Store;
@@ -20,6 +21,7 @@ use crate::eval::{
     SampleRecord, Solver,
 };
 use crate::sampler::budget::GenShape;
+use crate::verifier::extract::ExtractPolicy;
 
 /// `grpo eval --help` text: what is measured, where results go, examples.
 pub const LONG_ABOUT: &str = "\
@@ -59,6 +61,8 @@ Examples:
   grpo eval -m runs/arith/final -b arith --prompt-template plain --max-new-tokens 64
   grpo eval -m tests/fixtures/tiny-qwen2 --data my.jsonl --question-field q --answer-field a
   grpo eval -m Qwen/Qwen2.5-0.5B-Instruct -b gsm8k --few-shot 4 --limit 100
+  grpo eval -m Qwen/Qwen2.5-0.5B-Instruct --dataset openai/gsm8k --dataset-config main --limit 100
+  grpo eval -m runs/lambda/final --dataset HuggingFaceH4/MATH-500 --question-field problem
   grpo eval --oracle -b paper,gsm8k
   grpo eval --compare runs/eval-base runs/eval-l";
 
@@ -79,11 +83,27 @@ pub struct EvalArgs {
     /// A local JSONL problem file instead of (or besides) the registered benchmarks.
     #[arg(long, value_name = "FILE.jsonl")]
     pub data: Option<PathBuf>,
-    /// Question field of --data rows.
-    #[arg(long, default_value = "question", requires = "data")]
+    /// A data set on the Hugging Face Hub (`openai/gsm8k`, `HuggingFaceH4/MATH-500`): its own
+    /// Parquet / JSONL files for --dataset-config and --split, fetched into the hub cache.
+    #[arg(long, value_name = "HUB_ID")]
+    pub dataset: Option<String>,
+    /// Config of --dataset (`main` of openai/gsm8k) [default: its only or `default` config].
+    #[arg(long, value_name = "NAME", requires = "dataset")]
+    pub dataset_config: Option<String>,
+    /// Split of --dataset.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "test",
+        requires = "dataset"
+    )]
+    pub split: String,
+    /// Question field of --data / --dataset rows.
+    #[arg(long, default_value = "question")]
     pub question_field: String,
-    /// Gold-answer field of --data rows.
-    #[arg(long, default_value = "answer", requires = "data")]
+    /// Gold-answer field of --data / --dataset rows (for --dataset, a worked solution is cut
+    /// to the answer after its `####` line or in its last \boxed{}).
+    #[arg(long, default_value = "answer")]
     pub answer_field: String,
     /// Completions per problem.
     #[arg(short = 'n', long = "num-samples", default_value_t = 1)]
@@ -123,7 +143,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if !args.compare.is_empty() {
         return compare(&args.compare);
     }
-    let specs = benchmark_specs(args)?;
+    let (sets, dataset_commit) = eval_sets(args)?;
     if !args.oracle && args.model.is_empty() {
         bail!("give --model DIR|HUB_ID (repeatable), --oracle, or --compare DIR DIR");
     }
@@ -138,10 +158,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             }
         });
         let summary = if args.oracle {
-            eval_one(args, None, &specs, out.as_deref())?
+            eval_one(args, None, &sets, &dataset_commit, out.as_deref())?
         } else {
-            eval_one(args, Some(&args.model[i]), &specs, out.as_deref())
-                .with_context(|| format!("model {}", args.model[i]))?
+            eval_one(
+                args,
+                Some(&args.model[i]),
+                &sets,
+                &dataset_commit,
+                out.as_deref(),
+            )
+            .with_context(|| format!("model {}", args.model[i]))?
         };
         summaries.push((label.clone(), summary));
     }
@@ -150,6 +176,44 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         print!("{}", report::comparison_table(&summaries));
     }
     Ok(())
+}
+
+/// The problem sets of --benchmark, --data and --dataset, in order, and the commit --dataset
+/// resolved to.
+fn eval_sets(args: &EvalArgs) -> Result<(Vec<EvalSet>, Option<String>)> {
+    let fields_given = args.question_field != "question" || args.answer_field != "answer";
+    if fields_given && args.data.is_none() && args.dataset.is_none() {
+        bail!("--question-field / --answer-field apply to --data or --dataset rows: give one");
+    }
+    let mut sets = Vec::new();
+    let mut commit = None;
+    for spec in benchmark_specs(args)? {
+        sets.push(EvalSet::from_spec(&spec)?);
+    }
+    if let Some(name) = &args.dataset {
+        let want = HubSplit {
+            name: name.clone(),
+            config: args.dataset_config.clone(),
+            split: args.split.clone(),
+        };
+        let rows = load_hub_split(&want, None, &args.question_field, &args.answer_field)
+            .with_context(|| format!("--dataset {name}"))?;
+        let short = name.rsplit('/').next().unwrap_or(name);
+        let label = format!("{short}-{}", args.split);
+        if sets.iter().any(|s: &EvalSet| s.name == label) {
+            bail!("two benchmarks are named `{label}`: samples.jsonl keys rows by benchmark name");
+        }
+        let extraction = ExtractPolicy::by_name("math").context("the `math` extraction policy")?;
+        sets.push(EvalSet::new(&label, rows.examples, extraction));
+        commit = Some(rows.commit);
+    }
+    if sets.is_empty() {
+        bail!(
+            "nothing to evaluate: give --benchmark NAME (e.g. `paper`, `gsm8k`), --data FILE or \
+             --dataset HUB_ID"
+        );
+    }
+    Ok((sets, commit))
 }
 
 /// The benchmarks named by --benchmark and --data, in order.
@@ -181,9 +245,6 @@ fn benchmark_specs(args: &EvalArgs) -> Result<Vec<BenchmarkSpec>> {
                 s.name
             );
         }
-    }
-    if specs.is_empty() {
-        bail!("nothing to evaluate: give --benchmark NAME (e.g. `paper`, `gsm8k`) or --data FILE");
     }
     Ok(specs)
 }
@@ -351,12 +412,16 @@ fn identity(args: &EvalArgs, model: Option<&str>, s: &EvalSettings) -> Value {
 fn eval_one(
     args: &EvalArgs,
     model: Option<&str>,
-    specs: &[BenchmarkSpec],
+    sets: &[EvalSet],
+    dataset_commit: &Option<String>,
     out: Option<&Path>,
 ) -> Result<Value> {
-    let loaded = match model {
-        Some(m) => Some(args.load.load(m)?),
-        None => None,
+    let (loaded, model_commit) = match model {
+        Some(m) => {
+            let (source, tokenizer, policy) = args.load.load_source(m)?;
+            (Some((source.dir, tokenizer, policy)), source.commit)
+        }
+        None => (None, None),
     };
     let gen = generation_config(loaded.as_ref().map(|l| l.0.as_path()))?;
     let settings = settings(args, &gen)?;
@@ -364,22 +429,34 @@ fn eval_one(
         Some((_, tokenizer, policy)) => Solver::Model { policy, tokenizer },
         None => Solver::Oracle,
     };
-    let ident = identity(args, model, &settings);
+    let mut ident = identity(args, model, &settings);
+    // Hub inputs: what they resolved to belongs to the run's identity (run.json).
+    if let Some(c) = &model_commit {
+        ident["model_commit"] = json!(c);
+    }
+    if let Some(c) = dataset_commit {
+        ident["dataset"] = json!({
+            "name": args.dataset,
+            "config": args.dataset_config,
+            "split": args.split,
+            "commit": c,
+        });
+    }
     let mut store = match out {
         Some(dir) => Some(Store::open(dir, &ident)?),
         None => None,
     };
 
     let mut results: Vec<BenchmarkResult> = Vec::new();
-    for spec in specs {
-        let mut set = EvalSet::from_spec(spec)?;
+    for set in sets {
+        let mut set = set.clone();
         if let Some(k) = args.few_shot.filter(|&k| k > 0) {
-            match fewshot::examples(&spec.name, k)? {
+            match fewshot::examples(&set.name, k)? {
                 Some(shots) => set.few_shot = shots,
                 None => eprintln!(
                     "note: {} has no train split to draw few-shot examples from; evaluating \
                      it zero-shot",
-                    spec.name
+                    set.name
                 ),
             }
         }
@@ -419,7 +496,7 @@ fn eval_one(
             .transpose()?
             .unwrap_or_default();
         let resumed = done.len() / settings.n;
-        let bar = progress_bar(&spec.name);
+        let bar = progress_bar(&set.name);
         let start = Instant::now();
         let mut tokens = 0usize;
         let mut cb = |p: &Progress| {
@@ -444,7 +521,7 @@ fn eval_one(
         eprintln!(
             "{}: {} problems ({} resumed) × {} samples, {} new tokens in {:.2} s: {:.2} problems/s, \
              {:.1} tok/s",
-            spec.name,
+            set.name,
             result.num_problems,
             resumed.min(result.num_problems),
             settings.n,
@@ -456,7 +533,13 @@ fn eval_one(
         results.push(result);
     }
 
-    let summary = report::summary_json(model, args.few_shot, &settings, &results);
+    let mut summary = report::summary_json(model, args.few_shot, &settings, &results);
+    if let Some(c) = &model_commit {
+        summary["model_commit"] = json!(c);
+    }
+    if let Some(d) = ident.get("dataset") {
+        summary["dataset"] = d.clone();
+    }
     if let Some(dir) = out {
         let path = dir.join("summary.json");
         let text = serde_json::to_string_pretty(&summary)? + "\n";

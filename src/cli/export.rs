@@ -29,6 +29,9 @@ pub struct ExportArgs {
     /// adapter_config.json).
     #[arg(long, short = 'm', value_name = "DIR|HUB_ID")]
     pub model: String,
+    /// Branch, tag or commit of a hub id --model (default `main`).
+    #[arg(long)]
+    pub revision: Option<String>,
     /// A LoRA adapter in PEFT layout to apply to --model.
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
@@ -52,7 +55,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             args.out.display()
         );
     }
-    let dir = resolve_model_dir(&args.model, None)?;
+    let dir = resolve_model_dir(&args.model, args.revision.as_deref())?;
     let device = candle_core::Device::Cpu;
     let mut policy = Policy::load(&dir, candle_core::DType::F32, &device)
         .with_context(|| format!("loading {}", dir.display()))?;

@@ -6,7 +6,9 @@ use anyhow::Result;
 use candle_core::{DType, Device};
 use clap::Args;
 
-use crate::model::{copy_tokenizer_files, random_qwen2_config, Policy, Qwen2Shape, Tokenizer};
+use crate::model::{
+    copy_tokenizer_files, random_qwen2_config, resolve_model, Need, Policy, Qwen2Shape, Tokenizer,
+};
 
 /// The long `--help` text. main.rs attaches it to the subcommand: the variant's doc comment
 /// there would otherwise replace it.
@@ -24,9 +26,13 @@ Examples:
 #[derive(Debug, Args)]
 #[command(long_about = LONG_ABOUT)]
 pub struct InitModelArgs {
-    /// Folder with tokenizer.json / tokenizer_config.json.
+    /// Folder with tokenizer.json / tokenizer_config.json, or a hub id (only its tokenizer
+    /// files are downloaded).
+    #[arg(long, value_name = "DIR|HUB_ID")]
+    pub tokenizer: String,
+    /// Branch, tag or commit of a hub id --tokenizer (default `main`).
     #[arg(long)]
-    pub tokenizer: PathBuf,
+    pub revision: Option<String>,
     /// Output folder (written atomically).
     #[arg(long)]
     pub out: PathBuf,
@@ -61,7 +67,8 @@ pub fn run(args: &InitModelArgs) -> Result<()> {
             args.initializer_range
         );
     }
-    let tokenizer = Tokenizer::load(&args.tokenizer)?;
+    let tok_dir = resolve_model(&args.tokenizer, args.revision.as_deref(), Need::Tokenizer)?.dir;
+    let tokenizer = Tokenizer::load(&tok_dir)?;
     let shape = Qwen2Shape {
         hidden_size: args.hidden_size,
         intermediate_size: args.intermediate_size.unwrap_or(3 * args.hidden_size),
@@ -76,7 +83,7 @@ pub fn run(args: &InitModelArgs) -> Result<()> {
     let config = random_qwen2_config(&shape, &tokenizer, "init-model")?;
     let policy = Policy::new_random(config, args.seed, DType::F32, &Device::Cpu)?;
     policy.save(&args.out)?;
-    copy_tokenizer_files(&args.tokenizer, &args.out)?;
+    copy_tokenizer_files(&tok_dir, &args.out)?;
     println!(
         "wrote {} ({} parameters)",
         args.out.display(),

@@ -76,6 +76,37 @@ pub(super) fn check(cfg: &Config) -> Result<()> {
         &d.train,
         "a JSONL file or a shipped benchmark name",
     )?;
+    if d.dataset_name.trim().is_empty() {
+        for (key, v) in [
+            ("data.dataset_config", &d.dataset_config),
+            ("data.validation_split", &d.validation_split),
+        ] {
+            if !v.is_empty() {
+                bail!("{key} = {v:?} needs data.dataset_name (the hub data set it belongs to)");
+            }
+        }
+    } else {
+        non_empty(
+            "data.train_split",
+            &d.train_split,
+            "a split name of data.dataset_name",
+        )?;
+        let defaults = crate::config::DataSection::default();
+        if d.train != defaults.train {
+            bail!(
+                "data.train = {:?} and data.dataset_name = {:?} both name the training set:                  keep one",
+                d.train,
+                d.dataset_name
+            );
+        }
+        if !d.validation_split.is_empty() && d.validation != defaults.validation {
+            bail!(
+                "data.validation = {:?} and data.validation_split = {:?} both name the                  validation set: keep one",
+                d.validation,
+                d.validation_split
+            );
+        }
+    }
     non_empty("data.question_field", &d.question_field, "a field name")?;
     non_empty("data.answer_field", &d.answer_field, "a field name")?;
     if !d.prompt_template.contains("{question}") {

@@ -39,6 +39,10 @@ pub enum GoldSource {
     LastBoxedIn(String),
     /// The text after `####` in the field, thousands commas removed (GSM8K).
     AfterHashes(String),
+    /// The field as it is, unless it is a worked solution: then the text after its `####` line
+    /// (GSM8K's `answer`), else its last `\boxed{}` (hub data sets, whose answer field may be
+    /// either).
+    FinalAnswerOf(String),
     /// A list of LaTeX answers with `$` delimiters (OlympiadBench `final_answer`). Several
     /// answers (more than one item, or a row whose boolean field `multiple` is true, as
     /// OlympiadBench's `is_multiple_answer` marks `["1,3"]`) become one math-mode list `$1,3$`,

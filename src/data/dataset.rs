@@ -25,10 +25,10 @@ pub struct Example {
 }
 
 /// One parsed row with its 1-based line number, for error messages.
-type Row = (usize, Map<String, Value>);
+pub(crate) type Row = (usize, Map<String, Value>);
 
 /// Reads a JSONL file; blank lines are skipped, anything else must be a JSON object.
-fn read_rows(path: &Path) -> Result<Vec<Row>> {
+pub(crate) fn read_rows(path: &Path) -> Result<Vec<Row>> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let mut rows = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -163,6 +163,16 @@ fn resolve_gold(at: &At<'_>, gold: &GoldSource) -> Result<String> {
             // GSM8K writes thousands with commas (`1,000`).
             ans.replace(',', "").trim().to_string()
         }
+        GoldSource::FinalAnswerOf(name) => {
+            let text = at.text(name)?;
+            if let Some(ans) = crate::verifier::extract::after_hashes(&text) {
+                ans.replace(',', "").trim().to_string()
+            } else if let Some(ans) = crate::verifier::extract::last_boxed(&text) {
+                ans.to_string()
+            } else {
+                text
+            }
+        }
         GoldSource::LastBoxedIn(name) => {
             let text = at.text(name)?;
             crate::verifier::extract::last_boxed(&text)
@@ -213,7 +223,7 @@ fn resolve_gold(at: &At<'_>, gold: &GoldSource) -> Result<String> {
     Ok(answer)
 }
 
-fn example_from_row(
+pub(crate) fn example_from_row(
     path: &Path,
     (line, row): &Row,
     spec: &BenchmarkSpec,

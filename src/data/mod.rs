@@ -6,8 +6,11 @@ pub mod chain;
 #[cfg(test)]
 mod chain_tests;
 pub mod dataset;
+pub mod hub;
+pub mod parquet;
 pub mod problem;
 pub mod prompt;
+pub mod sets;
 pub mod task;
 pub mod tokenizer;
 

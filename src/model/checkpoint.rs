@@ -22,34 +22,6 @@ pub const TOKENIZER_FILES: &[&str] = &[
     "tokenizer.model",
 ];
 
-/// A local directory if `name_or_path` is one, else the snapshot directory of that repo id in
-/// the Hugging Face cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`).
-pub fn resolve_model_dir(name_or_path: &str, revision: Option<&str>) -> Result<PathBuf> {
-    let p = Path::new(name_or_path);
-    if p.is_dir() {
-        return Ok(p.to_path_buf());
-    }
-    let cache = match std::env::var_os("HF_HUB_CACHE") {
-        Some(dir) if !dir.is_empty() => hf_hub::Cache::new(PathBuf::from(dir)),
-        _ => hf_hub::Cache::from_env(),
-    };
-    let repo = hf_hub::Repo::with_revision(
-        name_or_path.to_string(),
-        hf_hub::RepoType::Model,
-        revision.unwrap_or("main").to_string(),
-    );
-    if let Some(config) = cache.repo(repo).get("config.json") {
-        if let Some(dir) = config.parent() {
-            return Ok(dir.to_path_buf());
-        }
-    }
-    bail!(
-        "model `{name_or_path}` is not a local directory and is not in the Hugging Face cache \
-         (looked in {})",
-        cache.path().display()
-    )
-}
-
 /// Copies the tokenizer / generation files present in `from` into `to` (created if needed).
 /// Returns the names copied.
 pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<Vec<String>> {

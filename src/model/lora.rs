@@ -135,10 +135,10 @@ impl LoraConfig {
 }
 
 /// The base model directory named by an adapter's `base_model_name_or_path` (a local path, or
-/// a hub id in the local cache).
+/// a hub id, fetched into the cache if needed).
 pub fn base_model_of(dir: &Path) -> Result<std::path::PathBuf> {
     let base = base_model_name(dir)?;
-    super::checkpoint::resolve_model_dir(&base, None).with_context(|| {
+    super::source::resolve_model_dir(&base, None).with_context(|| {
         format!(
             "{}: base_model_name_or_path `{base}`",
             dir.join(ADAPTER_CONFIG).display()

@@ -21,11 +21,13 @@ mod params;
 pub mod policy;
 pub mod qwen2;
 pub mod random;
+pub mod source;
 pub mod tokenizer;
 
-pub use checkpoint::{copy_tokenizer_files, resolve_model_dir};
+pub use checkpoint::copy_tokenizer_files;
 pub use config::ModelConfig;
 pub use kv_cache::KvCache;
 pub use policy::Policy;
 pub use random::{random_qwen2_config, Qwen2Shape};
+pub use source::{cached_model_dir, resolve_model, resolve_model_dir, ModelSource, Need};
 pub use tokenizer::{ChatMessage, Tokenizer};

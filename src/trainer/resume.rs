@@ -16,6 +16,7 @@ const HARMLESS: &[&str] = &[
     "eval.",
     "sft.",
     "data.validation",
+    "data.validation_split",
     "model.device",
     "train.logging_steps",
     "train.save_steps",

@@ -24,9 +24,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 
 use crate::config::{Aggregation, Config};
-use crate::data::dataset::{load_examples, Example};
+use crate::data::dataset::Example;
+use crate::data::sets::load_data_sets;
 use crate::eval::{evaluate, EvalSet, EvalSettings};
-use crate::model::{resolve_model_dir, Policy, Tokenizer};
+use crate::model::{resolve_model, Need, Policy, Tokenizer};
 use crate::resolve::Resolved;
 use crate::rewards::{self, RewardFn};
 use crate::sampler::{self, mix_seed, FinishReason, SamplingParams};
@@ -208,6 +209,8 @@ pub fn train(cfg: &Config, resume: Resume, interrupted: Arc<AtomicBool>) -> Resu
         loss_type: cfg.loss.loss_type,
         process_weighting: run.res.loss.weighting,
         seed: Some(cfg.train.seed),
+        model_commit: run.model_commit.clone(),
+        dataset_commit: run.dataset_commit.clone(),
         config: serde_json::to_value(cfg)?,
     };
     let path = run.out.join("summary.json");
@@ -222,6 +225,9 @@ struct Run {
     /// The model the run started from (tokenizer files, reference model).
     base_dir: PathBuf,
     resume_dir: Option<PathBuf>,
+    /// The commits a hub `model.path` and `data.dataset_name` resolved to.
+    model_commit: Option<String>,
+    dataset_commit: Option<String>,
     res: Resolved,
     policy: Policy,
     /// The frozen reference model, loaded only when β > 0.
@@ -249,7 +255,8 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
     let lock = RunLock::acquire(&out, "grpo train")?;
     clean_interrupted_saves(&out)?;
     let res = cfg.resolve()?;
-    let base_dir = resolve_model_dir(&cfg.model.path, cfg.model.revision.as_deref())?;
+    let source = resolve_model(&cfg.model.path, cfg.model.revision.as_deref(), Need::Model)?;
+    let base_dir = source.dir.clone();
     let resume_dir = match resume {
         Resume::No => {
             if let Some(existing) = latest_checkpoint(&out)? {
@@ -300,13 +307,8 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
         "loaded policy"
     );
 
-    let (qf, af) = (&cfg.data.question_field, &cfg.data.answer_field);
-    let train_set = load_examples(&cfg.data.train, qf, af)?;
-    let mut val_set = if cfg.data.validation.is_empty() {
-        Vec::new()
-    } else {
-        load_examples(&cfg.data.validation, qf, af)?
-    };
+    let sets = load_data_sets(&cfg.data, true)?;
+    let (train_set, mut val_set) = (sets.train, sets.validation);
     if cfg.eval.limit > 0 {
         val_set.truncate(cfg.eval.limit);
     }
@@ -322,7 +324,7 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
     let train_prompts = format.encode_all(
         &tokenizer,
         &train_set,
-        &format!("data.train = `{}`", cfg.data.train),
+        &sets.train_label,
         context,
         cfg.sampling.max_completion_length,
         "sampling.max_completion_length",
@@ -331,7 +333,7 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
         .encode_all(
             &tokenizer,
             &val_set,
-            &format!("data.validation = `{}`", cfg.data.validation),
+            &sets.validation_label,
             context,
             cfg.eval.max_completion_length,
             "eval.max_completion_length",
@@ -389,6 +391,8 @@ fn setup(cfg: &Config, resume: &Resume) -> Result<Run> {
         out,
         base_dir,
         resume_dir,
+        model_commit: source.commit,
+        dataset_commit: sets.dataset_commit,
         res,
         policy,
         reference,

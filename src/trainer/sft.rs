@@ -33,8 +33,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::data::dataset::{load_examples, Example};
+use crate::data::dataset::Example;
 use crate::data::prompt::PromptFormat;
+use crate::data::sets::load_data_sets;
 use crate::model::{
     copy_tokenizer_files, random_qwen2_config, resolve_model_dir, ModelConfig, Policy, Qwen2Shape,
     Tokenizer,
@@ -312,8 +313,8 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
         SftInit::Pretrained => Policy::load(&model_dir, dtype, &device)?,
     };
     let format = res.prompt.clone();
-    let (qf, af) = (&cfg.data.question_field, &cfg.data.answer_field);
-    let train_set = load_examples(&cfg.data.train, qf, af)?;
+    let sets = load_data_sets(&cfg.data, true)?;
+    let train_set = sets.train;
     let rows = build_rows_within(
         &train_set,
         &tokenizer,
@@ -321,12 +322,12 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
         s.direct_answer_fraction,
         s.seed,
         policy.config.max_position_embeddings,
-        &format!("data.train = `{}`", cfg.data.train),
+        &sets.train_label,
     )?;
     if rows.is_empty() {
         bail!(
-            "data.train = `{}`: no example has a `solution` field to fine-tune on",
-            cfg.data.train
+            "{}: no example has a `solution` field to fine-tune on",
+            sets.train_label
         );
     }
     let longest = rows
@@ -340,11 +341,7 @@ fn train_sft_until(cfg: &Config, interrupted: Arc<AtomicBool>) -> Result<(SftSum
             policy.config.max_position_embeddings
         );
     }
-    let mut val_set = if cfg.data.validation.is_empty() {
-        Vec::new()
-    } else {
-        load_examples(&cfg.data.validation, qf, af)?
-    };
+    let mut val_set = sets.validation;
     if s.eval_limit > 0 {
         val_set.truncate(s.eval_limit);
     }

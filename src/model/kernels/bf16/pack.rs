@@ -1,0 +1,180 @@
+//! Packing for the bf16 tiers: a block of a logical `rows × k` matrix `X` becomes 32-bit
+//! *pairs* `(X[r][2q], X[r][2q+1])` (low half the even `k`, a zero high half past an odd `k`),
+//! the unit `vdpbf16ps` and `tdpbf16ps` multiply. `A` is packed as itself (`m × k`), `B` as its
+//! transpose (`n × k`), so one routine serves both; f32 data is rounded to bf16 (nearest even,
+//! subnormals to zero as the hardware conversion does) on the way.
+
+use std::arch::x86_64::*;
+
+/// A logical matrix: element `(i, j)` at `ptr[i * rs + j * cs]`, f32 or bf16 bits.
+#[derive(Clone, Copy)]
+pub(crate) struct Src {
+    pub ptr: SrcPtr,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum SrcPtr {
+    F32(*const f32),
+    Bf16(*const u16),
+}
+
+// SAFETY: sources are only read, and the caller keeps the data alive for the call.
+unsafe impl Send for Src {}
+unsafe impl Sync for Src {}
+
+impl Src {
+    /// The transpose (rows and columns swapped).
+    pub fn t(self) -> Src {
+        Src {
+            ptr: self.ptr,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// Element `(i, j)` as bf16 bits.
+    #[inline(always)]
+    unsafe fn get(&self, i: usize, j: usize) -> u32 {
+        let at = i * self.rs + j * self.cs;
+        match self.ptr {
+            SrcPtr::F32(p) => super::to_bf16(*p.add(at)) as u32,
+            SrcPtr::Bf16(p) => *p.add(at) as u32,
+        }
+    }
+
+    /// 16 consecutive elements starting at linear index `at` (lanes ≥ `len` read as 0), as
+    /// bf16 bits in 16-bit lanes.
+    #[inline(always)]
+    unsafe fn load16(&self, at: usize, len: usize) -> __m256i {
+        let mask: __mmask16 = if len >= 16 { 0xffff } else { (1u16 << len) - 1 };
+        match self.ptr {
+            SrcPtr::F32(p) => {
+                let v = _mm512_maskz_loadu_ps(mask, p.add(at));
+                std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v))
+            }
+            SrcPtr::Bf16(p) => _mm256_maskz_loadu_epi16(mask, p.add(at) as *const i16),
+        }
+    }
+
+    /// 32 consecutive elements starting at linear index `at` (lanes ≥ `len` read as 0), as 16
+    /// pairs.
+    #[inline(always)]
+    unsafe fn load32(&self, at: usize, len: usize) -> __m512i {
+        match self.ptr {
+            SrcPtr::F32(p) => {
+                let m = |l: usize| -> __mmask16 {
+                    if l >= 16 {
+                        0xffff
+                    } else {
+                        (1u16 << l) - 1
+                    }
+                };
+                let lo = _mm512_maskz_loadu_ps(m(len), p.add(at));
+                let hi = _mm512_maskz_loadu_ps(m(len.saturating_sub(16)), p.add(at + 16));
+                // Lanes 0..16 from the second argument, 16..32 from the first.
+                std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
+            }
+            SrcPtr::Bf16(p) => {
+                let mask: __mmask32 = if len >= 32 {
+                    u32::MAX
+                } else {
+                    (1u32 << len) - 1
+                };
+                _mm512_maskz_loadu_epi16(mask, p.add(at) as *const i16)
+            }
+        }
+    }
+}
+
+/// Writes the pairs of `X[r0 .. r0+rows][p0 .. p0+kc]` to
+/// `dst[r * row_stride + q * pair_stride]` for `r < rows`, `q < kc.div_ceil(2)`; rows from
+/// `rows` to `pad_rows` are written as zeros.
+///
+/// # Safety
+/// The CPU must have AVX512-BF16 (with F, BW, VL); `x` must be readable over the block;
+/// `dst` must hold every index written.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack_pairs(
+    dst: &mut [u32],
+    x: Src,
+    r0: usize,
+    rows: usize,
+    pad_rows: usize,
+    p0: usize,
+    kc: usize,
+    row_stride: usize,
+    pair_stride: usize,
+) {
+    let kp = kc.div_ceil(2);
+    let last = row_stride * (pad_rows.max(1) - 1) + pair_stride * (kp.max(1) - 1);
+    assert!(
+        kp == 0 || last < dst.len(),
+        "pack_pairs: destination too small"
+    );
+    let d = dst.as_mut_ptr();
+    if x.cs == 1 {
+        // `k` contiguous in each row: 32 elements are 16 pairs in order.
+        let mut tmp = [0u32; 16];
+        for r in 0..rows {
+            let base = (r0 + r) * x.rs + p0;
+            for q0 in (0..kp).step_by(16) {
+                let v = x.load32(base + 2 * q0, kc - 2 * q0);
+                let n = 16.min(kp - q0);
+                if pair_stride == 1 {
+                    let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+                    _mm512_mask_storeu_epi32(d.add(r * row_stride + q0) as *mut i32, mask, v);
+                } else {
+                    _mm512_storeu_si512(tmp.as_mut_ptr() as *mut __m512i, v);
+                    for (q, &t) in tmp.iter().enumerate().take(n) {
+                        *d.add(r * row_stride + (q0 + q) * pair_stride) = t;
+                    }
+                }
+            }
+        }
+    } else if x.rs == 1 {
+        // Rows contiguous at a fixed `k`: interleave the even and the odd `k` of 16 rows.
+        let mut tmp = [0u32; 16];
+        for rb in (0..rows).step_by(16) {
+            let n = 16.min(rows - rb);
+            for q in 0..kp {
+                let k0 = p0 + 2 * q;
+                let even = _mm512_cvtepu16_epi32(x.load16(k0 * x.cs + r0 + rb, n));
+                let odd = if 2 * q + 1 < kc {
+                    _mm512_cvtepu16_epi32(x.load16((k0 + 1) * x.cs + r0 + rb, n))
+                } else {
+                    _mm512_setzero_si512()
+                };
+                let v = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
+                if row_stride == 1 {
+                    let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+                    _mm512_mask_storeu_epi32(d.add(rb + q * pair_stride) as *mut i32, mask, v);
+                } else {
+                    _mm512_storeu_si512(tmp.as_mut_ptr() as *mut __m512i, v);
+                    for (r, &t) in tmp.iter().enumerate().take(n) {
+                        *d.add((rb + r) * row_stride + q * pair_stride) = t;
+                    }
+                }
+            }
+        }
+    } else {
+        for r in 0..rows {
+            for q in 0..kp {
+                let lo = x.get(r0 + r, p0 + 2 * q);
+                let hi = if 2 * q + 1 < kc {
+                    x.get(r0 + r, p0 + 2 * q + 1)
+                } else {
+                    0
+                };
+                *d.add(r * row_stride + q * pair_stride) = lo | hi << 16;
+            }
+        }
+    }
+    for r in rows..pad_rows {
+        for q in 0..kp {
+            *d.add(r * row_stride + q * pair_stride) = 0;
+        }
+    }
+}
