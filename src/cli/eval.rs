@@ -20,8 +20,8 @@ use crate::eval::{
     self, fewshot, report, run_benchmark, BenchmarkResult, EvalSet, EvalSettings, Progress,
     SampleRecord, Solver,
 };
-use crate::verifier::extract::ExtractPolicy;
 use crate::sampler::budget::GenShape;
+use crate::verifier::extract::ExtractPolicy;
 
 /// `grpo eval --help` text: what is measured, where results go, examples.
 pub const LONG_ABOUT: &str = "\

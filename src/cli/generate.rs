@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::cli::args::{bounded_rows, generation_config, refusal_error, ModelArgs, SamplingArgs};
 use crate::model::checkpoint::load_config;
-use crate::model::{resolve_model_dir, ChatMessage, Policy, Tokenizer};
+use crate::model::{ChatMessage, Policy, Tokenizer};
 use crate::sampler::budget::{self, GenShape, Refusal};
 use crate::sampler::{generate, Completion, SamplingParams, TokenEvent};
 use crate::trainer::memory::available_cpu_bytes;
@@ -162,12 +162,17 @@ fn precheck(args: &GenerateArgs, prompts: usize) -> Result<()> {
     let Some(available) = available_cpu_bytes() else {
         return Ok(());
     };
+    // A local folder's config caps the new tokens; a hub id is checked once it has resolved
+    // (nothing is downloaded just for this).
+    let dir = Path::new(&args.model);
+    if !dir.is_dir() {
+        return Ok(());
+    }
     let mut max_new = args
         .sampling
         .max_new_tokens
         .unwrap_or(DEFAULT_MAX_NEW_TOKENS);
-    let dir = resolve_model_dir(&args.model, args.load.revision.as_deref())?;
-    if let Ok(config) = load_config(&dir) {
+    if let Ok(config) = load_config(dir) {
         max_new = max_new.min(config.max_position_embeddings.saturating_sub(1));
     }
     let shape = GenShape {
