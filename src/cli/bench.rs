@@ -40,7 +40,7 @@ every training op uses (GFLOP/s, best of --repeat); the defaults are a Qwen2.5-0
 at 576 tokens. `--dtype bf16` times the mixed-precision product instead (bf16 inputs, f32
 accumulation and output) on the best tier this CPU has (`amx`, `avx512-bf16`, else `f32`: the f32
 kernels on rounded inputs); `--tier NAME` or GRPO_BF16_TIER=NAME forces a lower one. The
-peer is ../shared/bench/torch_gemm.py (--dtype float32 / bfloat16).
+peer is benches/peers/torch_gemm.py (--dtype float32 / bfloat16).
 
 Examples:
   grpo bench train --shape bench --batch 8 --seq 256 --json
