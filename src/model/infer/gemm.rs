@@ -6,18 +6,7 @@
 //! products along the contiguous `k` axis (no packing, no transposed copy), and writes the
 //! bias and the residual add in the same pass. General GEMMs (many rows) go elsewhere.
 
-use rayon::prelude::*;
-
-/// Input rows kept hot in L2 while a block of weight rows streams past them.
-const M_BLOCK: usize = 64;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint column ranges of the output.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+use crate::model::kernels::nt_tiles::{split_columns, store_tile, SendPtr, MR, M_BLOCK, NR};
 
 /// `y[i, j] = (accumulate ? y[i, j] : 0) + Σ_p x[i, p]·w[j, p] + bias[j]` for `x` `m × k`,
 /// `w` `n × k`, `y` `m × n`, all row-major and contiguous.
@@ -44,34 +33,10 @@ pub(crate) fn gemm_nt(
     let out = SendPtr(y.as_mut_ptr());
     // SAFETY: every (row, column) written lies in `y` (checked above) and the column ranges
     // of different tasks are disjoint.
-    split_columns(m * n * k, n, NR, |n0, n1| unsafe {
+    split_columns(m * n * k, n, |n0, n1| unsafe {
         block(x, m, k, w, n, n0, n1, bias, out, accumulate)
     });
 }
-
-/// Runs `f(n0, n1)` over column ranges (multiples of `nr`) covering `0..n`: on this thread
-/// for small products, else a few ranges per rayon thread (balance when other processes share
-/// the cores).
-fn split_columns(work: usize, n: usize, nr: usize, f: impl Fn(usize, usize) + Sync) {
-    let threads = rayon::current_num_threads();
-    if threads == 1
-        || rayon::current_thread_index().is_some()
-        || work < PARALLEL_MIN_WORK
-        || n < 2 * nr
-    {
-        return f(0, n);
-    }
-    let tasks = (threads * 2).min(n / nr);
-    let per = n.div_ceil(tasks).div_ceil(nr) * nr;
-    (0..n.div_ceil(per))
-        .into_par_iter()
-        .for_each(|t| f(t * per, ((t + 1) * per).min(n)));
-}
-
-/// Rows of `x` per tile.
-const MR: usize = 3;
-/// Rows of `w` (output columns) per tile.
-const NR: usize = 8;
 
 /// Columns `n0..n1` of the product.
 ///
@@ -95,32 +60,6 @@ unsafe fn block(
         return block_avx512(x, m, k, w, n, n0, n1, bias, y, accumulate);
     }
     block_generic(x, m, k, w, n, n0, n1, bias, y, accumulate)
-}
-
-/// Writes one finished `mr × nr` tile (`sums[i][j]` for row `i0 + i`, column `j0 + j`).
-///
-/// # Safety
-/// As [`block`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn store_tile(
-    sums: &[[f32; NR]; MR],
-    mr: usize,
-    nr: usize,
-    i0: usize,
-    j0: usize,
-    n: usize,
-    bias: Option<&[f32]>,
-    y: SendPtr,
-    accumulate: bool,
-) {
-    for (i, row) in sums.iter().enumerate().take(mr) {
-        for (j, &s) in row.iter().enumerate().take(nr) {
-            let p = y.0.add((i0 + i) * n + j0 + j);
-            let b = bias.map_or(0.0, |b| b[j0 + j]);
-            *p = if accumulate { *p + s + b } else { s + b };
-        }
-    }
 }
 
 /// Portable tiles: eight-lane partial sums the compiler vectorises for the target it builds.

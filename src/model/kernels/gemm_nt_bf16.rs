@@ -6,24 +6,8 @@
 //! products along the contiguous `k` axis (32 values per instruction) into f32 lanes. Column
 //! ranges run on the rayon threads. Without AVX512-BF16 a portable loop computes the same sums.
 
-use rayon::prelude::*;
-
 use super::bf16::{from_bf16, has_avx512_bf16, round_into};
-
-/// Input rows kept hot in L2 while a block of weight rows streams past them.
-const M_BLOCK: usize = 64;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
-/// Rows of `x` per tile.
-const MR: usize = 3;
-/// Rows of `w` (output columns) per tile.
-const NR: usize = 8;
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint column ranges of the output.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+use super::nt_tiles::{split_columns, store_tile, SendPtr, MR, M_BLOCK, NR};
 
 /// `y[i, j] = (accumulate ? y[i, j] : 0) + Σ_p bf16(x[i, p])·w[j, p] + bias[j]` for `x`
 /// `m × k` f32, `w` `n × k` bf16 bits, `y` `m × n` f32, all row-major and contiguous.
@@ -62,50 +46,6 @@ pub fn gemm_nt_bf16(
             block_generic(&xb, m, k, w, n, n0, n1, bias, out, accumulate)
         }
     });
-}
-
-/// Runs `f(n0, n1)` over column ranges (multiples of `NR`) covering `0..n`: on this thread for
-/// small products, else two ranges per rayon thread.
-fn split_columns(work: usize, n: usize, f: impl Fn(usize, usize) + Sync) {
-    let threads = rayon::current_num_threads();
-    if threads == 1
-        || rayon::current_thread_index().is_some()
-        || work < PARALLEL_MIN_WORK
-        || n < 2 * NR
-    {
-        return f(0, n);
-    }
-    let tasks = (threads * 2).min(n / NR);
-    let per = n.div_ceil(tasks).div_ceil(NR) * NR;
-    (0..n.div_ceil(per))
-        .into_par_iter()
-        .for_each(|t| f(t * per, ((t + 1) * per).min(n)));
-}
-
-/// Writes one finished tile (`sums[i][j]` for row `i0 + i`, column `j0 + j`).
-///
-/// # Safety
-/// `y` must point to `m × n` writable floats that no other thread touches in these columns.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn store_tile(
-    sums: &[[f32; NR]; MR],
-    mr: usize,
-    nr: usize,
-    i0: usize,
-    j0: usize,
-    n: usize,
-    bias: Option<&[f32]>,
-    y: SendPtr,
-    accumulate: bool,
-) {
-    for (i, row) in sums.iter().enumerate().take(mr) {
-        for (j, &s) in row.iter().enumerate().take(nr) {
-            let p = y.0.add((i0 + i) * n + j0 + j);
-            let b = bias.map_or(0.0, |b| b[j0 + j]);
-            *p = if accumulate { *p + s + b } else { s + b };
-        }
-    }
 }
 
 /// Portable tiles: the rounded values widened to f32, eight-lane partial sums.

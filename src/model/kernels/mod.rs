@@ -6,6 +6,7 @@
 pub mod bf16;
 pub mod gemm;
 pub mod gemm_nt_bf16;
+pub(crate) mod nt_tiles;
 pub mod rows;
 #[cfg(target_arch = "x86_64")]
 mod sgemm_avx512;
