@@ -36,8 +36,9 @@ def main():
     a = ap.parse_args()
     shapes = STEP if a.shapes == "step" else [("dX down (headline)", T, I, H)]
     for what, m, n, k in shapes:
-        # Big products (the lm head, ~157 GFLOP) get fewer timed runs on both sides.
-        rep = 3 if m * n * k > 2e10 else 10
+        # Best of about 1 s of runs on both sides (at least 3: the lm head is ~157 GFLOP); a
+        # product of a few ms needs many runs for its best to be a quiet one on a shared VM.
+        rep = max(3, min(200, int(4e11 / (2 * m * n * k))))
         for dt in a.dtypes.split(","):
             peer = run([sys.executable, os.path.join(HERE, "torch_gemm.py"), "--m", str(m), "--n", str(n),
                         "--k", str(k), "--dtype", dt, "--threads", str(a.threads), "--repeat", str(rep)])

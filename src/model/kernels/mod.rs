@@ -10,3 +10,4 @@ pub(crate) mod nt_tiles;
 pub mod rows;
 #[cfg(target_arch = "x86_64")]
 mod sgemm_avx512;
+pub(crate) mod tasks;

@@ -11,6 +11,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::tasks::{grid, k_slice, split};
+
 const MR: usize = 8;
 const NR: usize = 32;
 const KC: usize = 256;
@@ -52,33 +54,6 @@ pub(crate) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
 
-/// How to cut `C[m×n]` into `gm × gn` tasks of whole panels for `tasks` workers: the grid that
-/// packs the least (each task packs `A` for its rows once per column range and `B` for its
-/// columns once per row range: `k·(m·gn + n·gm)` floats), with column ranges ≤ `NT_MAX`.
-fn grid(m: usize, n: usize, tasks: usize) -> (usize, usize) {
-    let (pm, pn) = (m.div_ceil(MR), n.div_ceil(NR));
-    let min_gn = n.div_ceil(NT_MAX).clamp(1, pn);
-    let mut best = (1, min_gn, usize::MAX);
-    for gm in 1..=pm.min(tasks.max(1)) {
-        let gn = tasks.div_ceil(gm).max(min_gn).min(pn);
-        let cost = m * gn + n * gm;
-        if cost < best.2 {
-            best = (gm, gn, cost);
-        }
-    }
-    (best.0, best.1)
-}
-
-/// Cuts `total` elements, in panels of `width` (the last one may be shorter), into `parts`
-/// near-equal ranges of whole panels: the `i`th range as (start, len) in elements (len 0
-/// when there are fewer panels than parts).
-fn split(total: usize, width: usize, parts: usize, i: usize) -> (usize, usize) {
-    let panels = total.div_ceil(width);
-    let (lo, hi) = (panels * i / parts, panels * (i + 1) / parts);
-    let start = lo * width;
-    (start, (hi * width).min(total).saturating_sub(start))
-}
-
 /// `C[m×n] (+)= A[m×k] · B[k×n]`, `C` row-major with row stride `ldc`.
 ///
 /// BLIS loop order inside each task (a block of rows × columns): for each `KC` slice of `k`,
@@ -105,9 +80,8 @@ pub(crate) unsafe fn sgemm(
     } else {
         1
     };
-    // Two tasks per worker keep the threads even when tasks differ in size.
-    let tasks = if workers > 1 { 2 * workers } else { 1 };
-    let (gm, gn) = grid(m, n, tasks);
+    let (gm, gn) = grid(m, n, MR, NR, NT_MAX, workers);
+    let kcs = k_slice(k, KC, 16);
     let out = Out(c);
     let task = move |t: usize| {
         let (i0, mt) = split(m, MR, gm, t / gn);
@@ -119,8 +93,8 @@ pub(crate) unsafe fn sgemm(
             let (pa, pb) = &mut *p.borrow_mut();
             pa.resize(MC * KC, 0.0);
             pb.resize(nt.div_ceil(NR) * NR * KC, 0.0);
-            for p0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - p0);
+            for p0 in (0..k).step_by(kcs) {
+                let kc = kcs.min(k - p0);
                 let acc = accumulate || p0 > 0;
                 // SAFETY: indices stay inside the caller's shapes (see the function contract).
                 unsafe {

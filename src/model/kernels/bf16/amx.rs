@@ -57,6 +57,7 @@ impl Micro for Amx {
     const NR: usize = NR;
     // 256 pairs: 32 KB per panel of `A` or `B`.
     const KC: usize = 512;
+    const KU: usize = 32;
     const MC: usize = 256;
 
     fn a_panel(kc: usize) -> usize {

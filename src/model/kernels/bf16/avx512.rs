@@ -18,6 +18,7 @@ impl Micro for Avx512Bf16 {
     const NR: usize = NR;
     // 256 pairs × 32 columns × 4 bytes: a 32 KB `B` panel stays in L1.
     const KC: usize = 512;
+    const KU: usize = 2;
     const MC: usize = 120;
 
     fn a_panel(kc: usize) -> usize {

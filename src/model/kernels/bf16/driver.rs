@@ -8,13 +8,16 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::pack::Src;
+use crate::model::kernels::tasks::{grid, k_slice, split};
 
 /// One tier's panel layouts and microkernel.
 pub(crate) trait Micro: Sync {
     const MR: usize;
     const NR: usize;
-    /// `k` elements per slice (even).
+    /// Most `k` elements per slice (a multiple of `KU`).
     const KC: usize;
+    /// What a `k` slice's length is a multiple of (a pair; AMX: a 32-element tile row).
+    const KU: usize;
     /// Rows of `A` packed at a time.
     const MC: usize;
     /// `u32` pairs one `MR`-row panel of `A` takes for a `kc` slice.
@@ -59,29 +62,6 @@ thread_local! {
     static PACK: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// The `gm × gn` task grid that packs least (see `sgemm_avx512::grid`), column ranges ≤ 2048.
-fn grid(m: usize, n: usize, mr: usize, nr: usize, tasks: usize) -> (usize, usize) {
-    let (pm, pn) = (m.div_ceil(mr), n.div_ceil(nr));
-    let min_gn = n.div_ceil(2048).clamp(1, pn);
-    let mut best = (1, min_gn, usize::MAX);
-    for gm in 1..=pm.min(tasks.max(1)) {
-        let gn = tasks.div_ceil(gm).max(min_gn).min(pn);
-        let cost = m * gn + n * gm;
-        if cost < best.2 {
-            best = (gm, gn, cost);
-        }
-    }
-    (best.0, best.1)
-}
-
-/// The `i`th of `parts` near-equal ranges of whole `width` panels of `total`: (start, len).
-fn split(total: usize, width: usize, parts: usize, i: usize) -> (usize, usize) {
-    let panels = total.div_ceil(width);
-    let (lo, hi) = (panels * i / parts, panels * (i + 1) / parts);
-    let start = lo * width;
-    (start, (hi * width).min(total).saturating_sub(start))
-}
-
 /// `C[m×n] (+)= A[m×k] · B[k×n]` on tier `T`; `bt` is `B` viewed as its transpose (`n × k`).
 ///
 /// # Safety
@@ -104,8 +84,8 @@ pub(crate) unsafe fn gemm<T: Micro>(
     } else {
         1
     };
-    let tasks = if workers > 1 { 2 * workers } else { 1 };
-    let (gm, gn) = grid(m, n, T::MR, T::NR, tasks);
+    let (gm, gn) = grid(m, n, T::MR, T::NR, 2048, workers);
+    let kcs = k_slice(k, T::KC, T::KU);
     let out = Out(c);
     let task = move |t: usize| {
         let (i0, mt) = split(m, T::MR, gm, t / gn);
@@ -115,15 +95,15 @@ pub(crate) unsafe fn gemm<T: Micro>(
         }
         PACK.with(|p| {
             let (pa, pb) = &mut *p.borrow_mut();
-            let kc_max = T::KC.min(k.next_multiple_of(2));
+            let kc_max = kcs.min(k.next_multiple_of(2));
             pa.resize(T::MC.div_ceil(T::MR) * T::a_panel(kc_max), 0);
             pb.resize(nt.div_ceil(T::NR) * T::b_panel(kc_max), 0);
             // SAFETY: indices stay inside the caller's shapes (the function contract), and the
             // panels inside the buffers sized above.
             unsafe {
                 T::begin();
-                for p0 in (0..k).step_by(T::KC) {
-                    let kc = T::KC.min(k - p0);
+                for p0 in (0..k).step_by(kcs) {
+                    let kc = kcs.min(k - p0);
                     let acc = accumulate || p0 > 0;
                     let (asz, bsz) = (T::a_panel(kc), T::b_panel(kc));
                     for (pj, jr) in (0..nt).step_by(T::NR).enumerate() {

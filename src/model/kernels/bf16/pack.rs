@@ -115,7 +115,33 @@ pub(crate) unsafe fn pack_pairs(
         "pack_pairs: destination too small"
     );
     let d = dst.as_mut_ptr();
-    if x.cs == 1 {
+    if x.cs == 1 && row_stride == 1 && pair_stride > 1 {
+        // `k` contiguous in each row, panel as `[pair][row]` (how both tiers pack): 16 rows ×
+        // 16 pairs at a time, transposed in registers instead of stored pair by pair.
+        let mut v = [_mm512_setzero_si512(); 16];
+        for rb in (0..rows).step_by(16) {
+            let nrows = 16.min(rows - rb);
+            let mask: __mmask16 = if nrows == 16 {
+                0xffff
+            } else {
+                (1u16 << nrows) - 1
+            };
+            for q0 in (0..kp).step_by(16) {
+                for (r, row) in v.iter_mut().enumerate() {
+                    *row = if r < nrows {
+                        x.load32((r0 + rb + r) * x.rs + p0 + 2 * q0, kc - 2 * q0)
+                    } else {
+                        _mm512_setzero_si512()
+                    };
+                }
+                transpose16(&mut v);
+                for (q, col) in v.iter().enumerate().take(16.min(kp - q0)) {
+                    let at = d.add(rb + (q0 + q) * pair_stride) as *mut i32;
+                    _mm512_mask_storeu_epi32(at, mask, *col);
+                }
+            }
+        }
+    } else if x.cs == 1 {
         // `k` contiguous in each row: 32 elements are 16 pairs in order.
         let mut tmp = [0u32; 16];
         for r in 0..rows {
@@ -175,6 +201,95 @@ pub(crate) unsafe fn pack_pairs(
     for r in rows..pad_rows {
         for q in 0..kp {
             *d.add(r * row_stride + q * pair_stride) = 0;
+        }
+    }
+}
+
+/// Transposes a 16 × 16 block of 32-bit lanes (`v[r]` lane `c` becomes `v[c]` lane `r`):
+/// pairs of rows interleaved by 32 and 64 bits, then 128-bit lanes gathered.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(v: &mut [__m512i; 16]) {
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    // u[4g + j]: rows 4g..4g+4 of columns j, 4 + j, 8 + j, 12 + j (one per 128-bit lane).
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let (a, b, c, e) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+        u[4 * g] = _mm512_unpacklo_epi64(a, c);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(a, c);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(b, e);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(b, e);
+    }
+    for j in 0..4 {
+        let even_lo = _mm512_shuffle_i32x4::<0x88>(u[j], u[4 + j]);
+        let even_hi = _mm512_shuffle_i32x4::<0x88>(u[8 + j], u[12 + j]);
+        let odd_lo = _mm512_shuffle_i32x4::<0xDD>(u[j], u[4 + j]);
+        let odd_hi = _mm512_shuffle_i32x4::<0xDD>(u[8 + j], u[12 + j]);
+        v[j] = _mm512_shuffle_i32x4::<0x88>(even_lo, even_hi);
+        v[8 + j] = _mm512_shuffle_i32x4::<0xDD>(even_lo, even_hi);
+        v[4 + j] = _mm512_shuffle_i32x4::<0x88>(odd_lo, odd_hi);
+        v[12 + j] = _mm512_shuffle_i32x4::<0xDD>(odd_lo, odd_hi);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The register-transposed path against the element-by-element one (a strided view of the
+    /// same data), over row counts and `k` that leave partial 16-blocks.
+    #[test]
+    fn transposed_packing_matches_element_by_element() {
+        if !(is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512bw")) {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        for &(rows, pad, kc, stride) in &[
+            (12usize, 12usize, 512usize, 12usize),
+            (12, 12, 512, 12),
+            (5, 12, 37, 12),
+            (32, 32, 64, 32),
+            (17, 32, 33, 32),
+            (16, 16, 1, 16),
+            (3, 16, 30, 16),
+        ] {
+            let (ld, r0, p0) = (kc + 7, 2, 3);
+            let x: Vec<f32> = (0..(r0 + rows) * ld)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.173)
+                .collect();
+            let kp = kc.div_ceil(2);
+            let n = stride * kp;
+            let fast_src = Src {
+                ptr: SrcPtr::F32(x.as_ptr()),
+                rs: ld,
+                cs: 1,
+            };
+            let mut fast = vec![u32::MAX; n];
+            let mut slow = vec![u32::MAX; n];
+            // SAFETY: AVX512-BF16 checked above; the block lies inside `x`, the panel in `dst`.
+            unsafe {
+                pack_pairs(&mut fast, fast_src, r0, rows, pad, p0, kc, 1, stride);
+                for r in 0..rows {
+                    for q in 0..kp {
+                        let lo = fast_src.get(r0 + r, p0 + 2 * q);
+                        let hi = if 2 * q + 1 < kc {
+                            fast_src.get(r0 + r, p0 + 2 * q + 1)
+                        } else {
+                            0
+                        };
+                        slow[r + q * stride] = lo | hi << 16;
+                    }
+                }
+            }
+            for r in rows..pad {
+                for q in 0..kp {
+                    slow[r + q * stride] = 0;
+                }
+            }
+            assert_eq!(fast, slow, "rows {rows} pad {pad} kc {kc} stride {stride}");
         }
     }
 }
