@@ -12,7 +12,8 @@ pub fn exp(x: f32) -> f32 {
     // plain adds vectorise on any x86, where `f32::round` is a libm call per element.
     const SHIFT: f32 = 12_582_912.0;
     let x = x.clamp(-87.5, 88.5);
-    let n = (x * LOG2E + SHIFT) - SHIFT;
+    let t = x * LOG2E + SHIFT;
+    let n = t - SHIFT;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // exp(r) on |r| <= ln2/2: Taylor to r^7 (error < 3e-9 relative).
     let p = 1.0 / 5040.0;
@@ -25,7 +26,9 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.0;
     // 2^n by building the exponent; n + 127 stays in [1, 254] after the clamp except at the
     // low end, where scaling in two steps keeps it exact down to the subnormals.
-    let ni = n as i32;
+    // n as an integer from the bits of t = 1.5·2²³ + n (exact for |n| < 2²²): integer lanes,
+    // where `n as i32` (saturating, NaN to 0) was converted one lane at a time.
+    let ni = t.to_bits() as i32 - SHIFT.to_bits() as i32;
     let half = ni / 2;
     let s1 = f32::from_bits(((half + 127) as u32) << 23);
     let s2 = f32::from_bits(((ni - half + 127) as u32) << 23);
@@ -236,13 +239,11 @@ fn masked_softmax_row(row: &mut [f32], valid: &[u8]) -> f32 {
     // unpadded (`train.share_prefixes`) give the same probabilities.
     let n = row.len().min(valid.len());
     let (row, valid) = (&mut row[..n], &valid[..n]);
-    let mut m = f32::NEG_INFINITY;
+    // A select, then a 16-lane max: both vectorise (a branch in the loop kept it scalar).
     for (x, &v) in row.iter_mut().zip(valid) {
-        if v == 0 {
-            *x = f32::NEG_INFINITY;
-        }
-        m = m.max(*x);
+        *x = if v == 0 { f32::NEG_INFINITY } else { *x };
     }
+    let m = lane_max(row);
     if m == f32::NEG_INFINITY {
         row.fill(0.0);
         return f32::NEG_INFINITY;
@@ -250,10 +251,21 @@ fn masked_softmax_row(row: &mut [f32], valid: &[u8]) -> f32 {
     for x in row.iter_mut() {
         *x = exp(*x - m);
     }
-    let first = valid.iter().position(|&v| v != 0).unwrap_or(n);
-    let last = valid.iter().rposition(|&v| v != 0).map_or(first, |l| l + 1);
+    // No masked entry (every causal row without padding): one vectorised count, not three
+    // byte-by-byte scans.
+    let all_valid = valid.iter().filter(|&&v| v == 0).count() == 0;
+    let first = if all_valid {
+        0
+    } else {
+        valid.iter().position(|&v| v != 0).unwrap_or(n)
+    };
+    let last = if all_valid {
+        n
+    } else {
+        valid.iter().rposition(|&v| v != 0).map_or(first, |l| l + 1)
+    };
     let run = &row[first..last];
-    let sum = if valid[first..last].iter().all(|&v| v != 0) {
+    let sum = if all_valid || valid[first..last].iter().all(|&v| v != 0) {
         lane_sum(run)
     } else {
         let kept: Vec<f32> = run
@@ -270,6 +282,23 @@ fn masked_softmax_row(row: &mut [f32], valid: &[u8]) -> f32 {
     }
     m + sum.ln()
 }
+}
+
+/// The largest of `x` (-inf when empty), in 16 lanes (vectorisable; max is exact in any order).
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = x.chunks_exact(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            lanes[i] = lanes[i].max(c[i]);
+        }
+    }
+    let mut t = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    for &v in chunks.remainder() {
+        t = t.max(v);
+    }
+    t
 }
 
 /// `x[0] + x[1] + ...` in 16 lanes (vectorisable), the lanes added in order, then the tail.

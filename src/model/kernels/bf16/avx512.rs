@@ -5,8 +5,8 @@
 
 use std::arch::x86_64::*;
 
-use super::driver::Micro;
-use super::pack::{pack_pairs, Src};
+use super::driver::{pack_a_panels, Micro};
+use super::pack::{pack_pairs, pack_pairs_kmajor, Src};
 
 pub(crate) struct Avx512Bf16;
 
@@ -31,6 +31,16 @@ impl Micro for Avx512Bf16 {
 
     unsafe fn pack_a(dst: &mut [u32], a: Src, i0: usize, mr: usize, p0: usize, kc: usize) {
         pack_pairs(dst, a, i0, mr, MR, p0, kc, 1, MR);
+    }
+
+    unsafe fn pack_a_block(dst: &mut [u32], a: Src, i0: usize, mc: usize, p0: usize, kc: usize) {
+        if a.rs == 1 && a.cs != 1 {
+            // `A` stored transposed (a weight gradient's dYᵀ): each `k` row of the block is one
+            // contiguous run, read once for all panels instead of 12 values per panel.
+            pack_pairs_kmajor(dst, a, i0, mc, MR, Self::a_panel(kc), p0, kc);
+        } else {
+            pack_a_panels::<Self>(dst, a, i0, mc, p0, kc);
+        }
     }
 
     unsafe fn pack_b(dst: &mut [u32], bt: Src, j0: usize, nr: usize, p0: usize, kc: usize) {

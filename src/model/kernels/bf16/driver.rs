@@ -26,6 +26,11 @@ pub(crate) trait Micro: Sync {
     fn b_panel(kc: usize) -> usize;
     /// Packs `mr ≤ MR` rows of `A` from row `i0`, `k` from `p0`, into one panel.
     unsafe fn pack_a(dst: &mut [u32], a: Src, i0: usize, mr: usize, p0: usize, kc: usize);
+    /// Packs `mc ≤ MC` rows of `A` from row `i0` into consecutive `MR`-row panels of
+    /// `a_panel(kc)` pairs each (a tier may walk the block in a better order).
+    unsafe fn pack_a_block(dst: &mut [u32], a: Src, i0: usize, mc: usize, p0: usize, kc: usize) {
+        pack_a_panels::<Self>(dst, a, i0, mc, p0, kc)
+    }
     /// Packs `nr ≤ NR` columns of `B` (given as `Bᵀ`) from column `j0` into one panel.
     unsafe fn pack_b(dst: &mut [u32], bt: Src, j0: usize, nr: usize, p0: usize, kc: usize);
     /// `C[mr × nr] (+)= Apanel · Bpanel` over `kc`.
@@ -44,6 +49,25 @@ pub(crate) trait Micro: Sync {
     unsafe fn begin() {}
     /// After a task's last kernel.
     unsafe fn end() {}
+}
+
+/// [`Micro::pack_a_block`] panel by panel.
+///
+/// # Safety
+/// As [`Micro::pack_a`], for every panel of the block.
+pub(crate) unsafe fn pack_a_panels<T: Micro + ?Sized>(
+    dst: &mut [u32],
+    a: Src,
+    i0: usize,
+    mc: usize,
+    p0: usize,
+    kc: usize,
+) {
+    let asz = T::a_panel(kc);
+    for (pi, ir) in (0..mc).step_by(T::MR).enumerate() {
+        let mr = T::MR.min(mc - ir);
+        T::pack_a(&mut dst[pi * asz..(pi + 1) * asz], a, i0 + ir, mr, p0, kc);
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -112,11 +136,7 @@ pub(crate) unsafe fn gemm<T: Micro>(
                     }
                     for ic in (0..mt).step_by(T::MC) {
                         let mc = T::MC.min(mt - ic);
-                        for (pi, ir) in (0..mc).step_by(T::MR).enumerate() {
-                            let mr = T::MR.min(mc - ir);
-                            let dst = &mut pa[pi * asz..(pi + 1) * asz];
-                            T::pack_a(dst, a, i0 + ic + ir, mr, p0, kc);
-                        }
+                        T::pack_a_block(pa, a, i0 + ic, mc, p0, kc);
                         for (pj, jr) in (0..nt).step_by(T::NR).enumerate() {
                             let nr = T::NR.min(nt - jr);
                             let bp = pb.as_ptr().add(pj * bsz);

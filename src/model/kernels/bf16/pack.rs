@@ -205,6 +205,50 @@ pub(crate) unsafe fn pack_pairs(
     }
 }
 
+/// Packs rows `r0 .. r0+rows` of `X` (stored with rows contiguous at a fixed `k`: `x.rs == 1`)
+/// into consecutive `[pair][mr]` panels of `mr ≤ 16` rows, panel `p` at `dst[p * panel ..]`,
+/// walking `k` once for the whole block; rows past `rows` in the last panel are zeros.
+///
+/// # Safety
+/// As [`pack_pairs`]; `dst` must hold `rows.div_ceil(mr)` panels.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn pack_pairs_kmajor(
+    dst: &mut [u32],
+    x: Src,
+    r0: usize,
+    rows: usize,
+    mr: usize,
+    panel: usize,
+    p0: usize,
+    kc: usize,
+) {
+    let kp = kc.div_ceil(2);
+    let panels = rows.div_ceil(mr);
+    assert!(
+        x.rs == 1 && mr <= 16 && kp * mr <= panel && panels * panel <= dst.len(),
+        "pack_pairs_kmajor: bad layout"
+    );
+    let d = dst.as_mut_ptr();
+    let mask: __mmask16 = ((1u32 << mr) - 1) as u16;
+    for q in 0..kp {
+        let k0 = p0 + 2 * q;
+        for pi in 0..panels {
+            let rb = pi * mr;
+            let n = mr.min(rows - rb);
+            // Lanes from `n` on load as zero: the last panel's pad rows.
+            let even = _mm512_cvtepu16_epi32(x.load16(k0 * x.cs + r0 + rb, n));
+            let odd = if 2 * q + 1 < kc {
+                _mm512_cvtepu16_epi32(x.load16((k0 + 1) * x.cs + r0 + rb, n))
+            } else {
+                _mm512_setzero_si512()
+            };
+            let v = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
+            _mm512_mask_storeu_epi32(d.add(pi * panel + q * mr) as *mut i32, mask, v);
+        }
+    }
+}
+
 /// Transposes a 16 × 16 block of 32-bit lanes (`v[r]` lane `c` becomes `v[c]` lane `r`):
 /// pairs of rows interleaved by 32 and 64 bits, then 128-bit lanes gathered.
 #[target_feature(enable = "avx512f")]
@@ -290,6 +334,54 @@ mod tests {
                 }
             }
             assert_eq!(fast, slow, "rows {rows} pad {pad} kc {kc} stride {stride}");
+        }
+    }
+
+    /// Whole-block packing in `k` order against packing panel by panel, from a transposed
+    /// source (`rs == 1`), f32 and bf16, with a short last panel and an odd `kc`.
+    #[test]
+    fn kmajor_block_packing_matches_panel_by_panel() {
+        if !(is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512bw")) {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        for &(rows, kc, mr) in &[
+            (120usize, 512usize, 12usize),
+            (29, 37, 12),
+            (7, 2, 12),
+            (33, 64, 16),
+        ] {
+            let (ld, r0, p0) = (rows + 9, 4, 3);
+            let x: Vec<f32> = (0..(p0 + kc) * ld)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.37)
+                .collect();
+            let x16: Vec<u16> = x.iter().map(|&v| super::super::to_bf16(v)).collect();
+            let panel = kc.div_ceil(2) * mr + 5;
+            let n = rows.div_ceil(mr) * panel;
+            for src in [
+                Src {
+                    ptr: SrcPtr::F32(x.as_ptr()),
+                    rs: 1,
+                    cs: ld,
+                },
+                Src {
+                    ptr: SrcPtr::Bf16(x16.as_ptr()),
+                    rs: 1,
+                    cs: ld,
+                },
+            ] {
+                let mut block = vec![7u32; n];
+                let mut panels = vec![7u32; n];
+                // SAFETY: AVX512-BF16 checked above; the block lies inside `x`, panels in `dst`.
+                unsafe {
+                    pack_pairs_kmajor(&mut block, src, r0, rows, mr, panel, p0, kc);
+                    for (pi, rb) in (0..rows).step_by(mr).enumerate() {
+                        let dst = &mut panels[pi * panel..(pi + 1) * panel];
+                        pack_pairs(dst, src, r0 + rb, mr.min(rows - rb), mr, p0, kc, 1, mr);
+                    }
+                }
+                assert_eq!(block, panels, "rows {rows} kc {kc} mr {mr}");
+            }
         }
     }
 }
