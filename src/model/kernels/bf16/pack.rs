@@ -166,14 +166,7 @@ pub(crate) unsafe fn pack_pairs(
         for rb in (0..rows).step_by(16) {
             let n = 16.min(rows - rb);
             for q in 0..kp {
-                let k0 = p0 + 2 * q;
-                let even = _mm512_cvtepu16_epi32(x.load16(k0 * x.cs + r0 + rb, n));
-                let odd = if 2 * q + 1 < kc {
-                    _mm512_cvtepu16_epi32(x.load16((k0 + 1) * x.cs + r0 + rb, n))
-                } else {
-                    _mm512_setzero_si512()
-                };
-                let v = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
+                let v = pairs_at_k(x, p0 + 2 * q, r0 + rb, n, 2 * q + 1 < kc);
                 if row_stride == 1 {
                     let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
                     _mm512_mask_storeu_epi32(d.add(rb + q * pair_stride) as *mut i32, mask, v);
@@ -203,6 +196,20 @@ pub(crate) unsafe fn pack_pairs(
             *d.add(r * row_stride + q * pair_stride) = 0;
         }
     }
+}
+
+/// The pairs `(X[r][k], X[r][k+1])` of rows `r .. r+16` (lanes from `n` on zero; a zero high
+/// half when `odd` is false) from a source whose rows are contiguous at a fixed `k` (`rs == 1`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+#[inline]
+unsafe fn pairs_at_k(x: Src, k: usize, r: usize, n: usize, odd: bool) -> __m512i {
+    let even = _mm512_cvtepu16_epi32(x.load16(k * x.cs + r, n));
+    let odd = if odd {
+        _mm512_cvtepu16_epi32(x.load16((k + 1) * x.cs + r, n))
+    } else {
+        _mm512_setzero_si512()
+    };
+    _mm512_or_si512(even, _mm512_slli_epi32(odd, 16))
 }
 
 /// Packs rows `r0 .. r0+rows` of `X` (stored with rows contiguous at a fixed `k`: `x.rs == 1`)
@@ -237,13 +244,7 @@ pub(crate) unsafe fn pack_pairs_kmajor(
             let rb = pi * mr;
             let n = mr.min(rows - rb);
             // Lanes from `n` on load as zero: the last panel's pad rows.
-            let even = _mm512_cvtepu16_epi32(x.load16(k0 * x.cs + r0 + rb, n));
-            let odd = if 2 * q + 1 < kc {
-                _mm512_cvtepu16_epi32(x.load16((k0 + 1) * x.cs + r0 + rb, n))
-            } else {
-                _mm512_setzero_si512()
-            };
-            let v = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
+            let v = pairs_at_k(x, k0, r0 + rb, n, 2 * q + 1 < kc);
             _mm512_mask_storeu_epi32(d.add(pi * panel + q * mr) as *mut i32, mask, v);
         }
     }
@@ -304,34 +305,27 @@ mod tests {
             let x: Vec<f32> = (0..(r0 + rows) * ld)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.173)
                 .collect();
-            let kp = kc.div_ceil(2);
-            let n = stride * kp;
+            let n = stride * kc.div_ceil(2);
             let fast_src = Src {
                 ptr: SrcPtr::F32(x.as_ptr()),
                 rs: ld,
                 cs: 1,
             };
+            // The same matrix with every element followed by a gap (`cs == 2`), which only the
+            // element-by-element path reads.
+            let spread: Vec<f32> = x.iter().flat_map(|&v| [v, f32::NAN]).collect();
+            let slow_src = Src {
+                ptr: SrcPtr::F32(spread.as_ptr()),
+                rs: 2 * ld,
+                cs: 2,
+            };
             let mut fast = vec![u32::MAX; n];
             let mut slow = vec![u32::MAX; n];
-            // SAFETY: AVX512-BF16 checked above; the block lies inside `x`, the panel in `dst`.
+            // SAFETY: AVX512-BF16 checked above; the blocks lie inside `x` and `spread`, the
+            // panels in `fast` and `slow`.
             unsafe {
                 pack_pairs(&mut fast, fast_src, r0, rows, pad, p0, kc, 1, stride);
-                for r in 0..rows {
-                    for q in 0..kp {
-                        let lo = fast_src.get(r0 + r, p0 + 2 * q);
-                        let hi = if 2 * q + 1 < kc {
-                            fast_src.get(r0 + r, p0 + 2 * q + 1)
-                        } else {
-                            0
-                        };
-                        slow[r + q * stride] = lo | hi << 16;
-                    }
-                }
-            }
-            for r in rows..pad {
-                for q in 0..kp {
-                    slow[r + q * stride] = 0;
-                }
+                pack_pairs(&mut slow, slow_src, r0, rows, pad, p0, kc, 1, stride);
             }
             assert_eq!(fast, slow, "rows {rows} pad {pad} kc {kc} stride {stride}");
         }
