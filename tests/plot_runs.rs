@@ -41,6 +41,33 @@ fn fake_run(dir: &Path, name: &str, loss: &str, seed: u64, rewards: &[f64]) -> P
     d
 }
 
+/// Runs recorded before a config key existed group with newer runs that carry it at its default,
+/// and not with runs that set it to something else.
+#[test]
+fn seed_groups_fill_missing_keys_with_their_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = fake_run(tmp.path(), "old", "lambda_grpo", 1, &[1.0, 2.0]);
+    let with_key = |name: &str, seed: u64, coef: f64| {
+        let d = fake_run(tmp.path(), name, "lambda_grpo", seed, &[1.0, 2.0]);
+        let path = d.join("summary.json");
+        let mut s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        s["config"]["loss"]["entropy_coef"] = json!(coef);
+        std::fs::write(&path, s.to_string()).unwrap();
+        d
+    };
+    let new = with_key("new", 2, 0.0);
+    let other = with_key("other", 3, 0.1);
+    let runs: Vec<Run> = [&old, &new, &other]
+        .iter()
+        .map(|d| Run::load(d).unwrap())
+        .collect();
+    let series = group_runs(&runs, true);
+    assert_eq!(series.len(), 2, "{series:?}");
+    assert_eq!(series[0].runs, vec![0, 1]);
+    assert_eq!(series[1].runs, vec![2]);
+}
+
 #[test]
 fn seed_groups_mean_std_and_smoothing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::analysis::font::ensure_fonts;
 use crate::analysis::ImageFormat;
-use crate::config::{LossType, ProcessWeighting};
+use crate::config::{Config, LossType, ProcessWeighting};
 use crate::record::{read_metrics, read_summary, StepMetrics, TrainSummary};
 
 /// Panels drawn when `--metrics` is not given (those without data in any run are left out).
@@ -117,6 +117,15 @@ impl Run {
         let mut cfg = self.summary.as_ref()?.config.clone();
         if cfg.is_null() {
             return None;
+        }
+        // Through `Config` and back, so that a run recorded before a key existed compares equal
+        // to a newer run that has the key at its default (a config that no longer parses is
+        // compared as recorded).
+        if let Some(full) = serde_json::from_value::<Config>(cfg.clone())
+            .ok()
+            .and_then(|c| serde_json::to_value(c).ok())
+        {
+            cfg = full;
         }
         if let Some(t) = cfg.get_mut("train").and_then(Value::as_object_mut) {
             t.remove("seed");
