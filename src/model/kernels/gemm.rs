@@ -65,7 +65,7 @@ impl<'a> Operand<'a> {
 
 /// Whether one product should use the rayon threads: not below ~1 MFLOP, where the hand-off
 /// costs more than it saves, and not inside a rayon task (the caller already is parallel).
-fn parallel(m: usize, n: usize, k: usize) -> bool {
+pub(crate) fn parallel(m: usize, n: usize, k: usize) -> bool {
     rayon::current_num_threads() > 1
         && rayon::current_thread_index().is_none()
         && m * n * k >= 1 << 19
@@ -87,6 +87,36 @@ pub fn matmul(
     matmul_with(c, ldc, a, b, m, n, k, accumulate, force_portable());
 }
 
+/// Checks that `c` holds an `m × n` block at row stride `ldc` and settles the empty products:
+/// false (nothing left to multiply) when `m` or `n` is 0, or when `k` is 0 (`C` cleared unless
+/// accumulating). Every GEMM entry point starts with it.
+pub(crate) fn prepare_c(
+    c: &mut [f32],
+    ldc: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    what: &str,
+) -> bool {
+    if m == 0 || n == 0 {
+        return false;
+    }
+    assert!(
+        ldc >= n && (m - 1) * ldc + n <= c.len(),
+        "{what}: C too small"
+    );
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                c[r * ldc..r * ldc + n].fill(0.0);
+            }
+        }
+        return false;
+    }
+    true
+}
+
 #[allow(clippy::too_many_arguments)]
 fn matmul_with(
     c: &mut [f32],
@@ -99,19 +129,7 @@ fn matmul_with(
     accumulate: bool,
     portable: bool,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        ldc >= n && (m - 1) * ldc + n <= c.len(),
-        "matmul: C too small"
-    );
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                c[r * ldc..r * ldc + n].fill(0.0);
-            }
-        }
+    if !prepare_c(c, ldc, m, n, k, accumulate, "matmul") {
         return;
     }
     a.check(m, k, "matmul A");

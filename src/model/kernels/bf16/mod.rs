@@ -26,7 +26,7 @@ pub use tier::{
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, Operand};
+use super::gemm::{matmul, parallel, prepare_c, Operand};
 
 /// How the inputs of a product are rounded before they are multiplied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -244,19 +244,7 @@ pub fn matmul_bf16_on(
     k: usize,
     accumulate: bool,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        ldc >= n && (m - 1) * ldc + n <= c.len(),
-        "matmul_bf16: C too small"
-    );
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                c[r * ldc..r * ldc + n].fill(0.0);
-            }
-        }
+    if !prepare_c(c, ldc, m, n, k, accumulate, "matmul_bf16") {
         return;
     }
     a.check(m, k, "matmul_bf16 A");
@@ -327,13 +315,6 @@ pub(crate) fn src_of(data: Data, ld: usize, trans: bool) -> pack::Src {
     };
     let (rs, cs) = if trans { (1, ld) } else { (ld, 1) };
     pack::Src { ptr, rs, cs }
-}
-
-/// As `gemm::parallel`: threads for products of ~1 MFLOP and up, outside rayon tasks.
-fn parallel(m: usize, n: usize, k: usize) -> bool {
-    rayon::current_num_threads() > 1
-        && rayon::current_thread_index().is_none()
-        && m * n * k >= 1 << 19
 }
 
 /// `matmul` at the given precision: the one entry point the training ops call.
