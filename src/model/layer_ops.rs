@@ -171,7 +171,7 @@ impl CustomOp1 for SwiGlu {
 }
 
 /// `silu(gate) * up` for rows of `x [N, 2·I]` into `out [N, I]`.
-fn swiglu_rows(x: &[f32], out: &mut [f32], i: usize) {
+pub(crate) fn swiglu_rows(x: &[f32], out: &mut [f32], i: usize) {
     let w2 = 2 * i;
     out.par_chunks_mut(i * ROWS_PER_TASK)
         .zip(x.par_chunks(w2 * ROWS_PER_TASK))
@@ -184,7 +184,7 @@ fn swiglu_rows(x: &[f32], out: &mut [f32], i: usize) {
 }
 
 /// The gradient of `swiglu_rows` for `g = d out`, into `dx [N, 2·I]`.
-fn swiglu_grad_rows(x: &[f32], g: &[f32], dx: &mut [f32], i: usize) {
+pub(crate) fn swiglu_grad_rows(x: &[f32], g: &[f32], dx: &mut [f32], i: usize) {
     let w2 = 2 * i;
     dx.par_chunks_mut(w2 * ROWS_PER_TASK)
         .zip(x.par_chunks(w2 * ROWS_PER_TASK))

@@ -1,7 +1,8 @@
 //! `y = x Wᵀ (+ b)` as one op with its own backward on the kernels' GEMM (AVX-512 where the
 //! CPU has it). Composed, candle adds a transpose node, a broadcast bias node and zero-filled
 //! gradient accumulators; here forward is one GEMM (+ bias) and backward two GEMMs and a
-//! column sum. f32, CPU; `x [N, in]`, `W [out, in]`, `b [out]`. With bf16 precision
+//! column sum. f32, CPU; `x [.., in]` (leading dimensions taken as rows, so that no reshape
+//! node and its gradient copy sit on either side), `W [out, in]`, `b [out]`. With bf16 precision
 //! (`bf16_copies`) the three GEMMs take bf16-rounded inputs (the weight from its bf16 copy)
 //! and accumulate in f32; the bias and its gradient stay f32.
 
@@ -18,6 +19,14 @@ pub(crate) struct LinearOp {
     pub w: WeightPrec,
 }
 
+/// (rows, in) of `x [.., in]`.
+fn rows_cols(shape: &Shape) -> Result<(usize, usize)> {
+    match shape.dims() {
+        [] => bail!("linear: x is a scalar"),
+        [lead @ .., i] => Ok((lead.iter().product(), *i)),
+    }
+}
+
 /// `x Wᵀ (+ b)`.
 fn forward(
     wp: &WeightPrec,
@@ -27,7 +36,7 @@ fn forward(
     wl: &Layout,
     b: Option<&[f32]>,
 ) -> Result<(CpuStorage, Shape)> {
-    let (n, i) = xl.shape().dims2()?;
+    let (n, i) = rows_cols(xl.shape())?;
     let (o, wi) = wl.shape().dims2()?;
     if wi != i || b.is_some_and(|b| b.len() != o) {
         bail!(
@@ -58,7 +67,9 @@ fn forward(
             }
         });
     }
-    Ok((CpuStorage::F32(y), Shape::from((n, o))))
+    let mut dims = xl.shape().dims().to_vec();
+    *dims.last_mut().expect("rows_cols checked the rank") = o;
+    Ok((CpuStorage::F32(y), Shape::from(dims)))
 }
 
 /// `(dx, dW, db)` for `dy [N, out]`; a gradient is skipped (None) for an input that is
@@ -70,7 +81,7 @@ fn backward(
     grad: &Tensor,
     with_bias: bool,
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    let (n, i) = x.dims2()?;
+    let (n, i) = rows_cols(x.shape())?;
     let o = w.dim(0)?;
     let grad = grad.contiguous()?;
     let (xs, xl) = x.storage_and_layout();
@@ -134,7 +145,9 @@ fn backward(
         s
     });
     let dev = x.device();
-    let dx = dx.map(|d| Tensor::from_vec(d, (n, i), dev)).transpose()?;
+    let dx = dx
+        .map(|d| Tensor::from_vec(d, x.shape(), dev))
+        .transpose()?;
     let dw = dw.map(|d| Tensor::from_vec(d, (o, i), dev)).transpose()?;
     let db = db.map(|d| Tensor::from_vec(d, o, dev)).transpose()?;
     Ok((dx, dw, db))

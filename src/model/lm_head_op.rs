@@ -7,7 +7,7 @@
 //! and the backward reuses them instead of repeating the head's GEMM, a quarter of a small
 //! model's forward.
 
-use super::ops::f32_slice as slice;
+use super::ops::{f32_slice as slice, zeroed};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -163,28 +163,44 @@ impl CustomOp3 for LmHeadLogprobs {
         self.w.check(w.len(), "lm-head-logprobs")?;
         let s = self.inv_temperature;
         let cb = self.block(n, v);
-        let mut buf = vec![0f32; n * cb];
+        let keep = self.keep_logits && n * v <= SAVE_ELEMS;
+        // Unscaled logits are the raw ones: each block is computed straight into the kept
+        // copy, and read in place (the row statistics leave them as they are).
+        let direct = keep && s == 1.0 && self.bias.is_none();
+        let mut buf = zeroed(if direct { 0 } else { n * cb });
         let mut run = vec![Running::EMPTY; n];
         let mut picked = vec![0f32; n];
-        let keep = self.keep_logits && n * v <= SAVE_ELEMS;
-        let mut saved = Vec::with_capacity(if keep { n * v } else { 0 });
+        let mut saved = if direct {
+            zeroed(n * v)
+        } else {
+            Vec::with_capacity(if keep { n * v } else { 0 })
+        };
         for v0 in (0..v).step_by(cb) {
             let c = cb.min(v - v0);
-            let blk = &mut buf[..n * c];
-            self.w.matmul(
-                blk,
-                c,
-                Operand::new(hid, h),
-                Operand::t(&w[v0 * h..(v0 + c) * h], h),
-                v0 * h,
-                n,
-                c,
-                h,
-                false,
-            );
-            if keep {
-                saved.extend_from_slice(blk);
-            }
+            let logits = |blk: &mut [f32]| {
+                self.w.matmul(
+                    blk,
+                    c,
+                    Operand::new(hid, h),
+                    Operand::t(&w[v0 * h..(v0 + c) * h], h),
+                    v0 * h,
+                    n,
+                    c,
+                    h,
+                    false,
+                )
+            };
+            let blk = if direct {
+                let blk = &mut saved[n * v0..n * (v0 + c)];
+                logits(blk);
+                blk
+            } else {
+                logits(&mut buf[..n * c]);
+                if keep {
+                    saved.extend_from_slice(&buf[..n * c]);
+                }
+                &mut buf[..n * c]
+            };
             let bias = self.bias.as_ref().map(|b| &b[v0..v0 + c]);
             blk.par_chunks_mut(c)
                 .zip(run.par_iter_mut())
@@ -248,11 +264,11 @@ impl CustomOp3 for LmHeadLogprobs {
             .map_err(|_| candle_core::Error::Msg("lm-head logits lock".into()))?
             .take()
             .filter(|s| s.len() == n * v);
-        let mut buf = vec![0f32; if saved.is_some() { 0 } else { n * cb }];
-        let mut gh = vec![0f32; n * h];
+        let mut buf = zeroed(if saved.is_some() { 0 } else { n * cb });
+        let mut gh = zeroed(n * h);
         // A frozen head (LoRA trains adapters only) gets no gradient: skip its GEMM and buffer.
         let want_w = weight.track_op();
-        let mut gw = vec![0f32; if want_w { v * h } else { 0 }];
+        let mut gw = zeroed(if want_w { v * h } else { 0 });
         for v0 in (0..v).step_by(cb) {
             let c = cb.min(v - v0);
             let wb = &w[v0 * h..(v0 + c) * h];

@@ -17,6 +17,7 @@ mod linear_op;
 mod lm_head_op;
 pub mod lora;
 mod lora_op;
+mod mlp_op;
 pub(crate) mod ops;
 mod params;
 pub mod policy;

@@ -25,6 +25,23 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result
     Ok(&v[a..b])
 }
 
+/// A zero-filled f32 buffer, cleared on every rayon thread when it is large: `vec![0.0; n]`
+/// clears on the calling thread alone (the allocator recycles freed memory, so calloc
+/// must memset), which leaves the other cores idle for a 64 MB logits block.
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    const PAR_MIN: usize = 1 << 20;
+    if len < PAR_MIN {
+        return vec![0.0; len];
+    }
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()
+        .par_chunks_mut(1 << 16)
+        .for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: every element of the first `len` was written just above.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// Differentiable softmax over the last axis (the composed reference of [`MaskedSoftmax`] and
 /// the fallback where it does not run): the max is detached because softmax is
 /// shift-invariant, so it carries no gradient.

@@ -28,6 +28,7 @@ pub(crate) use super::linear::Linear;
 use super::linear_op::LinearOp;
 use super::lora;
 use super::lora_op;
+use super::mlp_op::SwiGluMlp;
 use super::ops::{softmax_train, MaskedSoftmax};
 pub(crate) use super::params::parameter_specs;
 use anyhow::{bail, Context, Result};
@@ -56,17 +57,15 @@ fn linear_stacked(x: &Tensor, parts: &[&Linear], wp: WeightPrec) -> Result<Tenso
     linear_fused(x, &w, bias.as_ref(), wp)
 }
 
-/// `x W^T (+ b)` through `LinearOp` (f32 CPU) for `x [B, T, in]`.
+/// `x W^T (+ b)` through `LinearOp` (f32 CPU) for `x [B, T, in]` → `[B, T, out]`.
 fn linear_fused(x: &Tensor, w: &Tensor, b: Option<&Tensor>, wp: WeightPrec) -> Result<Tensor> {
-    let (bs, t, i) = x.dims3()?;
-    let x2 = x.contiguous()?.reshape((bs * t, i))?;
+    let x = x.contiguous()?;
     let w = w.contiguous()?;
     let op = LinearOp { w: wp };
-    let y = match b {
-        Some(b) => x2.apply_op3(&w, &b.contiguous()?, op)?,
-        None => x2.apply_op2(&w, op)?,
-    };
-    Ok(y.reshape((bs, t, w.dim(0)?))?)
+    Ok(match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op)?,
+        None => x.apply_op2(&w, op)?,
+    })
 }
 
 /// Differentiable RMSNorm computed in f32 (as transformers does), result cast back.
@@ -361,15 +360,28 @@ impl DecoderLayer {
         let x = (x + linear_stacked(&a, &[o], m.weight(l, Stack::O, &[o])?)?)?;
         let h = x.apply_op2(&self.post_attention_layernorm, norm)?;
         let gu_parts = [&self.mlp.gate_proj, &self.mlp.up_proj];
-        let gu = linear_stacked(&h, &gu_parts, m.weight(l, Stack::GateUp, &gu_parts)?)?;
         let d = &self.mlp.down_proj;
+        let wgu = m.weight(l, Stack::GateUp, &gu_parts)?;
         let wd = m.weight(l, Stack::Down, &[d])?;
-        let y = match &d.bias {
-            // SwiGLU and the down projection in one op: the activation is not kept.
-            None if d.lora.is_none() => {
-                gu.apply_op2(&d.weight.contiguous()?, SwiGluDown { w: wd })?
+        let plain = |p: &Linear| p.bias.is_none() && p.lora.is_none();
+        let y = if gu_parts.iter().all(|p| plain(p)) && plain(d) {
+            // The whole MLP in one op: the gate/up product is not a graph node.
+            let w = Tensor::cat(&[&gu_parts[0].weight, &gu_parts[1].weight], 0)?;
+            let op = SwiGluMlp {
+                gate_up: wgu,
+                down: wd,
+                saved: Default::default(),
+            };
+            h.contiguous()?.apply_op3(&w, &d.weight.contiguous()?, op)?
+        } else {
+            let gu = linear_stacked(&h, &gu_parts, wgu)?;
+            match &d.bias {
+                // SwiGLU and the down projection in one op: the activation is not kept.
+                None if d.lora.is_none() => {
+                    gu.apply_op2(&d.weight.contiguous()?, SwiGluDown { w: wd })?
+                }
+                _ => linear_stacked(&gu.apply_op1(SwiGlu)?, &[d], wd)?,
             }
-            _ => linear_stacked(&gu.apply_op1(SwiGlu)?, &[d], wd)?,
         };
         Ok((&x + y)?)
     }

@@ -16,8 +16,10 @@ const NR: usize = 32;
 impl Micro for Avx512Bf16 {
     const MR: usize = MR;
     const NR: usize = NR;
-    // 256 pairs × 32 columns × 4 bytes: a 32 KB `B` panel stays in L1.
-    const KC: usize = 512;
+    // One slice up to 576 (a 0.5B step's 8×72 tokens, a weight gradient's `k`): a second slice
+    // re-reads all of `C`, which for a tall product is out of cache. A 288-pair `B` panel
+    // (36 KB) streams from L2 well enough.
+    const KC: usize = 576;
     const KU: usize = 2;
     const MC: usize = 120;
 
@@ -74,6 +76,14 @@ unsafe fn kernel(
     nr: usize,
     accumulate: bool,
 ) {
+    // C's rows may be far out of cache (a tall product's C exceeds L3): start their loads now
+    // so that the epilogue does not stall on them after the `k` loop.
+    for r in 0..mr {
+        let row = c.add(r * ldc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.add(64));
+        _mm_prefetch::<_MM_HINT_T0>(row.add(4 * nr - 1));
+    }
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     for p in 0..kp {
         let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR) as *const _));
