@@ -11,3 +11,5 @@ pub mod rows;
 #[cfg(target_arch = "x86_64")]
 mod sgemm_avx512;
 pub(crate) mod tasks;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod transpose;

@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::tasks::{grid, k_slice, split};
+use super::transpose::transpose16;
 
 const MR: usize = 8;
 const NR: usize = 32;
@@ -131,7 +132,18 @@ unsafe fn pack_a(dst: &mut [f32], a: View, i0: usize, p0: usize, mc: usize, kc: 
         let mr = MR.min(mc - ir);
         let panel = &mut dst[pi * MR * kc..(pi + 1) * MR * kc];
         let base = a.ptr.add((i0 + ir) * a.rs + p0 * a.cs);
-        if a.cs == 1 {
+        if a.cs == 1 && mr == MR {
+            // Rows contiguous in `k`: 8 × 16 blocks transposed in registers, the tail one by
+            // one.
+            let k16 = kc / 16 * 16;
+            pack_a_rows(panel, base, a.rs, k16);
+            for r in 0..MR {
+                let row = base.add(r * a.rs);
+                for p in k16..kc {
+                    *panel.get_unchecked_mut(p * MR + r) = *row.add(p);
+                }
+            }
+        } else if a.cs == 1 {
             for r in 0..mr {
                 let row = base.add(r * a.rs);
                 for p in 0..kc {
@@ -166,6 +178,17 @@ unsafe fn pack_b(dst: &mut [f32], b: View, p0: usize, j0: usize, kc: usize, nc: 
                 let row = base.add(p * b.rs);
                 std::ptr::copy_nonoverlapping(row, panel.as_mut_ptr().add(p * NR), nr);
             }
+        } else if b.rs == 1 && nr == NR {
+            // Columns contiguous in `k` (a weight `W` used as `Wᵀ`): 16 × 16 blocks transposed
+            // in registers, the `k` tail element by element.
+            let k16 = kc / 16 * 16;
+            pack_b_columns(panel, base, b.cs, k16);
+            for c in 0..NR {
+                let col = base.add(c * b.cs);
+                for p in k16..kc {
+                    *panel.get_unchecked_mut(p * NR + c) = *col.add(p);
+                }
+            }
         } else {
             for c in 0..nr {
                 let col = base.add(c * b.cs);
@@ -177,6 +200,43 @@ unsafe fn pack_b(dst: &mut [f32], b: View, p0: usize, j0: usize, kc: usize, nc: 
         if nr < NR {
             for p in 0..kc {
                 panel[p * NR + nr..(p + 1) * NR].fill(0.0);
+            }
+        }
+    }
+}
+
+/// The first `k16` (a multiple of 16) `k` steps of a full `MR`-row panel from rows that are
+/// contiguous in `k`, `rs` apart.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a_rows(panel: &mut [f32], base: *const f32, rs: usize, k16: usize) {
+    let dst = panel.as_mut_ptr();
+    for p in (0..k16).step_by(16) {
+        let mut v = [_mm512_setzero_si512(); 16];
+        for (r, x) in v.iter_mut().enumerate().take(MR) {
+            *x = _mm512_castps_si512(_mm512_loadu_ps(base.add(r * rs + p)));
+        }
+        transpose16(&mut v);
+        for (q, x) in v.iter().enumerate() {
+            let lo = _mm512_castsi512_si256(*x);
+            _mm256_storeu_si256(dst.add((p + q) * MR) as *mut __m256i, lo);
+        }
+    }
+}
+
+/// The first `k16` (a multiple of 16) rows of a full `NR`-column panel from columns that are
+/// contiguous in `k`, `cs` apart.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b_columns(panel: &mut [f32], base: *const f32, cs: usize, k16: usize) {
+    let dst = panel.as_mut_ptr();
+    for p in (0..k16).step_by(16) {
+        for half in 0..NR / 16 {
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (c, x) in v.iter_mut().enumerate() {
+                *x = _mm512_castps_si512(_mm512_loadu_ps(base.add((half * 16 + c) * cs + p)));
+            }
+            transpose16(&mut v);
+            for (q, x) in v.iter().enumerate() {
+                _mm512_storeu_ps(dst.add((p + q) * NR + half * 16), _mm512_castsi512_ps(*x));
             }
         }
     }
