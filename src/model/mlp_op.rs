@@ -3,7 +3,7 @@
 //! Composed of a gate/up `LinearOp` and `SwiGluDown`, the `[.., 2·I]` gate/up product is a
 //! graph node, and candle's backward gives every node a zero-filled gradient that the real
 //! one is then added into: for the largest activation of a layer that is a memset and an add
-//! on the calling thread alone (about 4% of a bench-shape training step). Here that product
+//! on the calling thread alone (taking it out made a bench-shape bf16 step about 6% faster). Here that product
 //! lives in the op, kept from forward to backward, and never enters the graph.
 
 use std::sync::{Arc, Mutex};
