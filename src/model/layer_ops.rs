@@ -2,7 +2,7 @@
 //! ops, RMSNorm is eight tensors forward and more backward, and SwiGLU three; each op here is
 //! one pass forward and one backward, parallel over rows.
 
-use super::ops::f32_slice as f32s;
+use super::ops::{f32_slice as f32s, zeroed};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -198,6 +198,51 @@ pub(crate) fn swiglu_grad_rows(x: &[f32], g: &[f32], dx: &mut [f32], i: usize) {
         });
 }
 
+/// The backward of `y = silu(gate) * up · W_dᵀ` for the gate/up rows `gu [N, 2·I]`, the down
+/// weight `wd [H, I]` and `g = dy [N, H]` (`dims` = (N, H, I)): `(d gu, d W_d)` (the latter
+/// only `with_dw`). The activation is recomputed from `gu`.
+pub(crate) fn swiglu_down_backward(
+    wp: &WeightPrec,
+    gu: &[f32],
+    wd: &[f32],
+    g: &[f32],
+    (n, h, i): (usize, usize, usize),
+    with_dw: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let mut act = zeroed(n * i);
+    swiglu_rows(gu, &mut act, i);
+    let dw = with_dw.then(|| {
+        let mut dw = zeroed(h * i);
+        matmul_act(
+            &mut dw,
+            i,
+            Operand::t(g, h),
+            Operand::new(&act, i),
+            h,
+            i,
+            n,
+            false,
+            wp.prec,
+        );
+        dw
+    });
+    // act's buffer now takes d act = dy · W_d.
+    wp.matmul(
+        &mut act,
+        i,
+        Operand::new(g, h),
+        Operand::new(wd, i),
+        0,
+        n,
+        i,
+        h,
+        false,
+    );
+    let mut dgu = zeroed(n * 2 * i);
+    swiglu_grad_rows(gu, &act, &mut dgu, i);
+    (dgu, dw)
+}
+
 /// `down(silu(gate) * up)` for `gate_up [.., 2·I]` and the down projection `W [H, I]` (no
 /// bias) → `[.., H]`. The `[.., I]` activation is recomputed in backward instead of kept
 /// alive by the graph (109 MB per layer at 5,600 tokens of Qwen2.5-0.5B). The GEMMs run at
@@ -264,40 +309,17 @@ impl CustomOp2 for SwiGluDown {
         let grad = grad.contiguous()?;
         let (h, i) = w.dims2()?;
         let n = arg.elem_count() / (2 * i);
-        let mut dx = vec![0f32; n * 2 * i];
-        let mut dw = w.track_op().then(|| vec![0f32; h * i]);
-        with_f32(arg, "swiglu-down input", |x| {
+        let (dx, dw) = with_f32(arg, "swiglu-down input", |x| {
             with_f32(w, "swiglu-down weight", |wv| {
                 with_f32(&grad, "swiglu-down grad", |g| {
-                    let mut act = vec![0f32; n * i];
-                    swiglu_rows(x, &mut act, i);
-                    if let Some(dw) = dw.as_mut() {
-                        matmul_act(
-                            dw,
-                            i,
-                            Operand::t(g, h),
-                            Operand::new(&act, i),
-                            h,
-                            i,
-                            n,
-                            false,
-                            self.w.prec,
-                        );
-                    }
-                    // act's buffer now takes d act = dy · W.
-                    self.w.matmul(
-                        &mut act,
-                        i,
-                        Operand::new(g, h),
-                        Operand::new(wv, i),
-                        0,
-                        n,
-                        i,
-                        h,
-                        false,
-                    );
-                    swiglu_grad_rows(x, &act, &mut dx, i);
-                    Ok(())
+                    Ok(swiglu_down_backward(
+                        &self.w,
+                        x,
+                        wv,
+                        g,
+                        (n, h, i),
+                        w.track_op(),
+                    ))
                 })
             })
         })?;

@@ -12,7 +12,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, T
 
 use super::bf16_copies::{matmul_act, WeightPrec};
 use super::kernels::gemm::Operand;
-use super::layer_ops::{swiglu_grad_rows, swiglu_rows};
+use super::layer_ops::{swiglu_down_backward, swiglu_rows};
 use super::ops::{f32_slice as f32s, zeroed};
 
 /// `down(silu(gate) * up)` with `[gate; up] = x W_guᵀ`, for `x [.., H]`, the stacked gate/up
@@ -125,38 +125,7 @@ impl CustomOp3 for SwiGluMlp {
         let wguv = f32s(gus, gul, "swiglu-mlp gate/up weight")?;
         let wdv = f32s(ds, dl, "swiglu-mlp down weight")?;
         let g = f32s(gs, gl, "swiglu-mlp grad")?;
-        let mut act = zeroed(n * i);
-        swiglu_rows(gu, &mut act, i);
-        let dwd = wd.track_op().then(|| {
-            let mut dw = zeroed(h * i);
-            matmul_act(
-                &mut dw,
-                i,
-                Operand::t(g, h),
-                Operand::new(&act, i),
-                h,
-                i,
-                n,
-                false,
-                self.down.prec,
-            );
-            dw
-        });
-        // act's buffer now takes d act = dy · W_d.
-        self.down.matmul(
-            &mut act,
-            i,
-            Operand::new(g, h),
-            Operand::new(wdv, i),
-            0,
-            n,
-            i,
-            h,
-            false,
-        );
-        let mut dgu = zeroed(n * 2 * i);
-        swiglu_grad_rows(gu, &act, &mut dgu, i);
-        drop(act);
+        let (dgu, dwd) = swiglu_down_backward(&self.down, gu, wdv, g, (n, h, i), wd.track_op());
         let dx = x.track_op().then(|| {
             let mut dx = zeroed(n * h);
             self.gate_up.matmul(
