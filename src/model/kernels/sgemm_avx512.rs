@@ -132,24 +132,8 @@ unsafe fn pack_a(dst: &mut [f32], a: View, i0: usize, p0: usize, mc: usize, kc: 
         let mr = MR.min(mc - ir);
         let panel = &mut dst[pi * MR * kc..(pi + 1) * MR * kc];
         let base = a.ptr.add((i0 + ir) * a.rs + p0 * a.cs);
-        if a.cs == 1 && mr == MR {
-            // Rows contiguous in `k`: 8 × 16 blocks transposed in registers, the tail one by
-            // one.
-            let k16 = kc / 16 * 16;
-            pack_a_rows(panel, base, a.rs, k16);
-            for r in 0..MR {
-                let row = base.add(r * a.rs);
-                for p in k16..kc {
-                    *panel.get_unchecked_mut(p * MR + r) = *row.add(p);
-                }
-            }
-        } else if a.cs == 1 {
-            for r in 0..mr {
-                let row = base.add(r * a.rs);
-                for p in 0..kc {
-                    *panel.get_unchecked_mut(p * MR + r) = *row.add(p);
-                }
-            }
+        if a.cs == 1 {
+            pack_k_lines(panel, MR, base, a.rs, mr, kc);
         } else {
             for p in 0..kc {
                 let col = base.add(p * a.cs);
@@ -178,17 +162,9 @@ unsafe fn pack_b(dst: &mut [f32], b: View, p0: usize, j0: usize, kc: usize, nc: 
                 let row = base.add(p * b.rs);
                 std::ptr::copy_nonoverlapping(row, panel.as_mut_ptr().add(p * NR), nr);
             }
-        } else if b.rs == 1 && nr == NR {
-            // Columns contiguous in `k` (a weight `W` used as `Wᵀ`): 16 × 16 blocks transposed
-            // in registers, the `k` tail element by element.
-            let k16 = kc / 16 * 16;
-            pack_b_columns(panel, base, b.cs, k16);
-            for c in 0..NR {
-                let col = base.add(c * b.cs);
-                for p in k16..kc {
-                    *panel.get_unchecked_mut(p * NR + c) = *col.add(p);
-                }
-            }
+        } else if b.rs == 1 {
+            // Columns contiguous in `k` (a weight `W` used as `Wᵀ`).
+            pack_k_lines(panel, NR, base, b.cs, nr, kc);
         } else {
             for c in 0..nr {
                 let col = base.add(c * b.cs);
@@ -205,39 +181,41 @@ unsafe fn pack_b(dst: &mut [f32], b: View, p0: usize, j0: usize, kc: usize, nc: 
     }
 }
 
-/// The first `k16` (a multiple of 16) `k` steps of a full `MR`-row panel from rows that are
-/// contiguous in `k`, `rs` apart.
+/// `lines` lines of a source that are contiguous in `k` (rows of `A`, columns of `Bᵀ`),
+/// `stride` apart, into a panel laid out `k` step by `k` step, `width` floats a step
+/// (`dst[p · width + line]`): 16 × 16 blocks transposed in registers instead of one scattered
+/// store per value, the `k` tail element by element.
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_a_rows(panel: &mut [f32], base: *const f32, rs: usize, k16: usize) {
-    let dst = panel.as_mut_ptr();
-    for p in (0..k16).step_by(16) {
-        let mut v = [_mm512_setzero_si512(); 16];
-        for (r, x) in v.iter_mut().enumerate().take(MR) {
-            *x = _mm512_castps_si512(_mm512_loadu_ps(base.add(r * rs + p)));
-        }
-        transpose16(&mut v);
-        for (q, x) in v.iter().enumerate() {
-            let lo = _mm512_castsi512_si256(*x);
-            _mm256_storeu_si256(dst.add((p + q) * MR) as *mut __m256i, lo);
-        }
-    }
-}
-
-/// The first `k16` (a multiple of 16) rows of a full `NR`-column panel from columns that are
-/// contiguous in `k`, `cs` apart.
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_b_columns(panel: &mut [f32], base: *const f32, cs: usize, k16: usize) {
-    let dst = panel.as_mut_ptr();
-    for p in (0..k16).step_by(16) {
-        for half in 0..NR / 16 {
+unsafe fn pack_k_lines(
+    dst: &mut [f32],
+    width: usize,
+    base: *const f32,
+    stride: usize,
+    lines: usize,
+    kc: usize,
+) {
+    debug_assert!(lines <= width && dst.len() >= width * kc);
+    let d = dst.as_mut_ptr();
+    let k16 = kc / 16 * 16;
+    for l0 in (0..lines).step_by(16) {
+        let nl = 16.min(lines - l0);
+        let mask: __mmask16 = if nl == 16 { 0xffff } else { (1 << nl) - 1 };
+        for p in (0..k16).step_by(16) {
             let mut v = [_mm512_setzero_si512(); 16];
-            for (c, x) in v.iter_mut().enumerate() {
-                *x = _mm512_castps_si512(_mm512_loadu_ps(base.add((half * 16 + c) * cs + p)));
+            for (l, x) in v.iter_mut().enumerate().take(nl) {
+                *x = _mm512_castps_si512(_mm512_loadu_ps(base.add((l0 + l) * stride + p)));
             }
             transpose16(&mut v);
             for (q, x) in v.iter().enumerate() {
-                _mm512_storeu_ps(dst.add((p + q) * NR + half * 16), _mm512_castsi512_ps(*x));
+                let at = d.add((p + q) * width + l0);
+                _mm512_mask_storeu_ps(at, mask, _mm512_castsi512_ps(*x));
             }
+        }
+    }
+    for l in 0..lines {
+        let line = base.add(l * stride);
+        for p in k16..kc {
+            *d.add(p * width + l) = *line.add(p);
         }
     }
 }
