@@ -132,14 +132,7 @@ impl CustomOp1 for SwiGlu {
         }
         let i = w2 / 2;
         let mut out = vec![0f32; x.len() / 2];
-        out.par_chunks_mut(i * ROWS_PER_TASK)
-            .zip(x.par_chunks(w2 * ROWS_PER_TASK))
-            .for_each(|(ys, xs)| {
-                for (y, x) in ys.chunks_mut(i).zip(xs.chunks(w2)) {
-                    let (g, u) = x.split_at(i);
-                    rows::swiglu_row(g, u, y);
-                }
-            });
+        swiglu_rows(x, &mut out, i);
         let mut shape = dims.to_vec();
         *shape.last_mut().unwrap_or(&mut 0) = i;
         Ok((CpuStorage::F32(out), Shape::from(shape)))
@@ -152,17 +145,7 @@ impl CustomOp1 for SwiGlu {
         let mut dx = vec![0f32; arg.elem_count()];
         with_f32(arg, "swiglu input", |x| {
             with_f32(&grad, "swiglu grad", |g| {
-                dx.par_chunks_mut(w2 * ROWS_PER_TASK)
-                    .zip(x.par_chunks(w2 * ROWS_PER_TASK))
-                    .zip(g.par_chunks(i * ROWS_PER_TASK))
-                    .for_each(|((dxs, xs), gs)| {
-                        for ((dx, x), g) in dxs.chunks_mut(w2).zip(xs.chunks(w2)).zip(gs.chunks(i))
-                        {
-                            let (gate, up) = x.split_at(i);
-                            let (dgate, dup) = dx.split_at_mut(i);
-                            rows::swiglu_grad_row(gate, up, g, dgate, dup);
-                        }
-                    });
+                swiglu_grad_rows(x, g, &mut dx, i);
                 Ok(())
             })
         })?;
