@@ -341,35 +341,9 @@ impl CustomOp3 for LmHeadLogprobs {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ops::test_tensors::{max_abs, randn};
     use super::*;
     use candle_core::{DType, Device, Var, D};
-
-    fn randn(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * scale
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     /// Block sizes that split the vocabulary unevenly, one that covers it, the default.
     #[test]

@@ -169,52 +169,26 @@ impl CustomOp3 for SwiGluMlp {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ops::test_tensors::{max_abs, randn};
     use super::*;
     use crate::model::layer_ops::SwiGluDown;
     use crate::model::linear_op::LinearOp;
-    use candle_core::{Device, Var};
-
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use candle_core::Var;
 
     /// Values and all three gradients equal the gate/up `LinearOp` followed by `SwiGluDown`
     /// (the two ops it replaces), for a `[B, T, H]` input.
     #[test]
     fn matches_linear_then_swiglu_down() {
         let (b, t, h, i) = (2, 5, 8, 12);
-        let x = Var::from_tensor(&randn(&[b, t, h], 1)).unwrap();
-        let wgu = Var::from_tensor(&randn(&[2 * i, h], 2)).unwrap();
-        let wd = Var::from_tensor(&randn(&[h, i], 3)).unwrap();
-        let dy = randn(&[b, t, h], 4);
+        let x = Var::from_tensor(&randn(&[b, t, h], 1, 1.0)).unwrap();
+        let wgu = Var::from_tensor(&randn(&[2 * i, h], 2, 1.0)).unwrap();
+        let wd = Var::from_tensor(&randn(&[h, i], 3, 1.0)).unwrap();
+        let dy = randn(&[b, t, h], 4, 1.0);
         let fused = x.apply_op3(&wgu, &wd, SwiGluMlp::default()).unwrap();
         let gu = x.apply_op2(&wgu, LinearOp::default()).unwrap();
         let composed = gu.apply_op2(&wd, SwiGluDown::default()).unwrap();
         assert_eq!(fused.dims(), &[b, t, h]);
-        assert!(max_diff(&fused, &composed) < 1e-6);
+        assert!(max_abs(&fused, &composed) < 1e-6);
         let gf = (&fused * &dy)
             .unwrap()
             .sum_all()
@@ -237,17 +211,17 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(scale > 1e-3, "a gradient that vanishes tests nothing");
-            assert!(max_diff(a, c) < 1e-5 * scale.max(1.0), "{:?}", v.dims());
+            assert!(max_abs(a, c) < 1e-5 * scale.max(1.0), "{:?}", v.dims());
         }
     }
 
     #[test]
     fn refuses_shapes_that_do_not_fit() {
-        let x = randn(&[3, 8], 1);
+        let x = randn(&[3, 8], 1, 1.0);
         let e = x
             .apply_op3(
-                &randn(&[20, 8], 2),
-                &randn(&[8, 12], 3),
+                &randn(&[20, 8], 2, 1.0),
+                &randn(&[8, 12], 3, 1.0),
                 SwiGluMlp::default(),
             )
             .unwrap_err()

@@ -162,30 +162,28 @@ impl CustomOp2 for SoftmaxGrad {
     }
 }
 
+/// Deterministic test tensors and their comparison, shared by the fused ops' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, Var};
+pub(crate) mod test_tensors {
+    use candle_core::{Device, Tensor};
 
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        let dev = Device::Cpu;
+    /// Uniform values in `[-scale/2, scale/2)` from a seeded LCG (no global RNG state).
+    pub(crate) fn randn(shape: &[usize], seed: u64, scale: f32) -> Tensor {
         let n: usize = shape.iter().product();
-        // Deterministic pseudo-random values without touching global RNG state.
-        let mut x = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
         let v: Vec<f32> = (0..n)
             .map(|_| {
                 x = x
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                ((x >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 6.0
+                ((x >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * scale
             })
             .collect();
-        Tensor::from_vec(v, shape, &dev).unwrap()
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    /// The largest absolute difference of two tensors of one shape.
+    pub(crate) fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()
@@ -197,11 +195,18 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_tensors::{max_abs, randn};
+    use super::*;
+    use candle_core::{Device, Var};
 
     #[test]
     fn masked_softmax_matches_composed_values_and_grads() {
         let (b, h, t, l) = (2, 3, 5, 7);
-        let x = Var::from_tensor(&randn(&[b, h, t, l], 1)).unwrap();
+        let x = Var::from_tensor(&randn(&[b, h, t, l], 1, 6.0)).unwrap();
         let mut bias = vec![0f32; b * t * l];
         for (i, v) in bias.iter_mut().enumerate() {
             if i % 3 == 0 {
@@ -209,7 +214,7 @@ mod tests {
             }
         }
         let bias = Tensor::from_vec(bias, (b, 1, t, l), &Device::Cpu).unwrap();
-        let w = randn(&[b, h, t, l], 2);
+        let w = randn(&[b, h, t, l], 2, 6.0);
         let fused = x.as_tensor().apply_op2(&bias, MaskedSoftmax).unwrap();
         let composed = softmax_train(&x.broadcast_add(&bias).unwrap()).unwrap();
         assert!(max_abs(&fused, &composed) < 1e-6);
