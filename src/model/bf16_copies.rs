@@ -40,6 +40,12 @@ pub(crate) fn layer_key(layer: usize, s: Stack) -> u64 {
 /// The key of the output projection.
 pub(crate) const HEAD_KEY: u64 = u64::MAX;
 
+/// The key of layer `layer`'s stack `s` with its LoRA adapters merged in (`W + s·B·A`), apart
+/// from the base's: an adapted policy and its adapter-off reference share one map.
+pub(crate) fn merged_key(layer: usize, s: Stack) -> u64 {
+    layer_key(layer, s) | 1 << 62
+}
+
 /// The bf16 copies of one model's weights, by key.
 #[derive(Debug, Default)]
 pub(crate) struct WeightCopies {
@@ -71,6 +77,20 @@ impl WeightCopies {
             at += b - a;
         }
         let c = Arc::new(out);
+        self.lock().insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// The copy under `key`, made by `build` if it is not cached.
+    pub(crate) fn get_or_build(
+        &self,
+        key: u64,
+        build: impl FnOnce() -> Result<Vec<u16>>,
+    ) -> Result<Copy16> {
+        if let Some(c) = self.lock().get(&key) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(build()?);
         self.lock().insert(key, c.clone());
         Ok(c)
     }

@@ -210,6 +210,12 @@ impl LoraLayer {
     }
 }
 
+/// `W + (s·B)·A`, detached: the adapted weight. The sampler's merge and the bf16 trainer
+/// (`lora_op`) both compute it here, so they round the same f32 values to bf16.
+pub(crate) fn merge_weight(w: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
+    Ok((w.detach() + (b.detach() * scale)?.matmul(&a.detach())?)?)
+}
+
 /// Inverted-dropout mask (`0` or `1/(1-p)`), seeded so a resumed run draws the same masks.
 fn dropout_mask(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -483,14 +489,17 @@ impl Adapter {
         })
     }
 
-    /// `s · B A` for the projection at `module`, `[out, in]`, if it is adapted.
-    pub fn delta(&self, module: &str) -> Result<Option<Tensor>> {
+    /// `W + s·B·A` for the projection at `module` with base weight `w`, if it is adapted.
+    pub fn merge(&self, module: &str, w: &Tensor) -> Result<Option<Tensor>> {
         let Some((a, b)) = self.layers.get(module) else {
             return Ok(None);
         };
-        Ok(Some(
-            (b.as_tensor().matmul(a.as_tensor())? * self.config.scaling())?,
-        ))
+        Ok(Some(merge_weight(
+            w,
+            a.as_tensor(),
+            b.as_tensor(),
+            self.config.scaling(),
+        )?))
     }
 
     /// Seeds the dropout masks of the following training forwards (a pure function of the

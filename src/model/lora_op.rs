@@ -8,15 +8,21 @@
 //! [tokens × 4864] tensors per layer more than a full fine-tuning step keeps. Here only the
 //! output is kept, so the fused training path (fused attention, RMSNorm, log-softmax head)
 //! serves adapted models too. f32 CPU, no dropout (`lora_dropout > 0` trains composed).
-//! With bf16 precision every product takes bf16-rounded inputs (the frozen weight rounded on
-//! the way in) and accumulates in f32.
+//! With bf16 precision every product takes bf16-rounded inputs and accumulates in f32, and the
+//! base product multiplies by `round_bf16(W + s·B·A)`, the merged weight the sampler runs
+//! (`Policy::merged`): the trainer's and the sampler's log-probs then differ by f32 summation
+//! order only, not by where the adapter's term is rounded. Its gradients are those of the
+//! merged weight (`dx = g·round(W + s·B·A)`, `dA`, `dB` from the adapter's factors).
 
-use super::kernels::bf16::{matmul_p, Precision};
+use super::bf16_copies::{Copy16, WeightPrec};
+use super::kernels::bf16::{matmul_p, round_into, Precision};
 use super::kernels::gemm::Operand;
 use super::linear::Linear;
+use super::lora::merge_weight;
 use super::ops::f32_slice as f32s;
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Where an adapted part sits: its output columns `col .. col + out` of `y`, its B rows
 /// `b_row .. b_row + out` of `B_cat`, its A rows `k·r .. (k+1)·r` of `A_cat`.
@@ -36,6 +42,9 @@ struct LoraLinear {
     r: usize,
     blocks: Vec<Block>,
     prec: Precision,
+    /// bf16 precision: the merged weight `W + s·B·A`, rounded, which replaces `W` and the
+    /// adapter term in the forward and `W + s·B·A` in `dx`.
+    merged: Option<Copy16>,
 }
 
 fn with_cpu<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
@@ -47,6 +56,14 @@ fn with_cpu<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> R
 }
 
 impl LoraLinear {
+    /// How the base product multiplies: by the merged copy when there is one.
+    fn base(&self) -> WeightPrec {
+        WeightPrec {
+            prec: self.prec,
+            copy: self.merged.clone(),
+        }
+    }
+
     /// `u = x A_catᵀ` `[N, K·r]`.
     fn down(&self, x: &[f32], a: &[f32], n: usize, i: usize) -> Vec<f32> {
         let kr = self.blocks.len() * self.r;
@@ -97,17 +114,19 @@ impl CustomOp3 for LoraLinear {
             )
         }
         let mut y = vec![0f32; n * o];
+        let base = self.base();
+        base.check(o * i, "lora-linear")?;
         with_cpu(&self.w, "lora-linear W", |w| {
-            matmul_p(
+            base.matmul(
                 &mut y,
                 o,
                 Operand::new(x, i),
                 Operand::t(w, i),
+                0,
                 n,
                 o,
                 i,
                 false,
-                self.prec,
             );
             Ok(())
         })?;
@@ -122,6 +141,9 @@ impl CustomOp3 for LoraLinear {
                 });
                 Ok(())
             })?;
+        }
+        if self.merged.is_some() {
+            return Ok((CpuStorage::F32(y), Shape::from((n, o))));
         }
         let u = self.down(x, a, n, i);
         for blk in &self.blocks {
@@ -189,7 +211,7 @@ impl CustomOp3 for LoraLinear {
                                 self.prec,
                             );
                         }
-                        // dA = guᵀ x ; dx = g W + gu A
+                        // dA = guᵀ x ; dx = g W + gu A (g·merged in bf16)
                         matmul_p(
                             &mut da,
                             i,
@@ -202,19 +224,22 @@ impl CustomOp3 for LoraLinear {
                             self.prec,
                         );
                         with_cpu(&self.w, "lora-linear W", |w| {
-                            matmul_p(
+                            self.base().matmul(
                                 &mut dx,
                                 i,
                                 Operand::new(g, o),
                                 Operand::new(w, i),
+                                0,
                                 n,
                                 i,
                                 o,
                                 false,
-                                self.prec,
                             );
                             Ok(())
                         })?;
+                        if self.merged.is_some() {
+                            return Ok(());
+                        }
                         matmul_p(
                             &mut dx,
                             i,
@@ -255,11 +280,8 @@ pub(crate) fn fusable(parts: &[&Linear]) -> bool {
 
 /// `x [B, T, in]` through the stacked projections `parts` with their adapters: `[B, T, Σ out]`.
 /// Callers check [`fusable`] first.
-pub(crate) fn linear_lora(
-    x: &Tensor,
-    parts: &[&Linear],
-    prec: Precision,
-) -> anyhow::Result<Tensor> {
+/// At bf16 precision `wp` carries the merged weights' copy ([`merged_copy`] of `parts`).
+pub(crate) fn linear_lora(x: &Tensor, parts: &[&Linear], wp: WeightPrec) -> anyhow::Result<Tensor> {
     let (bs, t, i) = x.dims3()?;
     let w = Tensor::cat(&parts.iter().map(|l| &l.weight).collect::<Vec<_>>(), 0)?.contiguous()?;
     let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
@@ -288,6 +310,12 @@ pub(crate) fn linear_lora(
         }
         col += out;
     }
+    let prec = wp.prec;
+    let merged = match (prec, wp.copy) {
+        (Precision::F32, _) => None,
+        (Precision::Bf16, Some(c)) => Some(c),
+        (Precision::Bf16, None) => Some(Arc::new(merged_copy(parts)?)),
+    };
     let x2 = x.contiguous()?.reshape((bs * t, i))?;
     let op = LoraLinear {
         w,
@@ -295,8 +323,40 @@ pub(crate) fn linear_lora(
         r,
         blocks,
         prec,
+        merged,
     };
     let a_cat = Tensor::cat(&a_parts, 0)?.contiguous()?;
     let b_cat = Tensor::cat(&b_parts, 0)?.contiguous()?;
     Ok(x2.apply_op3(&a_cat, &b_cat, op)?.reshape((bs, t, col))?)
+}
+
+/// `round_bf16` of the stacked merged weights `W_p + s_p·B_p·A_p` of `parts`, as the sampler's
+/// merged model rounds them (the same f32 values: [`merge_weight`]).
+pub(crate) fn merged_copy(parts: &[&Linear]) -> anyhow::Result<Vec<u16>> {
+    let mut ws = Vec::with_capacity(parts.len());
+    for p in parts {
+        ws.push(match &p.lora {
+            Some(l) => {
+                let (a, b, scale, _) = l.parts();
+                merge_weight(&p.weight, a, b, scale)?
+            }
+            None => p.weight.clone(),
+        });
+    }
+    let total: usize = ws.iter().map(|w| w.elem_count()).sum();
+    let mut out = vec![0u16; total];
+    let mut at = 0;
+    for w in &ws {
+        let w = w.contiguous()?;
+        let len = w.elem_count();
+        with_cpu(&w, "lora-linear merged W", |v| {
+            out[at..at + len]
+                .par_chunks_mut(1 << 16)
+                .zip(v.par_chunks(1 << 16))
+                .for_each(|(d, s)| round_into(s, d));
+            Ok(())
+        })?;
+        at += len;
+    }
+    Ok(out)
 }

@@ -548,6 +548,8 @@ impl Policy {
         }
         self.model = model;
         self.lora = Some(adapter);
+        // Merged copies of a previous adapter are stale.
+        self.model.copies.clear();
         Ok(())
     }
 
@@ -610,8 +612,8 @@ impl Policy {
         let mut tensors = HashMap::new();
         for (name, var) in self.named_vars() {
             let module = name.strip_suffix(".weight").unwrap_or("");
-            let t = match adapter.delta(module)? {
-                Some(d) => (var.as_tensor() + d)?,
+            let t = match adapter.merge(module, var.as_tensor())? {
+                Some(m) => m,
                 None => var.as_tensor().clone(),
             };
             tensors.insert(name, t);

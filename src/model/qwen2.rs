@@ -20,7 +20,7 @@ use shared::RowGather;
 pub(crate) use shared::SharedBatch;
 
 use super::attention_op::CausalAttention;
-use super::bf16_copies::{layer_key, Stack, WeightCopies, WeightPrec, HEAD_KEY};
+use super::bf16_copies::{layer_key, merged_key, Stack, WeightCopies, WeightPrec, HEAD_KEY};
 use super::config::ModelConfig;
 use super::kernels::bf16::Precision;
 use super::layer_ops::{RmsNorm, SwiGlu, SwiGluDown};
@@ -43,7 +43,7 @@ const MASK_VALUE: f32 = -1e30;
 /// stacked weights (q/k/v, or gate/up). Returns `[B, T, Σ out]`.
 fn linear_stacked(x: &Tensor, parts: &[&Linear], wp: WeightPrec) -> Result<Tensor> {
     if parts.iter().any(|l| l.lora.is_some()) {
-        return lora_op::linear_lora(x, parts, wp.prec);
+        return lora_op::linear_lora(x, parts, wp);
     }
     let w = Tensor::cat(&parts.iter().map(|l| &l.weight).collect::<Vec<_>>(), 0)?;
     let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
@@ -423,19 +423,23 @@ pub(crate) struct Mixed<'a> {
 
 impl Mixed<'_> {
     /// The weight operand of layer `layer`'s stack `s` (`parts` stacked by rows): its bf16
-    /// copy at bf16 precision. Adapted projections have none (their base is rounded on the
-    /// fly by `lora_op`).
+    /// copy at bf16 precision, with the LoRA adapters merged in when `parts` has any
+    /// (`lora_op`: the sampler's merged weights).
     fn weight(&self, layer: usize, s: Stack, parts: &[&Linear]) -> Result<WeightPrec> {
-        if self.prec == Precision::F32 || parts.iter().any(|p| p.lora.is_some()) {
-            return Ok(WeightPrec {
-                prec: self.prec,
-                copy: None,
-            });
-        }
-        let ws: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+        let copy = match self.prec {
+            Precision::F32 => None,
+            _ if parts.iter().any(|p| p.lora.is_some()) => Some(
+                self.copies
+                    .get_or_build(merged_key(layer, s), || lora_op::merged_copy(parts))?,
+            ),
+            _ => {
+                let ws: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+                Some(self.copies.get(layer_key(layer, s), &ws)?)
+            }
+        };
         Ok(WeightPrec {
             prec: self.prec,
-            copy: Some(self.copies.get(layer_key(layer, s), &ws)?),
+            copy,
         })
     }
 
