@@ -108,11 +108,12 @@ unsafe fn block_generic(
 }
 
 /// `x` rounded to bf16 and laid out for [`block_avx512`]: per 32-wide `k` chunk, the chunk of
-/// every row (rows padded to a multiple of `rows_to`, `k` to a multiple of 32, with zeros), so
-/// that a tile's input vectors sit at fixed offsets from one pointer.
+/// every row (`rows` zero rows more, since a tile of `rows` may start at any row below `m`:
+/// `M_BLOCK` need not be a multiple of it; `k` padded to a multiple of 32 with zeros), so that
+/// a tile's input vectors sit at fixed offsets from one pointer.
 #[cfg(target_arch = "x86_64")]
-fn pack_x(xb: &[u16], m: usize, k: usize, rows_to: usize) -> (Vec<u16>, usize) {
-    let mp = m.div_ceil(rows_to) * rows_to;
+fn pack_x(xb: &[u16], m: usize, k: usize, rows: usize) -> (Vec<u16>, usize) {
+    let mp = m + rows;
     let chunks = k.div_ceil(32);
     let mut xp = vec![0u16; chunks * mp * 32];
     for i in 0..m {
@@ -152,6 +153,12 @@ unsafe fn block_avx512<const R: usize, const C: usize>(
     accumulate: bool,
 ) {
     use std::arch::x86_64::*;
+    const {
+        assert!(
+            R * C <= 24,
+            "the horizontal sums below take 24 accumulators"
+        )
+    };
     const PF: usize = 8;
     let full = k / 32;
     let tail = k % 32;
@@ -315,6 +322,9 @@ mod tests {
             (16, 70, 100),
             (2, 300, 64),
             (65, 11, 7),
+            (5, 33, 70),
+            (17, 18, 64),
+            (130, 9, 40),
             (1, 1000, 896),
             (40, 200, 301),
         ] {
