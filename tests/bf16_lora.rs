@@ -9,10 +9,9 @@
 use candle_core::{DType, Device, Tensor};
 use grpo::model::lora::{LoraConfig, TargetModules};
 use grpo::model::Policy;
-use serde_json::Value;
 
 mod common;
-use common::{grpo, succeeds, write_train_config};
+use common::{grpo, l2_norm, metrics, succeeds, write_train_config};
 
 fn adapted(dtype: DType) -> Policy {
     let mut p = Policy::load(
@@ -115,16 +114,7 @@ fn bf16_lora_sampler_matches_the_trainer() {
 }
 
 fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
-    let n = |t: &Tensor| {
-        t.sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .sqrt() as f64
-    };
-    n(&(a - b).unwrap()) / n(a)
+    l2_norm(&(a - b).unwrap()) / l2_norm(a)
 }
 
 #[test]
@@ -161,13 +151,7 @@ fn bf16_lora_gradients_match_f32_within_bf16_tolerance() {
 fn bf16_lora_train_keeps_logprob_diff_at_float_noise() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let model = format!(
-        "{:?}",
-        common::repo()
-            .join("models/tiny-math")
-            .display()
-            .to_string()
-    );
+    let model = common::toml_string(&common::repo().join("models/tiny-math"));
     let cfg = write_train_config(
         tmp.path(),
         "lora-bf16.toml",
@@ -183,11 +167,7 @@ fn bf16_lora_train_keeps_logprob_diff_at_float_noise() {
         ],
     );
     succeeds(&grpo(&["train", "--config", cfg.to_str().unwrap()]));
-    let m: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let m = metrics(&out);
     assert_eq!(m.len(), 4);
     let worst = m
         .iter()

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 mod common;
 use common::{fixture, grpo, succeeds, write_train_config};
+use common::{l2_norm as norm, metrics};
 
 /// Gradients of −mean(token log-probs) of fixed sequences, per parameter (sorted by name).
 fn gradients(p: &Policy) -> Vec<(String, Tensor)> {
@@ -30,16 +31,6 @@ fn gradients(p: &Policy) -> Vec<(String, Tensor)> {
     vars.iter()
         .map(|(n, v)| (n.clone(), g.get(v).expect(n).clone()))
         .collect()
-}
-
-fn norm(t: &Tensor) -> f64 {
-    t.sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .sqrt() as f64
 }
 
 /// Bound on each parameter's ‖g_bf16 − g_f32‖ / ‖g_f32‖. bf16 inputs carry a relative
@@ -167,14 +158,6 @@ fn bf16_sampling_matches_the_trainers_logprobs_and_follows_weight_updates() {
     assert!(diff(&tr, &tr2) > 1e-2, "the update changed nothing");
 }
 
-fn metrics(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn comparable(m: &Value) -> Vec<(String, Value)> {
     m.as_object()
         .unwrap()
@@ -194,13 +177,7 @@ fn bf16_train_keeps_logprob_diff_at_float_noise_saves_master_weights_and_resumes
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     // The shipped model (see the sampling test for why not a random fixture).
-    let model = format!(
-        "{:?}",
-        common::repo()
-            .join("models/tiny-math")
-            .display()
-            .to_string()
-    );
+    let model = common::toml_string(&common::repo().join("models/tiny-math"));
     let cfg = write_train_config(
         tmp.path(),
         "bf16.toml",

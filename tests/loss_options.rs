@@ -4,9 +4,8 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
 mod common;
+use common::metrics;
 use common::{fails_with, grpo, repo, succeeds, write_train_config};
 
 fn show(toml: &str) -> std::process::Output {
@@ -146,14 +145,6 @@ fn trl_refusals_name_the_key() {
     for (toml, needles) in cases {
         fails_with(&show(toml), needles);
     }
-}
-
-fn metrics(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A run: its name, its `--set` keys, and the metrics TRL logs for it.

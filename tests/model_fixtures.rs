@@ -39,16 +39,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
-    let n = |t: &Tensor| {
-        t.sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .sqrt()
-    };
-    n(&(a - b).unwrap()) / n(b).max(1e-30)
+    (common::l2_norm(&(a - b).unwrap()) / common::l2_norm(b).max(1e-30)) as f32
 }
 
 #[test]

@@ -9,6 +9,7 @@ use grpo::model::Policy;
 use serde_json::Value;
 
 mod common;
+use common::metrics;
 use common::{fixture, grpo, write_train_config};
 
 fn write_config(dir: &Path, loss: &str) -> PathBuf {
@@ -25,14 +26,6 @@ fn write_config(dir: &Path, loss: &str) -> PathBuf {
             ("train.save_steps", "2"),
         ],
     )
-}
-
-fn metrics(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The metrics that must not depend on whether the run was interrupted.

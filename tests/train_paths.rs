@@ -5,6 +5,7 @@
 //! config, and plain (colourless) logs.
 
 mod common;
+use common::metrics;
 
 use std::path::Path;
 
@@ -12,14 +13,6 @@ use candle_core::{DType, Device};
 use common::{fixture, grpo, write_train_config};
 use grpo::model::Policy;
 use serde_json::Value;
-
-fn metrics(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// Trains with the base config plus `set`; returns the run's metrics and stderr.
 fn train(dir: &Path, name: &str, set: &[(&str, &str)]) -> (Vec<Value>, String) {

@@ -249,15 +249,7 @@ fn reference_step(
 
 /// ‖a − b‖ / max(‖b‖, tiny) per variable, the largest over variables.
 fn worst_relative_error(a: &[Tensor], b: &[Tensor]) -> f64 {
-    let norm = |t: &Tensor| -> f64 {
-        t.sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .sqrt() as f64
-    };
+    let norm = common::l2_norm;
     a.iter()
         .zip(b)
         .map(|(x, y)| norm(&(x - y).unwrap()) / norm(y).max(1e-12))

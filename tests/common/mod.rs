@@ -91,6 +91,11 @@ pub fn write_train_config(dir: &Path, name: &str, out: &Path, set: &[(&str, &str
     path
 }
 
+/// A path as a TOML basic string, quotes included (a `set` value of [`train_toml`]).
+pub fn toml_string(p: &Path) -> String {
+    format!("\"{}\"", toml_path(p))
+}
+
 /// A path as the inside of a TOML basic string (backslashes escaped, for Windows paths).
 fn toml_path(p: &Path) -> String {
     p.display().to_string().replace('\\', "\\\\")
@@ -165,4 +170,24 @@ pub fn within<T>(secs: u64, what: &str, f: impl FnOnce() -> T) -> T {
     let took = t0.elapsed();
     assert!(took.as_secs() < secs, "{what} took {took:?}");
     out
+}
+
+/// The records of a run's `metrics.jsonl`, in order.
+pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// ‖t‖₂ of an f32 tensor.
+pub fn l2_norm(t: &candle_core::Tensor) -> f64 {
+    t.sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt() as f64
 }
