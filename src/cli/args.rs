@@ -57,6 +57,7 @@ impl ModelArgs {
             Some(merged) => merged,
             None => policy,
         };
+        policy.prepare_sampling_weights()?;
         Ok((source, tokenizer, policy))
     }
 }

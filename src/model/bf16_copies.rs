@@ -95,6 +95,12 @@ impl WeightCopies {
         Ok(c)
     }
 
+    /// How many copies are built (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Drops every copy: the f32 weights changed (an optimizer step).
     pub(crate) fn clear(&self) {
         self.lock().clear();

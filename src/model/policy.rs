@@ -519,6 +519,17 @@ impl Policy {
         self.model.precision
     }
 
+    /// Builds the bf16 weight copies the sampler multiplies by now, rather than in the first
+    /// forward: the bf16 conversion belongs to loading a model for sampling (`grpo generate`,
+    /// `grpo eval`), as transformers converts inside `from_pretrained`. A no-op in f32 and for
+    /// a policy with adapters (its sampler runs a merged copy, see [`Policy::for_sampling`]).
+    pub fn prepare_sampling_weights(&self) -> Result<()> {
+        if self.lora.is_some() {
+            return Ok(());
+        }
+        self.model.bf16_weights().map(|_| ())
+    }
+
     /// Tells the policy its weights were changed in place (an optimizer step): the bf16
     /// copies are rebuilt from the new f32 values on next use. Every in-place update must
     /// call this, or a bf16 forward would use the old weights.
@@ -712,4 +723,22 @@ fn standard_normal(rng: &mut impl Rng) -> f32 {
     let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
     let u2: f64 = rng.random::<f64>();
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_weights_are_built_at_load_in_bf16_only() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-math");
+        let p = Policy::load(&dir, DType::BF16, &Device::Cpu).unwrap();
+        assert_eq!(p.model.copies.len(), 0, "built lazily by default");
+        p.prepare_sampling_weights().unwrap();
+        // Four stacks per layer and the output projection.
+        assert_eq!(p.model.copies.len(), 4 * p.config.num_hidden_layers + 1);
+        let f = Policy::load(&dir, DType::F32, &Device::Cpu).unwrap();
+        f.prepare_sampling_weights().unwrap();
+        assert_eq!(f.model.copies.len(), 0);
+    }
 }

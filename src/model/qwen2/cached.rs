@@ -84,7 +84,7 @@ impl Transformer {
 
     /// The bf16 weight copies the host forward multiplies by (the training ops' copies), or
     /// None in f32.
-    fn bf16_weights(&self) -> Result<Option<Bf16Weights>> {
+    pub(crate) fn bf16_weights(&self) -> Result<Option<Bf16Weights>> {
         if self.precision == Precision::F32 {
             return Ok(None);
         }
