@@ -56,29 +56,7 @@ impl WeightCopies {
     /// The copy under `key`: the rows of `parts` (f32 CPU tensors, stacked in order) rounded
     /// to bf16, built now if it is not cached.
     pub(crate) fn get(&self, key: u64, parts: &[&Tensor]) -> Result<Copy16> {
-        if let Some(c) = self.lock().get(&key) {
-            return Ok(c.clone());
-        }
-        let total: usize = parts.iter().map(|t| t.elem_count()).sum();
-        let mut out = vec![0u16; total];
-        let mut at = 0;
-        for t in parts {
-            let (s, l) = t.storage_and_layout();
-            let Storage::Cpu(CpuStorage::F32(v)) = &*s else {
-                bail!("bf16 weight copies need f32 weights on the CPU")
-            };
-            let Some((a, b)) = l.contiguous_offsets() else {
-                bail!("bf16 weight copies need contiguous weights")
-            };
-            let dst = &mut out[at..at + (b - a)];
-            dst.par_chunks_mut(1 << 16)
-                .zip(v[a..b].par_chunks(1 << 16))
-                .for_each(|(d, s)| round_into(s, d));
-            at += b - a;
-        }
-        let c = Arc::new(out);
-        self.lock().insert(key, c.clone());
-        Ok(c)
+        self.get_or_build(key, || round_stacked(parts))
     }
 
     /// The copy under `key`, made by `build` if it is not cached.
@@ -110,6 +88,28 @@ impl WeightCopies {
         // A panic while holding the lock leaves at worst a missing entry: rebuilt on use.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The rows of `parts` (contiguous f32 CPU tensors), stacked in order and rounded to bf16.
+pub(crate) fn round_stacked(parts: &[&Tensor]) -> Result<Vec<u16>> {
+    let total: usize = parts.iter().map(|t| t.elem_count()).sum();
+    let mut out = vec![0u16; total];
+    let mut at = 0;
+    for t in parts {
+        let (s, l) = t.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F32(v)) = &*s else {
+            bail!("bf16 weight copies need f32 weights on the CPU")
+        };
+        let Some((a, b)) = l.contiguous_offsets() else {
+            bail!("bf16 weight copies need contiguous weights")
+        };
+        let dst = &mut out[at..at + (b - a)];
+        dst.par_chunks_mut(1 << 16)
+            .zip(v[a..b].par_chunks(1 << 16))
+            .for_each(|(d, s)| round_into(s, d));
+        at += b - a;
+    }
+    Ok(out)
 }
 
 /// How a fused op multiplies by its weight: at `prec`, from the bf16 `copy` of the weight

@@ -14,8 +14,8 @@
 //! order only, not by where the adapter's term is rounded. Its gradients are those of the
 //! merged weight (`dx = g·round(W + s·B·A)`, `dA`, `dB` from the adapter's factors).
 
-use super::bf16_copies::{Copy16, WeightPrec};
-use super::kernels::bf16::{matmul_p, round_into, Precision};
+use super::bf16_copies::{round_stacked, Copy16, WeightPrec};
+use super::kernels::bf16::{matmul_p, Precision};
 use super::kernels::gemm::Operand;
 use super::linear::Linear;
 use super::lora::merge_weight;
@@ -335,28 +335,16 @@ pub(crate) fn linear_lora(x: &Tensor, parts: &[&Linear], wp: WeightPrec) -> anyh
 pub(crate) fn merged_copy(parts: &[&Linear]) -> anyhow::Result<Vec<u16>> {
     let mut ws = Vec::with_capacity(parts.len());
     for p in parts {
-        ws.push(match &p.lora {
-            Some(l) => {
-                let (a, b, scale, _) = l.parts();
-                merge_weight(&p.weight, a, b, scale)?
+        ws.push(
+            match &p.lora {
+                Some(l) => {
+                    let (a, b, scale, _) = l.parts();
+                    merge_weight(&p.weight, a, b, scale)?
+                }
+                None => p.weight.clone(),
             }
-            None => p.weight.clone(),
-        });
+            .contiguous()?,
+        );
     }
-    let total: usize = ws.iter().map(|w| w.elem_count()).sum();
-    let mut out = vec![0u16; total];
-    let mut at = 0;
-    for w in &ws {
-        let w = w.contiguous()?;
-        let len = w.elem_count();
-        with_cpu(&w, "lora-linear merged W", |v| {
-            out[at..at + len]
-                .par_chunks_mut(1 << 16)
-                .zip(v.par_chunks(1 << 16))
-                .for_each(|(d, s)| round_into(s, d));
-            Ok(())
-        })?;
-        at += len;
-    }
-    Ok(out)
+    round_stacked(&ws.iter().collect::<Vec<_>>())
 }
