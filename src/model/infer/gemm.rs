@@ -106,7 +106,18 @@ unsafe fn block_generic(
                         sums[i][j] = s;
                     }
                 }
-                store_tile(&sums, mr, nr, i0, j0, n, bias, y, accumulate);
+                store_tile(
+                    sums.as_flattened(),
+                    NR,
+                    mr,
+                    nr,
+                    i0,
+                    j0,
+                    n,
+                    bias,
+                    y,
+                    accumulate,
+                );
             }
         }
     }
@@ -162,7 +173,18 @@ unsafe fn block_avx512(
                     (1, 2) => avx512::tile::<1, 2>(xt, wt, k),
                     _ => avx512::tile::<1, 1>(xt, wt, k),
                 };
-                store_tile(&sums, mr, nr, i0, j0, n, bias, y, accumulate);
+                store_tile(
+                    sums.as_flattened(),
+                    NR,
+                    mr,
+                    nr,
+                    i0,
+                    j0,
+                    n,
+                    bias,
+                    y,
+                    accumulate,
+                );
             }
         }
     }

@@ -31,38 +31,40 @@ pub fn gemm_nt_bf16(
     if m == 0 || n == 0 {
         return;
     }
-    let mut xb = vec![0u16; m * k];
-    round_into(&x[..m * k], &mut xb);
-    // Input rows per tile: 8 for a batch of decoded rows, fewer when there are fewer (a
-    // padded row costs the products of a real one). A prompt's prefill (many rows, each
-    // weight row reused by all) keeps more weight rows per tile instead: 3 × 8 tiles took its
-    // 86 rows × 24 layers in 0.58 s against 0.65–0.71 s with 8 × 2.
-    #[cfg(target_arch = "x86_64")]
-    let rows = match m {
-        1..=2 => 2,
-        3..=4 => 4,
-        5..=16 => 8,
-        _ => 3,
-    };
-    #[cfg(target_arch = "x86_64")]
-    let packed = has_avx512_bf16().then(|| pack_x(&xb, m, k, rows));
     let out = SendPtr(y.as_mut_ptr());
-    split_columns(m * n * k, n, |n0, n1| {
-        // SAFETY: every (row, column) written lies in `y` (checked above), the column ranges
-        // of different tasks are disjoint, and the fast path runs only where the CPU has it.
-        unsafe {
-            #[cfg(target_arch = "x86_64")]
-            if let Some((xp, mp)) = &packed {
-                let (xp, mp) = (xp.as_slice(), *mp);
-                return match rows {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512_bf16() {
+        // Input rows per tile: 8 for a batch of decoded rows, fewer when there are fewer (a
+        // padded row costs the products of a real one). A prompt's prefill (many rows, each
+        // weight row reused by all) keeps more weight rows per tile instead: 3 × 8 tiles took
+        // its 86 rows × 24 layers in 0.58 s against 0.65–0.71 s with 8 × 2.
+        let rows = match m {
+            1..=2 => 2,
+            3..=4 => 4,
+            5..=16 => 8,
+            _ => 3,
+        };
+        let (xp, mp) = pack_x(&x[..m * k], m, k, rows);
+        let xp = xp.as_slice();
+        split_columns(m * n * k, n, |n0, n1| {
+            // SAFETY: every (row, column) written lies in `y` (checked above), the column
+            // ranges of different tasks are disjoint, and the CPU has AVX512-BF16.
+            unsafe {
+                match rows {
                     2 => block_avx512::<2, 8>(xp, mp, m, k, w, n, n0, n1, bias, out, accumulate),
                     4 => block_avx512::<4, 4>(xp, mp, m, k, w, n, n0, n1, bias, out, accumulate),
                     3 => block_avx512::<3, 8>(xp, mp, m, k, w, n, n0, n1, bias, out, accumulate),
                     _ => block_avx512::<8, 2>(xp, mp, m, k, w, n, n0, n1, bias, out, accumulate),
-                };
+                }
             }
-            block_generic(&xb, m, k, w, n, n0, n1, bias, out, accumulate)
-        }
+        });
+        return;
+    }
+    let mut xb = vec![0u16; m * k];
+    round_into(&x[..m * k], &mut xb);
+    split_columns(m * n * k, n, |n0, n1| {
+        // SAFETY: as above; the portable path needs no CPU feature.
+        unsafe { block_generic(&xb, m, k, w, n, n0, n1, bias, out, accumulate) }
     });
 }
 
@@ -101,18 +103,29 @@ unsafe fn block_generic(
                         *s = acc.iter().sum();
                     }
                 }
-                store_tile(&sums, mr, nr, i0, j0, n, bias, y, accumulate);
+                store_tile(
+                    sums.as_flattened(),
+                    NR,
+                    mr,
+                    nr,
+                    i0,
+                    j0,
+                    n,
+                    bias,
+                    y,
+                    accumulate,
+                );
             }
         }
     }
 }
 
-/// `x` rounded to bf16 and laid out for [`block_avx512`]: per 32-wide `k` chunk, the chunk of
-/// every row (`rows` zero rows more, since a tile of `rows` may start at any row below `m`:
-/// `M_BLOCK` need not be a multiple of it; `k` padded to a multiple of 32 with zeros), so that
-/// a tile's input vectors sit at fixed offsets from one pointer.
+/// `x` (`m × k` f32) rounded to bf16 and laid out for [`block_avx512`]: per 32-wide `k`
+/// chunk, the chunk of every row (`rows` zero rows more, since a tile of `rows` may start at
+/// any row below `m`: `M_BLOCK` need not be a multiple of it; `k` padded to a multiple of 32
+/// with zeros), so that a tile's input vectors sit at fixed offsets from one pointer.
 #[cfg(target_arch = "x86_64")]
-fn pack_x(xb: &[u16], m: usize, k: usize, rows: usize) -> (Vec<u16>, usize) {
+fn pack_x(x: &[f32], m: usize, k: usize, rows: usize) -> (Vec<u16>, usize) {
     let mp = m + rows;
     let chunks = k.div_ceil(32);
     let mut xp = vec![0u16; chunks * mp * 32];
@@ -120,7 +133,7 @@ fn pack_x(xb: &[u16], m: usize, k: usize, rows: usize) -> (Vec<u16>, usize) {
         for c in 0..chunks {
             let (p0, p1) = (c * 32, (c * 32 + 32).min(k));
             let at = (c * mp + i) * 32;
-            xp[at..at + p1 - p0].copy_from_slice(&xb[i * k + p0..i * k + p1]);
+            round_into(&x[i * k + p0..i * k + p1], &mut xp[at..at + p1 - p0]);
         }
     }
     (xp, mp)
@@ -191,22 +204,25 @@ unsafe fn block_avx512<const R: usize, const C: usize>(
                         }
                     }
                 };
+                // Chunk `c` of each weight row; inlined with `prefetch` a constant, so the
+                // two loops below carry no branch.
+                let load = |c: usize, prefetch: bool| {
+                    let mut wv = [_mm512_setzero_si512(); C];
+                    for (v, r) in wv.iter_mut().zip(&wrow) {
+                        if prefetch {
+                            _mm_prefetch::<_MM_HINT_T1>(r.add(PF * k + c * 32) as *const i8);
+                        }
+                        *v = _mm512_loadu_si512(r.add(c * 32) as *const _);
+                    }
+                    wv
+                };
                 if prefetch_rows && i0 == mb {
                     for c in 0..full {
-                        let mut wv = [_mm512_setzero_si512(); C];
-                        for (v, r) in wv.iter_mut().zip(&wrow) {
-                            _mm_prefetch::<_MM_HINT_T1>(r.add(PF * k + c * 32) as *const i8);
-                            *v = _mm512_loadu_si512(r.add(c * 32) as *const _);
-                        }
-                        step(&mut acc, c, &wv);
+                        step(&mut acc, c, &load(c, true));
                     }
                 } else {
                     for c in 0..full {
-                        let mut wv = [_mm512_setzero_si512(); C];
-                        for (v, r) in wv.iter_mut().zip(&wrow) {
-                            *v = _mm512_loadu_si512(r.add(c * 32) as *const _);
-                        }
-                        step(&mut acc, c, &wv);
+                        step(&mut acc, c, &load(c, false));
                     }
                 }
                 if tail != 0 {
@@ -225,15 +241,18 @@ unsafe fn block_avx512<const R: usize, const C: usize>(
                 for (s, f) in sums.iter_mut().zip(&flat).take((R * C).div_ceil(8)) {
                     _mm256_storeu_ps(s.as_mut_ptr(), reduce8(f));
                 }
-                let sums = sums.as_flattened();
-                for i in 0..mr {
-                    for j in 0..nr {
-                        let p = y.0.add((i0 + i) * n + j0 + j);
-                        let b = bias.map_or(0.0, |b| b[j0 + j]);
-                        let s = sums[i * C + j];
-                        *p = if accumulate { *p + s + b } else { s + b };
-                    }
-                }
+                store_tile(
+                    sums.as_flattened(),
+                    C,
+                    mr,
+                    nr,
+                    i0,
+                    j0,
+                    n,
+                    bias,
+                    y,
+                    accumulate,
+                );
             }
         }
     }

@@ -39,14 +39,15 @@ pub(crate) fn split_columns(work: usize, n: usize, f: impl Fn(usize, usize) + Sy
         .for_each(|t| f(t * per, ((t + 1) * per).min(n)));
 }
 
-/// Writes one finished `mr × nr` tile (`sums[i][j]` for row `i0 + i`, column `j0 + j`).
+/// Writes one finished `mr × nr` tile (`sums[i · ld + j]` for row `i0 + i`, column `j0 + j`).
 ///
 /// # Safety
 /// `y` must point to `m × n` writable floats that no other thread touches in these columns.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn store_tile(
-    sums: &[[f32; NR]; MR],
+    sums: &[f32],
+    ld: usize,
     mr: usize,
     nr: usize,
     i0: usize,
@@ -56,7 +57,7 @@ pub(crate) unsafe fn store_tile(
     y: SendPtr,
     accumulate: bool,
 ) {
-    for (i, row) in sums.iter().enumerate().take(mr) {
+    for (i, row) in sums.chunks(ld).enumerate().take(mr) {
         for (j, &s) in row.iter().enumerate().take(nr) {
             let p = y.0.add((i0 + i) * n + j0 + j);
             let b = bias.map_or(0.0, |b| b[j0 + j]);
