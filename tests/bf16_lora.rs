@@ -11,7 +11,7 @@ use grpo::model::lora::{LoraConfig, TargetModules};
 use grpo::model::Policy;
 
 mod common;
-use common::{grpo, l2_norm, metrics, succeeds, write_train_config};
+use common::{grpo, l2_norm, mean_abs_diff as diff, metrics, succeeds, write_train_config};
 
 fn adapted(dtype: DType) -> Policy {
     let mut p = Policy::load(
@@ -72,23 +72,7 @@ fn sampler_lp(p: &Policy) -> Vec<f32> {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    let (ids, v) = (ids(), p.config.vocab_size);
-    let mut out = vec![];
-    for r in 0..ROWS {
-        for i in 0..LEN - 1 {
-            let z = &logits[(r * LEN + i) * v..(r * LEN + i + 1) * v];
-            let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
-            out.push(z[ids[r * LEN + i + 1] as usize] - lse);
-        }
-    }
-    out
-}
-
-/// Mean |difference|, as `logprob_diff`.
-fn diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+    common::next_token_logprobs(&logits, &ids(), ROWS, LEN, p.config.vocab_size)
 }
 
 #[test]

@@ -115,22 +115,9 @@ fn bf16_sampling_matches_the_trainers_logprobs_and_follows_weight_updates() {
         lp.flatten_all().unwrap().to_vec1::<f32>().unwrap()
     };
     let sampler_lp = |p: &Policy, logits: &[f32]| -> Vec<f32> {
-        let v = p.config.vocab_size;
-        let mut out = vec![];
-        for r in 0..2 {
-            for i in 0..10 {
-                let z = &logits[(r * 11 + i) * v..(r * 11 + i + 1) * v];
-                let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
-                out.push(z[ids[r * 11 + i + 1] as usize] - lse);
-            }
-        }
-        out
+        common::next_token_logprobs(logits, &ids, 2, 11, p.config.vocab_size)
     };
-    // Mean |difference|, as `logprob_diff`.
-    let diff = |a: &[f32], b: &[f32]| {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
-    };
+    let diff = common::mean_abs_diff;
     let (s, tr) = (sampler_lp(&p, &host(&p)), trainer_lp(&p));
     assert!(diff(&s, &tr) < 5e-4, "sampler vs trainer {}", diff(&s, &tr));
     // bf16 differs from f32 by far more than that: the agreement is not an f32 fallback.

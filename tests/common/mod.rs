@@ -191,3 +191,30 @@ pub fn l2_norm(t: &candle_core::Tensor) -> f64 {
         .unwrap()
         .sqrt() as f64
 }
+
+/// Log-probs of each next token from host logits `[rows, len, vocab]` of the sequences `ids`
+/// (`[rows, len]`): `rows × (len − 1)` values, as the trainer's `completion_logprobs`.
+pub fn next_token_logprobs(
+    logits: &[f32],
+    ids: &[u32],
+    rows: usize,
+    len: usize,
+    vocab: usize,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * (len - 1));
+    for r in 0..rows {
+        for i in 0..len - 1 {
+            let z = &logits[(r * len + i) * vocab..(r * len + i + 1) * vocab];
+            let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
+            out.push(z[ids[r * len + i + 1] as usize] - lse);
+        }
+    }
+    out
+}
+
+/// Mean |a − b|, as `logprob_diff`.
+pub fn mean_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+}
